@@ -56,6 +56,11 @@ class Llama(_llama_base()):  # type: ignore[misc]
             type_k=self.cache_k.ggml_id, type_v=self.cache_v.ggml_id, verbose=verbose, **kwargs,
         )
 
+    def close(self) -> None:
+        # A session refused by our checks never reached llama_cpp's __init__; nothing to free.
+        if hasattr(self, "_stack"):
+            super().close()
+
     def kv_cache_bytes(self) -> int:
         """Bytes of the K and V caches for the context this session allocated."""
         return self.model_info.kv_bytes(self.n_ctx(), self.cache_k, self.cache_v)
