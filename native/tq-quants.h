@@ -1,0 +1,88 @@
+// tq-gguf: turbo2/turbo3/turbo4 blocks and their reference (de)quantizers.
+//
+// Internal to ggml: included at the end of ggml-quants.h, which provides
+// ggml_half. The layout and every arithmetic step follow docs/FORMAT.md; this
+// file is the plain C reference that the SIMD kernels in cpu/ and the GPU
+// backends are tested against.
+#pragma once
+
+#include "ggml.h"
+#include "ggml-tq.h"
+
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define QK_TURBO GGML_TQ_BLOCK
+
+// index k of value i sits in byte i % 16, bits 2*(i / 16) .. 2*(i / 16) + 1
+typedef struct {
+    ggml_half d;             // scale (fp16)
+    uint8_t   qs[QK_TURBO/4]; // 2-bit indices
+} block_turbo2;
+static_assert(sizeof(block_turbo2) == 2 + QK_TURBO/4, "wrong turbo2 block size");
+
+// low two bits as in turbo2; bit 2 of index i sits in byte i % 8, bit i / 8 of qh
+typedef struct {
+    ggml_half d;
+    uint8_t   qs[QK_TURBO/4];
+    uint8_t   qh[QK_TURBO/8];
+} block_turbo3;
+static_assert(sizeof(block_turbo3) == 2 + QK_TURBO/4 + QK_TURBO/8, "wrong turbo3 block size");
+
+// index i sits in byte i % 32, low nibble for i < 32, high nibble otherwise (like q4_0)
+typedef struct {
+    ggml_half d;
+    uint8_t   qs[QK_TURBO/2];
+} block_turbo4;
+static_assert(sizeof(block_turbo4) == 2 + QK_TURBO/2, "wrong turbo4 block size");
+
+// The codebook of a type: 2^bits centroids and the 2^bits - 1 midpoints between them.
+struct tq_codebook {
+    int           bits;
+    const float * centroids;
+    const float * midpoints;
+};
+
+GGML_API const struct tq_codebook * tq_codebook_for(enum ggml_type type);
+
+// fp16 bits of the scale of a block that held a NaN or an infinity (a quiet NaN,
+// so that the damage shows downstream instead of passing as plausible numbers)
+#define TQ_SCALE_NONFINITE 0x7E00
+
+// The spec's pieces, shared with the SIMD kernels.
+GGML_API float     tq_sum_tree(const float * v);        // fixed halving tree over 64 values
+GGML_API float     tq_sum_squares_ref(const float * v); // the same tree over the squares
+GGML_API ggml_half tq_scale_to_fp16(float scale);       // round to nearest even, saturating
+
+// Reference block quantizer: 64 floats -> codebook indices (one per byte) and the fp16 scale.
+// Every other implementation must reproduce its output exactly.
+GGML_API ggml_half tq_quantize_block_ref(const float * GGML_RESTRICT x, uint8_t * GGML_RESTRICT idx,
+                                         const struct tq_codebook * cb);
+
+// Pack / unpack 64 one-byte indices into a block's bit planes.
+GGML_API void tq_pack_turbo2(const uint8_t * GGML_RESTRICT idx, block_turbo2 * GGML_RESTRICT y);
+GGML_API void tq_pack_turbo3(const uint8_t * GGML_RESTRICT idx, block_turbo3 * GGML_RESTRICT y);
+GGML_API void tq_pack_turbo4(const uint8_t * GGML_RESTRICT idx, block_turbo4 * GGML_RESTRICT y);
+GGML_API void tq_unpack_turbo2(const block_turbo2 * GGML_RESTRICT x, uint8_t * GGML_RESTRICT idx);
+GGML_API void tq_unpack_turbo3(const block_turbo3 * GGML_RESTRICT x, uint8_t * GGML_RESTRICT idx);
+GGML_API void tq_unpack_turbo4(const block_turbo4 * GGML_RESTRICT x, uint8_t * GGML_RESTRICT idx);
+
+GGML_API void quantize_row_turbo2_ref(const float * GGML_RESTRICT x, block_turbo2 * GGML_RESTRICT y, int64_t k);
+GGML_API void quantize_row_turbo3_ref(const float * GGML_RESTRICT x, block_turbo3 * GGML_RESTRICT y, int64_t k);
+GGML_API void quantize_row_turbo4_ref(const float * GGML_RESTRICT x, block_turbo4 * GGML_RESTRICT y, int64_t k);
+
+GGML_API void dequantize_row_turbo2(const block_turbo2 * GGML_RESTRICT x, float * GGML_RESTRICT y, int64_t k);
+GGML_API void dequantize_row_turbo3(const block_turbo3 * GGML_RESTRICT x, float * GGML_RESTRICT y, int64_t k);
+GGML_API void dequantize_row_turbo4(const block_turbo4 * GGML_RESTRICT x, float * GGML_RESTRICT y, int64_t k);
+
+// for ggml_quantize_chunk (no importance matrix: the types need no calibration)
+GGML_API size_t quantize_turbo2(const float * GGML_RESTRICT src, void * GGML_RESTRICT dst, int64_t nrows, int64_t n_per_row, const float * imatrix);
+GGML_API size_t quantize_turbo3(const float * GGML_RESTRICT src, void * GGML_RESTRICT dst, int64_t nrows, int64_t n_per_row, const float * imatrix);
+GGML_API size_t quantize_turbo4(const float * GGML_RESTRICT src, void * GGML_RESTRICT dst, int64_t nrows, int64_t n_per_row, const float * imatrix);
+
+#ifdef __cplusplus
+}
+#endif
