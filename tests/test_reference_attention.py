@@ -95,3 +95,17 @@ def test_qjl_variance_exceeds_mse_only_at_equal_bits():
         err_prod = prod.inner(prod.encode(x), y)[0] - true
         err_mse = (y @ mse_reconstruct(x, bits).T)[0] - true
         assert err_prod.var() > 3 * err_mse.var()
+
+
+def test_study_preserve_rule_is_the_format():
+    """The scale study's 'preserve' rule is what the format stores (up to float64 vs float32 norms)."""
+    from tq_gguf.reference import dequantize, quantize
+    from tq_gguf.reference.study import reconstruct
+
+    rng = np.random.default_rng(16)
+    x = rng.standard_normal((500, 64)).astype(np.float32)
+    for bits, qt in ((2, "turbo2"), (3, "turbo3"), (4, "turbo4")):
+        fmt = dequantize(quantize(x, qt), qt).astype(np.float64)
+        assert np.allclose(reconstruct(x, bits, "preserve"), fmt, rtol=1e-3, atol=0)
+        # and the rules really differ, so the study measures something
+        assert not np.allclose(reconstruct(x, bits, "norm"), fmt, rtol=1e-3, atol=0)
