@@ -61,6 +61,11 @@ ggml_half tq_scale_to_fp16(float f) {
     return GGML_FP32_TO_FP16(f);
 }
 
+float tq_condition(float v) {
+    v = fminf(fmaxf(v, -TQ_CLAMP), TQ_CLAMP);
+    return fabsf(v) < TQ_FLUSH ? 0.0f : v;
+}
+
 ggml_half tq_quantize_block_ref(const float * GGML_RESTRICT x, uint8_t * GGML_RESTRICT idx,
                                 const struct tq_codebook * cb) {
     const int nmid = (1 << cb->bits) - 1;
@@ -72,7 +77,13 @@ ggml_half tq_quantize_block_ref(const float * GGML_RESTRICT x, uint8_t * GGML_RE
         }
     }
 
-    const float sumsq = tq_sum_squares_ref(x);
+    // range conditioning: no intermediate below can overflow or become subnormal
+    float xc[QK_TURBO];
+    for (int i = 0; i < QK_TURBO; ++i) {
+        xc[i] = tq_condition(x[i]);
+    }
+
+    const float sumsq = tq_sum_squares_ref(xc);
     if (sumsq == 0.0f) {
         // every u_i is 0: the index rule below gives the index just under the middle
         memset(idx, (1 << (cb->bits - 1)) - 1, QK_TURBO);
@@ -84,7 +95,7 @@ ggml_half tq_quantize_block_ref(const float * GGML_RESTRICT x, uint8_t * GGML_RE
 
     float c[QK_TURBO];
     for (int i = 0; i < QK_TURBO; ++i) {
-        const float u = x[i]*inv;
+        const float u = xc[i]*inv;
         int k = 0;
         for (int j = 0; j < nmid; ++j) {
             k += u > cb->midpoints[j]; // ties go to the lower index

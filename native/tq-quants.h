@@ -52,7 +52,14 @@ GGML_API const struct tq_codebook * tq_codebook_for(enum ggml_type type);
 // so that the damage shows downstream instead of passing as plausible numbers)
 #define TQ_SCALE_NONFINITE 0x7E00
 
+// Range conditioning (FORMAT.md section 5, step 2): values are clamped to
+// +-2^60 and those below 2^-63 in magnitude become +0, so no intermediate of the
+// quantizer overflows or turns subnormal.
+#define TQ_CLAMP 0x1p60f
+#define TQ_FLUSH 0x1p-63f
+
 // The spec's pieces, shared with the SIMD kernels.
+GGML_API float     tq_condition(float v);
 GGML_API float     tq_sum_tree(const float * v);        // fixed halving tree over 64 values
 GGML_API float     tq_sum_squares_ref(const float * v); // the same tree over the squares
 GGML_API ggml_half tq_scale_to_fp16(float scale);       // round to nearest even, saturating

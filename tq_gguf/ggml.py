@@ -44,6 +44,16 @@ bool   ggml_validate_row_data(int type, const void * data, size_t nbytes);
 
 const char * ggml_tq_build_id(void);
 int ggml_tq_type_count(void);
+void ggml_tq_rotation_signs(float * signs, int n);
+void ggml_tq_rotation_matrix(float * dst, int n);
+"""
+
+# From libggml-cpu: the turbo kernel variants (generic C, AVX2, AVX-512, ...).
+CDEF_CPU = """
+bool  ggml_tq_cpu_has_variant(int variant);
+void  ggml_tq_cpu_quantize_row(int type, int variant, const float * x, void * y, int64_t k);
+void  ggml_tq_cpu_dequantize_row(int type, int variant, const void * x, float * y, int64_t k);
+float ggml_tq_cpu_vec_dot(int type, int variant, int n, const void * x, const float * y);
 """
 
 # From libggml (the backend registry), loaded separately from libggml-base.
@@ -57,11 +67,16 @@ const char *       ggml_backend_reg_name(ggml_backend_reg_t reg);
 ffi = FFI()
 ffi.cdef(CDEF)
 ffi.cdef(CDEF_REGISTRY)
+ffi.cdef(CDEF_CPU)
 
 _SUFFIX = {"darwin": ".dylib", "win32": ".dll"}.get(sys.platform, ".so")
 _PREFIX = "" if sys.platform == "win32" else "lib"
 _LIB_NAME = f"{_PREFIX}ggml-base{_SUFFIX}"
 _REGISTRY_LIB_NAME = f"{_PREFIX}ggml{_SUFFIX}"
+_CPU_LIB_NAME = f"{_PREFIX}ggml-cpu{_SUFFIX}"
+
+# Kernel variants of the CPU backend (enum ggml_tq_cpu_variant in native/cpu/tq-cpu-quants.h).
+CPU_VARIANTS = {"generic": 0, "avx2": 1, "avx512": 2, "neon": 3, "default": 15}
 _REBUILD = "run `tq-gguf build`"
 
 
@@ -171,3 +186,43 @@ def backends() -> list[str]:
     reg = ffi.dlopen(str(library_dir() / _REGISTRY_LIB_NAME))
     return [ffi.string(reg.ggml_backend_reg_name(reg.ggml_backend_reg_get(i))).decode()
             for i in range(reg.ggml_backend_reg_count())]
+
+
+@lru_cache(maxsize=None)
+def cpu_lib():
+    """libggml-cpu, for the turbo kernel variants."""
+    lib()
+    return ffi.dlopen(str(library_dir() / _CPU_LIB_NAME))
+
+
+def cpu_variants() -> list[str]:
+    """Kernel variants this build and this processor can run."""
+    return [name for name, v in CPU_VARIANTS.items() if cpu_lib().ggml_tq_cpu_has_variant(v)]
+
+
+def cpu_quantize(x: np.ndarray, type_id: int, variant: str) -> np.ndarray:
+    """One row of float32 through a CPU kernel variant's quantize_row (ggml-cpu's from_float)."""
+    x = np.ascontiguousarray(x, dtype=np.float32).ravel()
+    out = np.zeros(lib().ggml_row_size(type_id, x.size), dtype=np.uint8)
+    cpu_lib().ggml_tq_cpu_quantize_row(type_id, CPU_VARIANTS[variant], ffi.from_buffer("float[]", x), ffi.from_buffer(out), x.size)
+    return out
+
+
+def cpu_dequantize(raw: np.ndarray, type_id: int, n: int, variant: str) -> np.ndarray:
+    raw = np.ascontiguousarray(raw, dtype=np.uint8)
+    out = np.empty(n, dtype=np.float32)
+    cpu_lib().ggml_tq_cpu_dequantize_row(type_id, CPU_VARIANTS[variant], ffi.from_buffer(raw), ffi.from_buffer("float[]", out), n)
+    return out
+
+
+def cpu_vec_dot(raw: np.ndarray, q: np.ndarray, type_id: int, variant: str) -> float:
+    raw = np.ascontiguousarray(raw, dtype=np.uint8)
+    q = np.ascontiguousarray(q, dtype=np.float32).ravel()
+    return float(cpu_lib().ggml_tq_cpu_vec_dot(type_id, CPU_VARIANTS[variant], q.size, ffi.from_buffer(raw),
+                                                ffi.from_buffer("float[]", q)))
+
+
+def rotation_matrix(n: int) -> np.ndarray:
+    out = np.empty(n * n, dtype=np.float32)
+    lib().ggml_tq_rotation_matrix(ffi.from_buffer("float[]", out), n)
+    return out.reshape(n, n)

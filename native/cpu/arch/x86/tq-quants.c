@@ -176,6 +176,10 @@ TQ_AVX512 static void tq_quantize_row_avx512(enum ggml_type type, const float * 
         for (int g = 0; g < 4; ++g) {
             v[g] = _mm512_loadu_ps(x + 16*g);
             bad |= _mm512_cmp_ps_mask(_mm512_sub_ps(v[g], v[g]), _mm512_setzero_ps(), _CMP_NEQ_UQ); // NaN, +-Inf
+            // range conditioning (min/max see no NaN: those blocks are handled below)
+            v[g] = _mm512_min_ps(_mm512_max_ps(v[g], _mm512_set1_ps(-TQ_CLAMP)), _mm512_set1_ps(TQ_CLAMP));
+            const __mmask16 tiny = _mm512_cmp_ps_mask(_mm512_abs_ps(v[g]), _mm512_set1_ps(TQ_FLUSH), _CMP_LT_OQ);
+            v[g] = _mm512_mask_mov_ps(v[g], tiny, _mm512_setzero_ps());
         }
         if (bad) {
             // rare: the reference defines these bytes, so let it write them
@@ -321,10 +325,14 @@ TQ_AVX2 static void tq_quantize_row_avx2(enum ggml_type type, const float * GGML
     for (int64_t b = 0; b < k/QK_TURBO; ++b, x += QK_TURBO, y += bsize) {
         __m256 v[8], sq[8];
         int bad = 0;
+        const __m256 sign = _mm256_set1_ps(-0.0f);
         for (int r = 0; r < 8; ++r) {
             v[r] = _mm256_loadu_ps(x + 8*r);
             const __m256 z = _mm256_sub_ps(v[r], v[r]);
             bad |= _mm256_movemask_ps(_mm256_cmp_ps(z, z, _CMP_UNORD_Q));
+            v[r] = _mm256_min_ps(_mm256_max_ps(v[r], _mm256_set1_ps(-TQ_CLAMP)), _mm256_set1_ps(TQ_CLAMP));
+            const __m256 tiny = _mm256_cmp_ps(_mm256_andnot_ps(sign, v[r]), _mm256_set1_ps(TQ_FLUSH), _CMP_LT_OQ);
+            v[r] = _mm256_andnot_ps(tiny, v[r]);
             sq[r] = _mm256_mul_ps(v[r], v[r]);
         }
         const float sumsq = bad ? 0.0f : tq_tree64_avx2(sq);
