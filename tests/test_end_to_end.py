@@ -1,8 +1,8 @@
 """The default model through our patched llama.cpp, with f16 and q8_0 caches.
 
-Bounds were measured on SmolLM2-135M over the first 256 tokens of a git release
-note (text the model has not memorised): q8_0/q8_0 against f16/f16 gave mean
-KL 0.0047 and top-1 agreement 0.941; q4_0/q4_0 gave 0.071 and 0.832. The bounds
+Bounds were measured on SmolLM2-135M over the first 256 tokens of git's release
+notes (text the model has not memorised): q8_0/q8_0 against f16/f16 gave mean
+KL 0.0053 and top-1 agreement 0.926; q4_0/q4_0 gave 0.058 and 0.844. The bounds
 below allow 3x the q8_0 KL and 5 points of top-1.
 """
 
@@ -13,8 +13,8 @@ import pytest
 
 pytestmark = [pytest.mark.native, pytest.mark.model]
 
-Q8_MEAN_KL_BOUND = 0.015
-Q8_TOP1_BOUND = 0.89
+Q8_MEAN_KL_BOUND = 0.016
+Q8_TOP1_BOUND = 0.87
 
 
 def eval_text() -> str:
