@@ -48,8 +48,16 @@ void ggml_tq_rotation_signs(float * signs, int n);
 void ggml_tq_rotation_matrix(float * dst, int n);
 """
 
-# From libggml-cpu: the turbo kernel variants (generic C, AVX2, AVX-512, ...).
+# From libggml-cpu: its type traits, and the turbo kernel variants (generic C, AVX2, AVX-512, ...).
 CDEF_CPU = """
+struct ggml_type_traits_cpu {
+    ggml_from_float_t from_float;
+    void *            vec_dot;
+    int               vec_dot_type;
+    int64_t           nrows;
+};
+const struct ggml_type_traits_cpu * ggml_get_type_traits_cpu(int type);
+
 bool  ggml_tq_cpu_has_variant(int variant);
 void  ggml_tq_cpu_quantize_row(int type, int variant, const float * x, void * y, int64_t k);
 void  ggml_tq_cpu_dequantize_row(int type, int variant, const void * x, float * y, int64_t k);
@@ -193,6 +201,18 @@ def cpu_lib():
     """libggml-cpu, for the turbo kernel variants."""
     lib()
     return ffi.dlopen(str(library_dir() / _CPU_LIB_NAME))
+
+
+def cpu_from_float(x: np.ndarray, type_id: int) -> np.ndarray:
+    """One row through the CPU backend's from_float for any type (what SET_ROWS runs)."""
+    _check_id(type_id)
+    x = np.ascontiguousarray(x, dtype=np.float32).ravel()
+    out = np.zeros(lib().ggml_row_size(type_id, x.size), dtype=np.uint8)
+    traits = cpu_lib().ggml_get_type_traits_cpu(type_id)
+    if traits.from_float == ffi.NULL:
+        raise NativeLibraryError(f"type {type_name(type_id)} has no CPU from_float")
+    traits.from_float(ffi.from_buffer("float[]", x), ffi.from_buffer(out), x.size)
+    return out
 
 
 def cpu_variants() -> list[str]:
