@@ -22,7 +22,7 @@ def test_key_is_stable_and_tracks_every_input(tmp_path):
     assert base.startswith("cpu-")
     assert buildkey.build_key("vulkan", d, p, n) != base
     assert buildkey.build_key("cpu", {**d, "GGML_NATIVE": "OFF"}, p, n) != base
-    (n / "ggml-tq.h").write_text((n / "ggml-tq.h").read_text() + "\n// edit\n")
+    (n / "include" / "ggml-tq.h").write_text((n / "include" / "ggml-tq.h").read_text() + "\n// edit\n")
     assert buildkey.build_key("cpu", d, p, n) != base
 
 
