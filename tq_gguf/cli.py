@@ -47,8 +47,8 @@ def _cache_type_option(flag: str, default: str):
 
 @main.command()
 @click.argument("model", required=False)
-@_cache_type_option("--cache-k", "f16")
-@_cache_type_option("--cache-v", "f16")
+@_cache_type_option("--cache-k", "q8_0")  # session.DEFAULT_CACHE_K
+@_cache_type_option("--cache-v", "turbo3")  # session.DEFAULT_CACHE_V
 @click.option("-p", "--prompt", required=True, help="text to continue")
 @click.option("-n", "--n-predict", "n_predict", default=128, show_default=True, type=click.IntRange(min=1))
 @click.option("--ctx", "n_ctx", default=4096, show_default=True, type=click.IntRange(min=64), help="context size")
