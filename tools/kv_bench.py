@@ -81,7 +81,7 @@ def main() -> int:
         print(f"{config}: " + ", ".join(f"{k}{d}={v:.1f}" for (k, d), v in sorted(results[config].items())), file=sys.stderr)
 
     print(f"model {path.name}, {args.threads} threads, flash attention on; tok/s (x f16/f16, x q8_0/q8_0)\n")
-    cols = [(kind, d) for kind in ("tg", "pp") for d in args.depths]
+    cols = [(kind, d) for kind in ("tg", "pp") for d in args.depths if (kind, d) in results[BASELINES[0]]]  # -p 0 / -n 0 skip a kind
     print("| K/V | " + " | ".join(f"{k}{args.n_gen if k == 'tg' else args.n_prompt} @ d{d}" for k, d in cols) + " |")
     print("|---|" + "---|" * len(cols))
     for config in configs:
