@@ -13,7 +13,6 @@ the model reads a few tokens of git's release notes.
 from __future__ import annotations
 
 import argparse
-import ctypes
 import sys
 from pathlib import Path
 
@@ -23,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tq_gguf import ggml, ggufinfo, models  # noqa: E402
 from tq_gguf.evaltext import git_release_notes  # noqa: E402
+from tq_gguf.lowlevel import Context  # noqa: E402
 
 OUT = Path(__file__).resolve().parent.parent / "tests" / "data" / "kv_rows.npz"
 
@@ -38,43 +38,29 @@ size_t       ggml_nbytes(const void * tensor);
 def capture(model_name: str, n_tokens: int, layers: tuple[int, ...]) -> dict[str, np.ndarray]:
     import llama_cpp
 
-    info = ggufinfo.read(models.fetch(model_name))
-    base = ggml.ffi.dlopen(str(ggml.library_dir() / "libggml-base.so"))
-    wanted = {f"{kind}cur-{il}": (kind, il) for kind in "KV" for il in layers}
+    path = models.fetch(model_name)
+    info = ggufinfo.read(path)
+    base = ggml.ffi.dlopen(str(ggml.library_dir() / ggml._LIB_NAME))
+    wanted = {f"{kind}cur-{il}": kind for kind in "KV" for il in layers}
     rows: dict[str, list[np.ndarray]] = {}
 
     @llama_cpp.ggml_backend_sched_eval_callback
     def on_eval(tensor, ask, user_data):
         t = ggml.ffi.cast("void *", tensor)
-        name = ggml.ffi.string(base.ggml_get_name(t)).decode()
-        if name not in wanted:
+        kind = wanted.get(ggml.ffi.string(base.ggml_get_name(t)).decode())
+        if kind is None:
             return False
         if ask:
             return True
         n = base.ggml_nelements(t)
         if base.ggml_nbytes(t) == 4 * n:  # f32
             data = np.frombuffer(ggml.ffi.buffer(ggml.ffi.cast("float *", base.ggml_get_data(t)), 4 * n), dtype=np.float32)
-            kind, _ = wanted[name]
             head = info.head_dim_k if kind == "K" else info.head_dim_v
             rows.setdefault(kind, []).append(data.reshape(-1, head).copy())
         return True
 
-    llama_cpp.llama_backend_init()
-    mparams = llama_cpp.llama_model_default_params()
-    model = llama_cpp.llama_model_load_from_file(str(info.path).encode(), mparams)
-    cparams = llama_cpp.llama_context_default_params()
-    cparams.n_ctx = 256
-    cparams.cb_eval = on_eval
-    ctx = llama_cpp.llama_init_from_model(model, cparams)
-    vocab = llama_cpp.llama_model_get_vocab(model)
-    text = git_release_notes(1000).encode()
-    toks = (llama_cpp.llama_token * 4096)()
-    n = llama_cpp.llama_tokenize(vocab, text, len(text), toks, 4096, True, False)
-    batch = llama_cpp.llama_batch_get_one(toks, min(n, n_tokens))
-    if llama_cpp.llama_decode(ctx, batch) != 0:
-        raise RuntimeError(f"decode failed for {model_name}")
-    llama_cpp.llama_free(ctx)
-    llama_cpp.llama_model_free(model)
+    with Context(path, n_ctx=256, cb_eval=on_eval) as ctx:
+        ctx.decode(ctx.tokenize(git_release_notes(1000))[:n_tokens])
     return {f"{model_name}/{kind}": np.concatenate(v) for kind, v in rows.items()}
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import cachetypes, ggml, ggufinfo
+from . import ggufinfo
 
 
 _QUIET = None
@@ -30,16 +30,17 @@ def quiet_logs() -> None:
 
 
 class Context:
+    """One model and one context; `cb_eval` (a llama_cpp.ggml_backend_sched_eval_callback)
+    sees the graph's tensors as they are computed."""
+
     def __init__(self, model_path: str | Path, cache_k: str = "f16", cache_v: str = "f16", n_ctx: int = 512,
-                 n_threads: int = 2):
-        ggml.lib()
+                 n_threads: int = 2, cb_eval=None):
+        from .session import resolve_cache_types  # checks the build, the types and the head sizes
         import llama_cpp
 
         self._ll = llama_cpp
-        info = ggufinfo.read(model_path)
-        k, v = cachetypes.get(cache_k), cachetypes.get(cache_v)
-        k.check_head_dim(info.head_dim_k, "K cache")
-        v.check_head_dim(info.head_dim_v, "V cache")
+        self.info = ggufinfo.read(model_path)
+        k, v = resolve_cache_types(self.info, cache_k, cache_v)
         quiet_logs()
         llama_cpp.llama_backend_init()
         self.model = llama_cpp.llama_model_load_from_file(str(model_path).encode(), llama_cpp.llama_model_default_params())
@@ -51,6 +52,8 @@ class Context:
         params.n_threads = params.n_threads_batch = n_threads
         params.type_k, params.type_v = k.ggml_id, v.ggml_id
         params.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED
+        if cb_eval is not None:
+            params.cb_eval = cb_eval
         self.ctx = llama_cpp.llama_init_from_model(self.model, params)
         if not self.ctx:
             llama_cpp.llama_model_free(self.model)
