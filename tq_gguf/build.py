@@ -268,7 +268,7 @@ def build(backend: str = "cpu", jobs: int | None = None, force: bool = False,
     return BuildResult(key, backend, out_dir, wheel, out_dir / "bin", timings)
 
 
-def tool_path(name: str, backend: str | None = None) -> Path:
+def tool_path(name: str) -> Path:
     """Path of a built llama.cpp tool, for the build that is installed now."""
     info = installed_build()
     if info is None:
