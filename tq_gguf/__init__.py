@@ -7,13 +7,16 @@ before anything native exists.
 
 __version__ = "0.1.0"
 
-__all__ = ["Llama"]
+__all__ = ["Llama", "CacheConfig", "PRESETS", "advise"]
+
+# Public name -> submodule that defines it; importing the session loads llama.cpp,
+# so `import tq_gguf` stays cheap until a name is used.
+_LAZY = {"Llama": "session", "CacheConfig": "cacheconfig", "PRESETS": "cacheconfig", "advise": "advisor"}
 
 
 def __getattr__(name: str):
-    # Importing the session loads llama.cpp; keep `import tq_gguf` cheap until it is needed.
-    if name == "Llama":
-        from .session import Llama
+    if name in _LAZY:
+        import importlib
 
-        return Llama
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
     raise AttributeError(f"module 'tq_gguf' has no attribute {name!r}")

@@ -1,13 +1,15 @@
 """KV-cache types: what each one is called, costs and needs.
 
-The ggml type ids are those of the patched ggml.h (turbo types are appended
-after GGML_TYPE_Q2_0 = 42). Whether the turbo types are present is a property
-of the installed build, checked through the native library by `available()`.
+Names, block sizes and bytes per block are format facts (docs/FORMAT.md, ggml's
+type traits; a test checks them against the library). The ggml enum value
+behind a name is read from the built library at run time (`CacheType.ggml_id`),
+so Python never depends on where the patched ggml.h placed the turbo types.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 from .errors import CacheTypeError
 
@@ -15,10 +17,24 @@ from .errors import CacheTypeError
 @dataclass(frozen=True)
 class CacheType:
     name: str
-    ggml_id: int
     block_size: int   # values per block
     type_size: int    # bytes per block
     turbo: bool = False
+
+    @property
+    def ggml_id(self) -> int:
+        """The ggml enum value of this type in the installed build."""
+        type_id = native_ids().get(self.name)
+        if type_id is None:
+            raise CacheTypeError(
+                f"cache type {self.name} is not in the installed llama.cpp build; "
+                f"run `tq-gguf build` to build one with the turbo types"
+            )
+        return type_id
+
+    @property
+    def quantized(self) -> bool:
+        return self.block_size > 1
 
     @property
     def bits_per_value(self) -> float:
@@ -36,18 +52,18 @@ class CacheType:
 
 
 CACHE_TYPES: dict[str, CacheType] = {t.name: t for t in (
-    CacheType("f32", 0, 1, 4),
-    CacheType("f16", 1, 1, 2),
-    CacheType("bf16", 30, 1, 2),
-    CacheType("q8_0", 8, 32, 34),
-    CacheType("q5_1", 7, 32, 24),
-    CacheType("q5_0", 6, 32, 22),
-    CacheType("q4_1", 3, 32, 20),
-    CacheType("q4_0", 2, 32, 18),
-    CacheType("iq4_nl", 20, 32, 18),
-    CacheType("turbo4", 45, 64, 34, turbo=True),
-    CacheType("turbo3", 44, 64, 26, turbo=True),
-    CacheType("turbo2", 43, 64, 18, turbo=True),
+    CacheType("f32", 1, 4),
+    CacheType("f16", 1, 2),
+    CacheType("bf16", 1, 2),
+    CacheType("q8_0", 32, 34),
+    CacheType("q5_1", 32, 24),
+    CacheType("q5_0", 32, 22),
+    CacheType("q4_1", 32, 20),
+    CacheType("q4_0", 32, 18),
+    CacheType("iq4_nl", 32, 18),
+    CacheType("turbo4", 64, 34, turbo=True),
+    CacheType("turbo3", 64, 26, turbo=True),
+    CacheType("turbo2", 64, 18, turbo=True),
 )}
 
 
@@ -58,12 +74,22 @@ def get(name: str) -> CacheType:
         raise CacheTypeError(f"unknown cache type {name!r}; choose one of {', '.join(CACHE_TYPES)}") from None
 
 
-def is_native(ct: CacheType) -> bool:
-    """Whether the installed native build knows this type (turbo types need our patches)."""
+@lru_cache(maxsize=1)
+def native_ids() -> dict[str, int]:
+    """Type name -> ggml enum value, as the installed library names its types."""
     from . import ggml
 
-    # ggml_type_name returns "NONE" for ids past GGML_TYPE_COUNT, so an old build answers False.
-    return ggml.type_name(ct.ggml_id) == ct.name
+    ids = {}
+    for type_id in range(ggml.type_count()):
+        name = ggml.type_name(type_id)
+        if name and name in CACHE_TYPES:
+            ids[name] = type_id
+    return ids
+
+
+def is_native(ct: CacheType) -> bool:
+    """Whether the installed native build knows this type (turbo types need our patches)."""
+    return ct.name in native_ids()
 
 
 def available() -> list[CacheType]:

@@ -8,6 +8,7 @@ from pathlib import Path
 from .errors import ModelError
 
 GGUF_MAGIC = b"GGUF"
+TQ_CACHE_KEY = "tq.cache"  # the recommended cache config spec, written by `tq-gguf tag`
 
 
 @dataclass(frozen=True)
@@ -25,12 +26,17 @@ class ModelInfo:
     sliding_window: int | None
     n_tensors: int
     file_size: int
+    tq_cache: str | None = None  # a cache config spec tagged into the file (`tq-gguf tag`)
 
     def kv_bytes(self, n_ctx: int, k_type, v_type) -> int:
         """KV-cache bytes for `n_ctx` cells over all layers (k_type/v_type: CacheType)."""
+        return self.kv_bytes_layers(n_ctx, [k_type] * self.n_layer, [v_type] * self.n_layer)
+
+    def kv_bytes_layers(self, n_ctx: int, k_types, v_types) -> int:
+        """KV-cache bytes for `n_ctx` cells with a K and V type per layer."""
         per_k = self.n_head_kv * self.head_dim_k
         per_v = self.n_head_kv * self.head_dim_v
-        return self.n_layer * n_ctx * (k_type.bytes_for(per_k) + v_type.bytes_for(per_v))
+        return n_ctx * sum(k.bytes_for(per_k) + v.bytes_for(per_v) for k, v in zip(k_types, v_types))
 
 
 def read(path: str | Path) -> ModelInfo:
@@ -72,5 +78,5 @@ def read(path: str | Path) -> ModelInfo:
         head_dim_v=field(f"{arch}.attention.value_length", default_head),
         n_ctx_train=field(f"{arch}.context_length", 0),
         sliding_window=field(f"{arch}.attention.sliding_window"),
-        n_tensors=len(reader.tensors), file_size=size,
+        n_tensors=len(reader.tensors), file_size=size, tq_cache=field(TQ_CACHE_KEY),
     )

@@ -1,22 +1,25 @@
-"""`Llama`: llama-cpp-python's Llama with KV-cache types chosen by name.
+"""`Llama`: llama-cpp-python's Llama with the KV cache chosen by name.
 
     from tq_gguf import Llama
     llm = Llama("model.gguf", cache_k="q8_0", cache_v="turbo3")
+    llm = Llama("model.gguf", cache="max")            # a preset
+    llm = Llama("model.gguf", cache="q8_0/turbo2:b2")  # boundary layers at q8_0
 
 Checks happen before llama.cpp sees the model, so a bad choice is one clear
 error instead of an assertion deep in ggml: unknown type, a head size the type
-cannot split into blocks, a type the installed build lacks, a stale build.
+cannot split into blocks, a quantized V cache without flash attention, a type
+the installed build lacks, a stale build. Type names become ggml enum values
+read from the built library; flash attention follows from the types.
 """
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from . import cachetypes, ggml, ggufinfo
-from .cachetypes import CacheType
-from .errors import CacheTypeError
-
-UNQUANTIZED = frozenset({"f32", "f16", "bf16"})
+from .cacheconfig import CacheConfig, resolve
+from .errors import CacheTypeError, TqError
 
 # The recommended configuration: keys need precision (q8_0), values compress well
 # (turbo3: within 2% of f16 perplexity on the three test models, README "Quality").
@@ -24,18 +27,58 @@ DEFAULT_CACHE_K = "q8_0"
 DEFAULT_CACHE_V = "turbo3"
 
 
-def needs_flash_attn(v: CacheType) -> bool:
-    """llama.cpp can only hold a quantized V cache with flash attention on."""
-    return v.name not in UNQUANTIZED
+def resolve_config(info: ggufinfo.ModelInfo, cache: str | CacheConfig | None = None, cache_k: str | None = None,
+                   cache_v: str | None = None, flash_attn: bool | None = None) -> tuple[CacheConfig, bool]:
+    """The validated config for this model and whether flash attention is on.
+
+    Explicit `cache_k`/`cache_v` override `cache`; with neither, the model's `tq.cache` tag
+    (written by `tq-gguf tag`) applies, else the default preset."""
+    tagged = None
+    if info.tq_cache:
+        try:
+            tagged = CacheConfig.parse(info.tq_cache)
+        except CacheTypeError as exc:
+            raise CacheTypeError(f"{info.path} carries an unreadable {ggufinfo.TQ_CACHE_KEY} tag: {exc}") from None
+    config = resolve(cache, cache_k, cache_v, default=tagged)
+    wants_fa = any(ct.quantized for ct in config.types())
+    if flash_attn is None:
+        flash_attn = wants_fa
+    config.validate(info, flash_attn=flash_attn)
+    if not flash_attn and config.k.turbo:
+        raise CacheTypeError(f"a {config.k.name} K cache needs flash attention; drop flash_attn=False")
+    return config, flash_attn
 
 
-def resolve_cache_types(info: ggufinfo.ModelInfo, cache_k: str, cache_v: str) -> tuple[CacheType, CacheType]:
-    k, v = cachetypes.get(cache_k), cachetypes.get(cache_v)
-    k.check_head_dim(info.head_dim_k, "K cache")
-    v.check_head_dim(info.head_dim_v, "V cache")
-    cachetypes.require_native(k)
-    cachetypes.require_native(v)
-    return k, v
+def resolve_cache_types(info: ggufinfo.ModelInfo, cache_k: str, cache_v: str):
+    """(K type, V type) for a uniform config, validated against the model and the build."""
+    config, _ = resolve_config(info, cache_k=cache_k, cache_v=cache_v, flash_attn=True)
+    return config.k, config.v
+
+
+@dataclass(frozen=True)
+class CacheInfo:
+    """What a session's KV cache holds and costs."""
+
+    config: str
+    preset: str | None
+    k_type: str
+    v_type: str
+    boundary_layers: int
+    bits_per_value_k: float
+    bits_per_value_v: float
+    n_ctx: int
+    n_cells_used: int
+    bytes_allocated: int
+    bytes_used: int
+    bytes_f16_allocated: int
+    bytes_f16_used: int
+
+    @property
+    def ratio_to_f16(self) -> float:
+        return self.bytes_f16_allocated / self.bytes_allocated
+
+    def as_dict(self) -> dict:
+        return asdict(self) | {"ratio_to_f16": self.ratio_to_f16}
 
 
 def _llama_base():
@@ -46,30 +89,60 @@ def _llama_base():
 
 
 class Llama(_llama_base()):  # type: ignore[misc]
-    """A llama_cpp.Llama whose KV cache types are given by name (`cache_k`, `cache_v`)."""
+    """A llama_cpp.Llama whose KV cache is given by name: `cache` (a preset or `K/V[:bN]` spec)
+    and/or `cache_k`, `cache_v`. Everything else is llama_cpp.Llama's API."""
 
-    def __init__(self, model_path: str | Path, *, cache_k: str = DEFAULT_CACHE_K, cache_v: str = DEFAULT_CACHE_V,
-                 n_ctx: int = 4096, flash_attn: bool | None = None, verbose: bool = False, **kwargs):
+    def __init__(self, model_path: str | Path, *, cache: str | CacheConfig | None = None,
+                 cache_k: str | None = None, cache_v: str | None = None, n_ctx: int = 4096,
+                 flash_attn: bool | None = None, verbose: bool = False, **kwargs):
+        for raw in ("type_k", "type_v", "type_k_layer", "type_v_layer"):
+            if raw in kwargs:
+                raise TypeError(f"tq_gguf.Llama takes cache types by name (cache=, cache_k=, cache_v=), not {raw}=")
         self.model_info = ggufinfo.read(model_path)
-        self.cache_k, self.cache_v = resolve_cache_types(self.model_info, cache_k, cache_v)
-        if flash_attn is None:
-            flash_attn = True
-        if not flash_attn and needs_flash_attn(self.cache_v):
-            raise CacheTypeError(f"a {self.cache_v.name} V cache needs flash attention; drop flash_attn=False")
+        self.cache_config, flash_attn = resolve_config(self.model_info, cache, cache_k, cache_v, flash_attn)
         super().__init__(
-            model_path=str(model_path), n_ctx=n_ctx, flash_attn=flash_attn,
-            type_k=self.cache_k.ggml_id, type_v=self.cache_v.ggml_id, verbose=verbose, **kwargs,
+            model_path=str(model_path), n_ctx=n_ctx, flash_attn=flash_attn, verbose=verbose,
+            **self.cache_config.llama_kwargs(self.model_info.n_layer), **kwargs,
         )
+
+    @property
+    def cache_k(self) -> cachetypes.CacheType:
+        return self.cache_config.k
+
+    @property
+    def cache_v(self) -> cachetypes.CacheType:
+        return self.cache_config.v
 
     def close(self) -> None:
         # A session refused by our checks never reached llama_cpp's __init__; nothing to free.
         if hasattr(self, "_stack"):
             super().close()
 
+    def __getstate__(self):
+        state = super().__getstate__()
+        for raw in ("type_k", "type_v", "type_k_layer", "type_v_layer"):
+            state.pop(raw, None)
+        return state | {"cache": str(self.cache_config)}
+
     def kv_cache_bytes(self) -> int:
         """Bytes of the K and V caches for the context this session allocated."""
-        return self.model_info.kv_bytes(self.n_ctx(), self.cache_k, self.cache_v)
+        return self.cache_config.kv_bytes(self.model_info, self.n_ctx())
 
     def kv_cache_bytes_f16(self) -> int:
-        f16 = cachetypes.get("f16")
-        return self.model_info.kv_bytes(self.n_ctx(), f16, f16)
+        return CacheConfig.of("f16", "f16").kv_bytes(self.model_info, self.n_ctx())
+
+    def cache_info(self) -> CacheInfo:
+        info, config = self.model_info, self.cache_config
+        f16 = CacheConfig.of("f16", "f16")
+        bpv_k, bpv_v = config.bits_per_value(info.n_layer)
+        used = int(self.n_tokens)
+        return CacheInfo(
+            config=str(config), preset=config.preset, k_type=config.k.name, v_type=config.v.name,
+            boundary_layers=config.boundary, bits_per_value_k=bpv_k, bits_per_value_v=bpv_v,
+            n_ctx=self.n_ctx(), n_cells_used=used,
+            bytes_allocated=config.kv_bytes(info, self.n_ctx()), bytes_used=config.kv_bytes(info, used),
+            bytes_f16_allocated=f16.kv_bytes(info, self.n_ctx()), bytes_f16_used=f16.kv_bytes(info, used),
+        )
+
+
+__all__ = ["Llama", "CacheInfo", "resolve_config", "TqError"]
