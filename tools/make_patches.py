@@ -9,6 +9,10 @@ which appends a new patch holding them.
 
     python tools/make_patches.py                      # refresh the series from the work tree
     python tools/make_patches.py --new turbo-cuda -m "CUDA kernels for turbo types"
+    python tools/make_patches.py --work <tree> --only cuda   # rewrite only the patches named *cuda*
+
+`--only` lets work trees of different backends feed their own patches: patches
+outside the selection, and their base hashes, are left as they are.
 """
 
 from __future__ import annotations
@@ -80,6 +84,7 @@ def main() -> int:
     ap.add_argument("--patches", type=Path, default=paths.PATCHES_DIR)
     ap.add_argument("--new", metavar="NAME", help="append a patch NNNN-NAME.patch for files no patch owns yet")
     ap.add_argument("-m", "--message", help="description for the new patch")
+    ap.add_argument("--only", metavar="TEXT", help="rewrite only patches whose file name contains TEXT (and --new)")
     args = ap.parse_args()
     try:
         pristine = args.pristine or sdist.pristine_tree()
@@ -98,7 +103,8 @@ def main() -> int:
             series.append(new_patch)
             for rel in unowned:
                 owner[rel] = new_patch
-        for patch in series:
+        selected = [p for p in series if args.only is None or args.only in p.name or p == new_patch]
+        for patch in selected:
             files = sorted(rel for rel, p in owner.items() if p == patch and rel in changed)
             dropped = sorted(rel for rel, p in owner.items() if p == patch and rel not in changed)
             for rel in dropped:
@@ -111,11 +117,18 @@ def main() -> int:
             if not patch.exists() or patch.read_text() != text:
                 patch.write_text(text)
                 print(f"wrote {patch.name} ({len(files)} files)")
-        manifest = [
-            f"{hashlib.sha256((pristine / rel).read_bytes()).hexdigest()}  {rel}\n"
-            for rel in sorted(changed) if not changed[rel]
-        ]
-        (args.patches / patches.BASE_MANIFEST).write_text("".join(manifest))
+        mine = {rel for rel, p in owner.items() if p in selected}
+        manifest_path = args.patches / patches.BASE_MANIFEST
+        manifest = {}
+        if args.only is not None and manifest_path.exists():  # keep the other patches' base hashes
+            for line in manifest_path.read_text().splitlines():
+                digest, rel = line.split("  ", 1)
+                if rel not in mine:
+                    manifest[rel] = digest
+        for rel in sorted(changed):
+            if not changed[rel] and (args.only is None or rel in mine):
+                manifest[rel] = hashlib.sha256((pristine / rel).read_bytes()).hexdigest()
+        manifest_path.write_text("".join(f"{manifest[rel]}  {rel}\n" for rel in sorted(manifest)))
     except TqError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

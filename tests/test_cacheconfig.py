@@ -1,0 +1,145 @@
+"""CacheConfig specs, presets and validation; per-layer cache types in llama.cpp."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from tq_gguf import cachetypes, ggml, ggufinfo
+from tq_gguf.cacheconfig import BOUNDARY_TYPE, PRESETS, CacheConfig, resolve
+from tq_gguf.errors import CacheTypeError
+
+PROMPT = "Release notes list what changed: new options, fixed bugs, and the commands that"
+
+
+def test_specs_round_trip():
+    for spec in ("q8_0/turbo3", "turbo4/turbo3", "f16/f16", "q8_0/turbo2:b2", "q4_0/turbo4:b1"):
+        assert str(CacheConfig.parse(spec)) == spec
+    assert CacheConfig.parse(" Q8_0/TURBO3 ") == CacheConfig.of("q8_0", "turbo3")
+
+
+def test_presets():
+    assert {name: str(p.config) for name, p in PRESETS.items()} == {
+        "lossless": "q8_0/q8_0", "quality": "q8_0/turbo4", "balanced": "q8_0/turbo3",
+        "compact": "turbo4/turbo3", "max": "q8_0/turbo2:b2",
+    }
+    for name, p in PRESETS.items():
+        assert CacheConfig.parse(name) == p.config
+        assert p.config.preset == name
+    assert CacheConfig.parse("q8_0/turbo2:b3").preset is None
+
+
+def test_resolve_precedence():
+    tagged = CacheConfig.parse("turbo4/turbo3")
+    assert resolve() == PRESETS["balanced"].config
+    assert resolve(default=tagged) == tagged
+    assert resolve("max", default=tagged) == PRESETS["max"].config
+    # explicit sides win over the preset and keep its boundary layers
+    assert str(resolve("max", cache_v="turbo3")) == "q8_0/turbo3:b2"
+    assert str(resolve(cache_k="f16", default=tagged)) == "f16/turbo3"
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("q8_0", "cannot read cache config 'q8_0'"),
+    ("q8_0/turbo3:x2", "cannot read cache config"),
+    ("q8_0/turbo5", "unknown cache type 'turbo5'"),
+    ("fast", "cannot read cache config 'fast'"),
+])
+def test_bad_specs(spec, message):
+    with pytest.raises(CacheTypeError, match=message):
+        CacheConfig.parse(spec)
+
+
+def test_layer_types_protect_both_ends():
+    k, v = CacheConfig.parse("turbo4/turbo2:b2").layer_types(7)
+    assert [t.name for t in k] == ["q8_0", "q8_0", "turbo4", "turbo4", "turbo4", "q8_0", "q8_0"]
+    assert [t.name for t in v] == ["q8_0", "q8_0", "turbo2", "turbo2", "turbo2", "q8_0", "q8_0"]
+    bk, bv = CacheConfig.parse("q8_0/turbo2:b2").bits_per_value(10)
+    assert bk == 8.5 and bv == pytest.approx((4 * 8.5 + 6 * 2.25) / 10)
+    assert not CacheConfig.parse(f"{BOUNDARY_TYPE}/{BOUNDARY_TYPE}:b2").mixed
+
+
+def _info(**changes) -> ggufinfo.ModelInfo:
+    base = ggufinfo.ModelInfo(path=None, arch="llama", name="t", n_layer=4, n_embd=256, n_head=4, n_head_kv=2,
+                              head_dim_k=64, head_dim_v=64, n_ctx_train=2048, sliding_window=None,
+                              n_tensors=1, file_size=1)
+    return dataclasses.replace(base, **changes)
+
+
+def test_validation_names_the_problem():
+    with pytest.raises(CacheTypeError, match="V cache type turbo3 stores blocks of 64 values, but the model's head size 80"):
+        CacheConfig.parse("q8_0/turbo3").validate(_info(head_dim_v=80), native=False)
+    with pytest.raises(CacheTypeError, match="K cache type q8_0 stores blocks of 32"):
+        CacheConfig.parse("f16/f16:b1").validate(_info(n_layer=6, head_dim_k=48), native=False)
+    with pytest.raises(CacheTypeError, match="leaves none of the model's 4 layers"):
+        CacheConfig.parse("q8_0/turbo2:b2").validate(_info(), native=False)
+    with pytest.raises(CacheTypeError, match="needs flash attention"):
+        CacheConfig.parse("f16/q4_0").validate(_info(), flash_attn=False, native=False)
+    CacheConfig.parse("q8_0/f16").validate(_info(), flash_attn=False, native=False)
+
+
+def test_kv_bytes_sum_the_layers():
+    info = _info(n_layer=6)
+    row = info.n_head_kv * info.head_dim_k  # 128 values per cell and layer
+    expected = 100 * (2 * 2 * row // 32 * 34 + 4 * (row // 32 * 34 + row // 64 * 18))
+    assert CacheConfig.parse("q8_0/turbo2:b1").kv_bytes(info, 100) == expected
+
+
+def test_type_facts_match_the_library(native_lib):
+    for ct in cachetypes.available():
+        assert ggml.type_name(ct.ggml_id) == ct.name
+        assert ggml.type_traits(ct.ggml_id) == (ct.block_size, ct.type_size), ct.name
+
+
+# -- per-layer types in llama.cpp (patch 0004) ------------------------------------------
+
+def _logits(model_path, **kwargs) -> np.ndarray:
+    import llama_cpp
+
+    llm = llama_cpp.Llama(model_path=str(model_path), n_ctx=256, n_threads=2, flash_attn=True, logits_all=True,
+                          verbose=False, **kwargs)
+    try:
+        llm.eval(llm.tokenize(PROMPT.encode()))
+        return np.array(llm.scores[llm.n_tokens - 1], dtype=np.float32)
+    finally:
+        llm.close()
+
+
+def _ids(names):
+    return [cachetypes.get(n).ggml_id for n in names]
+
+
+def test_per_layer_types_reach_the_cache(default_model_path):
+    info = ggufinfo.read(default_model_path)
+    n = info.n_layer
+    q8, t2 = cachetypes.get("q8_0").ggml_id, cachetypes.get("turbo2").ggml_id
+    uniform_t2 = _logits(default_model_path, type_k=q8, type_v=t2)
+    uniform_q8 = _logits(default_model_path, type_k=q8, type_v=q8)
+    # every layer overridden with the cache-wide type: the same computation, bit for bit
+    same = _logits(default_model_path, type_k=q8, type_v=q8, type_k_layer=_ids(["q8_0"] * n),
+                   type_v_layer=_ids(["turbo2"] * n))
+    assert np.array_equal(same, uniform_t2)
+    # boundary layers at q8_0: differs from both uniform caches, and is what CacheConfig asks for
+    config = CacheConfig.parse("q8_0/turbo2:b2")
+    mixed = _logits(default_model_path, **config.llama_kwargs(n))
+    assert not np.array_equal(mixed, uniform_t2) and not np.array_equal(mixed, uniform_q8)
+    _, v_types = config.layer_types(n)
+    by_hand = _logits(default_model_path, type_k=q8, type_v=t2, type_v_layer=_ids([t.name for t in v_types]))
+    assert np.array_equal(mixed, by_hand)
+
+
+def test_per_layer_list_of_the_wrong_length_is_refused(default_model_path):
+    n = ggufinfo.read(default_model_path).n_layer
+    with pytest.raises(ValueError):
+        _logits(default_model_path, type_v_layer=_ids(["q8_0"] * (n - 1)))
+    with pytest.raises(ValueError, match="same length"):
+        _logits(default_model_path, type_k_layer=_ids(["q8_0"] * n), type_v_layer=_ids(["q8_0"] * (n + 1)))
+
+
+def test_session_takes_types_by_name_only(default_model_path):
+    from tq_gguf import Llama
+
+    with pytest.raises(TypeError, match="cache types by name"):
+        Llama(default_model_path, type_k=8)
