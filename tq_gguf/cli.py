@@ -6,6 +6,7 @@ import sys
 
 import click
 
+from .cli_options import cache_options
 from .errors import TqError
 
 
@@ -38,30 +39,58 @@ def build(backend: str, jobs: int | None, force: bool) -> None:
     click.echo(f"tools: {result.bin_dir}")
 
 
-def _cache_type_option(flag: str, default: str):
-    from .cachetypes import CACHE_TYPES
-
-    return click.option(flag, default=default, show_default=True, metavar="TYPE",
-                        help=f"one of {', '.join(CACHE_TYPES)}")
+def _stdin_messages():
+    """Lines of stdin, with a prompt when a person is typing them."""
+    stdin = click.get_text_stream("stdin")
+    interactive = stdin.isatty()
+    while True:
+        if interactive:
+            click.echo("> ", nl=False, err=True)
+        line = stdin.readline()
+        if not line:
+            return
+        yield line
 
 
 @main.command()
 @click.argument("model", required=False)
-@_cache_type_option("--cache-k", "q8_0")  # session.DEFAULT_CACHE_K
-@_cache_type_option("--cache-v", "turbo3")  # session.DEFAULT_CACHE_V
-@click.option("-p", "--prompt", required=True, help="text to continue")
-@click.option("-n", "--n-predict", "n_predict", default=128, show_default=True, type=click.IntRange(min=1))
+@cache_options
+@click.option("-p", "--prompt", help="text to continue; with --chat, the first message (optional)")
+@click.option("--chat", is_flag=True,
+              help="chat in the model's chat template: each line of stdin is a message, answered as it "
+                   "streams; /exit, /quit or end of input stops")
+@click.option("--system", help="system message for --chat")
+@click.option("-n", "--n-predict", "n_predict", type=click.IntRange(min=1),
+              help="tokens to generate [default: 128; with --chat, up to 512 per answer]")
 @click.option("--ctx", "n_ctx", default=4096, show_default=True, type=click.IntRange(min=64), help="context size")
-@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--seed", default=0, show_default=True, type=int, help="sampling seed")
 @click.option("--temp", default=0.0, show_default=True, type=click.FloatRange(min=0.0), help="0 = greedy")
 @click.option("--threads", "-t", type=click.IntRange(min=1), help="CPU threads [default: llama.cpp's]")
-def run(model: str | None, cache_k: str, cache_v: str, prompt: str, n_predict: int, n_ctx: int,
-        seed: int, temp: float, threads: int | None) -> None:
-    """Generate text from MODEL (a GGUF path or a model name; default: the default model)."""
-    from .generate import generate
+def run(model: str | None, cache: str | None, cache_k: str | None, cache_v: str | None, prompt: str | None,
+        chat: bool, system: str | None, n_predict: int | None, n_ctx: int, seed: int, temp: float,
+        threads: int | None) -> None:
+    """Generate text from MODEL (a GGUF path or a model name; default: the default model), or chat with it.
 
-    stats = generate(model, cache_k=cache_k, cache_v=cache_v, prompt=prompt, n_predict=n_predict,
-                     n_ctx=n_ctx, seed=seed, temp=temp, n_threads=threads, echo=click.echo)
+    Prints the decode speed and the KV cache's size next to f16's on stderr.
+
+    \b
+    tq-gguf run -p "The three primary colors are" --cache max
+    echo "What is a KV cache?" | tq-gguf run --chat --cache-v turbo2
+    """
+    from . import generate
+
+    if not chat and prompt is None:
+        raise click.UsageError("give a prompt with -p, or use --chat")
+    if system is not None and not chat:
+        raise click.UsageError("--system is for --chat")
+    llm = generate.open_session(model, cache=cache, cache_k=cache_k, cache_v=cache_v, n_ctx=n_ctx, seed=seed,
+                                n_threads=threads)
+    if chat:
+        messages = _stdin_messages()
+        stats = generate.chat(llm, [prompt, *messages] if prompt else messages, system=system,
+                              n_predict=n_predict or 512, seed=seed, temp=temp, echo=click.echo)
+    else:
+        stats = generate.complete(llm, prompt, n_predict=n_predict or 128, seed=seed, temp=temp, echo=click.echo)
     click.echo(stats.summary(), err=True)
 
 
@@ -103,3 +132,21 @@ def models_path(name: str) -> None:
     from .models import path
 
     click.echo(path(name))
+
+
+from . import cli_model, cli_verify  # noqa: E402  (commands in their own modules)
+
+main.add_command(cli_model.inspect)
+main.add_command(cli_model.plan)
+main.add_command(cli_model.tag)
+main.add_command(cli_verify.verify)
+
+from . import cli_eval  # noqa: E402
+main.add_command(cli_eval.eval_)
+main.add_command(cli_eval.bench)
+
+from . import cli_advise  # noqa: E402
+main.add_command(cli_advise.advise)
+
+from . import cli_serve  # noqa: E402
+main.add_command(cli_serve.serve)

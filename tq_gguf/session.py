@@ -124,6 +124,33 @@ class Llama(_llama_base()):  # type: ignore[misc]
             state.pop(raw, None)
         return state | {"cache": str(self.cache_config)}
 
+    # Saved state (tq_gguf.state). K and V rows are saved in the cache's own types, so a state
+    # loads only into a session with the same cache config; anything else is refused by name
+    # before llama.cpp (which empties the context first, then fails) touches the session.
+    def save_state(self):
+        """The session as a LlamaState that also records its cache config (tq_gguf.state.TqLlamaState)."""
+        from . import state
+
+        return state.capture(self)
+
+    def load_state(self, saved) -> None:
+        """Load a LlamaState; raises tq_gguf.state.StateError (StateConfigMismatch for other cache types)."""
+        from . import state
+
+        state.restore(self, saved)
+
+    def save_state_file(self, path: str | Path) -> int:
+        """Write a llama.cpp session file (tokens and KV cache, as llama_state_save_file); returns its size."""
+        from . import state
+
+        return state.save_file(self, path)
+
+    def load_state_file(self, path: str | Path) -> list[int]:
+        """Load a llama.cpp session file after checking its cache types; returns the tokens it holds."""
+        from . import state
+
+        return state.load_file(self, path)
+
     def kv_cache_bytes(self) -> int:
         """Bytes of the K and V caches for the context this session allocated."""
         return self.cache_config.kv_bytes(self.model_info, self.n_ctx())

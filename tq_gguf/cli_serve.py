@@ -1,0 +1,63 @@
+"""`tq-gguf serve`: an OpenAI-compatible HTTP server with a compressed KV cache.
+Registered on the main group in cli.py."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from .cli_options import cache_options
+
+
+@click.command()
+@click.argument("model", required=False)
+@cache_options
+@click.option("--host", default="127.0.0.1", show_default=True, help="address to listen on")
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535), help="port to listen on")
+@click.option("--ctx", "n_ctx", default=4096, show_default=True, type=click.IntRange(min=64), help="context size")
+@click.option("--threads", "-t", type=click.IntRange(min=1), help="CPU threads [default: llama.cpp's]")
+@click.option("--alias", help="model name the API reports and accepts [default: MODEL as given]")
+@click.option("--chat-format", help="llama-cpp-python chat format [default: the model's chat template]")
+@click.option("--api-key", envvar="TQ_GGUF_API_KEY", help="require this bearer token (or set TQ_GGUF_API_KEY)")
+@click.option("--verbose", is_flag=True, help="show llama.cpp's log")
+def serve(model: str | None, cache: str | None, cache_k: str | None, cache_v: str | None, host: str, port: int,
+          n_ctx: int, threads: int | None, alias: str | None, chat_format: str | None, api_key: str | None,
+          verbose: bool) -> None:
+    """Serve MODEL (a GGUF path or a model name; default: the default model) over an OpenAI-compatible API.
+
+    llama-cpp-python's server (/v1/completions, /v1/chat/completions, streaming
+    with server-sent events, /v1/embeddings, /v1/models, docs at /docs) with the
+    KV cache chosen by name; GET /tq/cache reports the cache in use. Runs until
+    interrupted.
+
+    \b
+    tq-gguf serve smollm2-135m --cache-k q8_0 --cache-v turbo3 --port 8000
+    curl http://127.0.0.1:8000/v1/completions -H 'Content-Type: application/json' \\
+         -d '{"prompt": "The three primary colors are", "max_tokens": 32}'
+    """
+    import uvicorn
+
+    from . import ggufinfo, models, serve as server
+    from .cacheconfig import CacheConfig
+    from .generate import describe
+    from .plan import format_size
+    from .session import resolve_config
+
+    path = models.resolve(model)
+    info = ggufinfo.read(path)
+    # What the session will resolve (the same function), known before minutes of loading.
+    config, _ = resolve_config(info, cache, cache_k, cache_v)
+    server.check_port(host, port)
+    settings = server.TqModelSettings(
+        model=str(path), model_alias=alias or model or Path(path).stem, kv_cache=cache, kv_cache_k=cache_k,
+        kv_cache_v=cache_v, n_ctx=n_ctx, chat_format=chat_format, verbose=verbose,
+        **({"n_threads": threads, "n_threads_batch": threads} if threads else {}),
+    )
+    server_settings = server.ServerSettings(host=host, port=port, api_key=api_key)
+    app = server.create_app(settings, server_settings)
+    click.echo(f"serving {settings.model_alias} ({path.name}) with {describe(config)}: KV cache "
+               f"{format_size(config.kv_bytes(info, n_ctx))} for {n_ctx} tokens (f16 would take "
+               f"{format_size(CacheConfig.of('f16', 'f16').kv_bytes(info, n_ctx))}) at http://{host}:{port}/v1",
+               err=True)
+    uvicorn.run(app, host=host, port=port, log_level="info" if verbose else "warning")

@@ -1,0 +1,387 @@
+"""Self-check of every compiled backend's turbo kernels against the NumPy reference.
+
+For each backend the library reports (ggml.backends()), each kernel variant it can
+run here, and each turbo type, four checks:
+
+  quantize    the kernel's bytes are the reference's (tq_gguf.reference.quantize), row for row;
+  dequantize  from the reference's bytes, the kernel's floats are the reference's, bit for bit;
+  dot         the kernel's rotated-domain dot product of a float32 query with a row is within
+              docs/FORMAT.md §7's bound of the reference value:
+                  |dot - ref| <= (n + 2) * 2^-24 * sum_i |q_i * y_i|     (n values, y dequantized)
+              (zero error for kernels that keep the spec's order, as the CPU kernels do);
+  attention   one head of attention over a cache the kernel quantized itself: scores from its
+              dot product, softmax and the weighted sum of its dequantized V rows in float64,
+              against the same from the reference. Score errors within the dot bound, scaled
+              (|e_j| <= D), move each softmax weight by at most a factor exp(+-2D), so every
+              output coordinate may move by at most (exp(2D) - 1) * max_j |v_j| (plus float64
+              rounding); that is the tolerance.
+
+Inputs: random rows (a spread of norms, outlier channels), the spec's edge cases
+(zeros, NaN, Inf, overflowing and subnormal scales) and the real K/V rows of the
+three models in tests/data/kv_rows.npz (tools/dump_kv.py) when that file is there,
+each rotated as llama.cpp rotates cache rows. The dot and attention checks skip
+rows with non-finite or beyond-clamp values, for which the bound says nothing.
+
+Backends join by adding an entry to KERNEL_SOURCES that returns their Kernels.
+"""
+
+from __future__ import annotations
+
+import zipfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from .errors import TqError
+
+QTYPES = ("turbo2", "turbo3", "turbo4")
+CHECKS = ("quantize", "dequantize", "dot", "attention")
+KV_ROWS = Path(__file__).resolve().parent.parent / "tests" / "data" / "kv_rows.npz"
+FINITE_LIMIT = 1e20  # rows beyond this magnitude overflow the dot product's float32 sums
+N_QUERIES = 4
+MAX_KEYS = 128
+
+
+class VerifyError(TqError):
+    """A kernel disagrees with the reference, or the inputs cannot be read."""
+
+
+@dataclass(frozen=True)
+class Kernel:
+    """A backend's kernels for the turbo types; None where the backend has no such entry point.
+
+    quantize(rows, qtype) -> bytes per row; dequantize(raw, qtype, n) -> float32 rows of n values;
+    dot(raw, q, qtype) -> float32 per row."""
+
+    backend: str
+    variant: str
+    quantize: Callable[[np.ndarray, str], np.ndarray] | None
+    dequantize: Callable[[np.ndarray, str, int], np.ndarray] | None
+    dot: Callable[[np.ndarray, np.ndarray, str], np.ndarray] | None
+
+
+@dataclass(frozen=True)
+class Result:
+    backend: str
+    variant: str
+    qtype: str
+    check: str
+    status: str  # "exact", "ok" (within tolerance), "FAIL", "n/a" (no entry point) or "skipped"
+    rows: int = 0  # rows, dot products or attention outputs compared
+    worst: float | None = None  # largest |error| / tolerance (dot, attention)
+    detail: str = ""
+
+
+@dataclass
+class Report:
+    results: list[Result] = field(default_factory=list)
+    inputs: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def failures(self) -> list[Result]:
+        return [r for r in self.results if r.status == "FAIL"]
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+    def as_dict(self) -> dict:
+        return {"ok": self.ok, "results": [asdict(r) for r in self.results], "inputs": self.inputs,
+                "notes": self.notes}
+
+    def table_lines(self) -> list[str]:
+        cells: dict[tuple[str, str, str], dict[str, str]] = {}
+        for r in self.results:
+            text = r.status
+            if r.status == "ok" and r.worst is not None:
+                text = f"ok {r.worst:.2g}"
+            cells.setdefault((r.backend, r.variant, r.qtype), {})[r.check] = text
+        lines = [(f"{'backend':<10} {'variant':<10} {'type':<7} " + " ".join(f"{c:<11}" for c in CHECKS)).rstrip()]
+        for (backend, variant, qtype), row in cells.items():
+            lines.append(f"{backend:<10} {variant:<10} {qtype:<7} "
+                         + " ".join(f"{row.get(c, '-'):<11}" for c in CHECKS).rstrip())
+        lines.append("")
+        lines.append("exact: bit-identical to the reference; ok X: within tolerance, worst error X of it")
+        lines += [f"inputs: {i}" for i in self.inputs]
+        lines += [f"note: {n}" for n in self.notes]
+        for r in self.results:
+            if r.status in ("FAIL", "skipped"):
+                lines.append(f"{r.status}: {r.backend} {r.variant} {r.qtype} {r.check}: {r.detail}")
+        return lines
+
+
+# -- inputs -----------------------------------------------------------------------------------
+
+def random_rows(n: int = 96, width: int = 256, seed: int = 1234) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, width)).astype(np.float32)
+    x[::7] *= rng.lognormal(0, 3, size=(len(x[::7]), 1)).astype(np.float32)  # a spread of norms
+    x[::11, 5] *= 50  # an outlier channel, as real keys have
+    return x
+
+
+def edge_rows() -> np.ndarray:
+    """One 64-value block per row, each a case docs/FORMAT.md defines."""
+    rng = np.random.default_rng(7)
+    base = rng.standard_normal(64).astype(np.float32)
+
+    def with_(index: int, value: float) -> np.ndarray:
+        b = base.copy()
+        b[index] = value
+        return b
+
+    spike = np.zeros(64, np.float32)
+    spike[17] = 3.0
+    rows = [
+        np.zeros(64, np.float32), np.full(64, -0.0, np.float32), spike, np.full(64, 1.0, np.float32),
+        with_(3, np.nan), with_(63, np.inf), with_(0, -np.inf),
+        base * np.float32(1e30), base * np.float32(2.0**61),  # beyond the input clamp
+        base * np.float32(9000.0), base * np.float32(65504.0 / 8),  # scale near the fp16 limit
+        base * np.float32(1e-6), base * np.float32(1e-9), base * np.float32(1e-40),  # subnormal scales and inputs
+        with_(9, np.float32(2.0**-63)),  # at the flush threshold
+    ]
+    return np.stack(rows).astype(np.float32)
+
+
+def load_rows(path: Path) -> dict[str, np.ndarray]:
+    """name -> float32 rows from an .npz whose arrays are (rows, width), width a multiple of 64."""
+    try:
+        with np.load(path) as data:
+            arrays = {name: np.asarray(data[name], dtype=np.float32) for name in sorted(data.files)}
+    except (OSError, ValueError, zipfile.BadZipFile) as exc:  # a missing, foreign or damaged file
+        raise VerifyError(f"cannot read K/V rows from {path}: {exc}") from None
+    except AttributeError:  # np.load read a plain .npy array, not an archive of named arrays
+        raise VerifyError(f"cannot read K/V rows from {path}: not an .npz archive of named arrays") from None
+    for name, rows in arrays.items():
+        if rows.ndim != 2 or rows.shape[1] % 64 or not rows.size:
+            raise VerifyError(f"{path}: {name} has shape {rows.shape}; expected (rows, width) with width a multiple of 64")
+    return arrays
+
+
+@dataclass(frozen=True)
+class Inputs:
+    rows: list[tuple[str, np.ndarray]]  # rotated rows for quantize/dequantize/dot
+    attention: list[tuple[str, np.ndarray, np.ndarray, np.ndarray]]  # (name, q, k, v), rotated
+    described: list[str]
+    notes: list[str]
+
+
+def make_inputs(rows_path: Path | None = KV_ROWS, seed: int = 5) -> Inputs:
+    from .reference import rotate
+
+    rng = np.random.default_rng(seed)
+    rows = [("random", rotate(random_rows())), ("edge", rotate(edge_rows()))]
+    described = [f"random {rows[0][1].shape[0]}x{rows[0][1].shape[1]}",
+                 f"edge cases {rows[1][1].shape[0]}x{rows[1][1].shape[1]} (docs/FORMAT.md)"]
+    notes = []
+    k_rand = rotate(random_rows(MAX_KEYS, 128, seed=11))
+    v_rand = rotate(random_rows(MAX_KEYS, 128, seed=12))
+    attention = [("random", rotate(rng.standard_normal((N_QUERIES, 128)).astype(np.float32)), k_rand, v_rand)]
+    real = {}
+    if rows_path is not None and Path(rows_path).exists():
+        real = load_rows(Path(rows_path))
+        rows += [(name, rotate(x)) for name, x in real.items()]
+        described.append(", ".join(f"{name} {x.shape[0]}x{x.shape[1]}" for name, x in real.items())
+                         + f" ({rows_path})")
+    elif rows_path is not None:
+        notes.append(f"no real K/V rows ({rows_path} is not here): random rows and edge cases only")
+    for name in sorted({n.rsplit("/", 1)[0] for n in real if n.endswith("/K")}):
+        k, v = real.get(f"{name}/K"), real.get(f"{name}/V")
+        if v is None or k.shape[1] != v.shape[1]:
+            continue
+        n = min(len(k), len(v), MAX_KEYS)
+        q = rng.standard_normal((N_QUERIES, k.shape[1])).astype(np.float32) * np.float32(np.abs(k).mean())
+        attention.append((name, rotate(q), rotate(k[:n]), rotate(v[:n])))
+    described.append("attention: " + ", ".join(f"{name} {k.shape[0]} keys x {q.shape[0]} queries, head {k.shape[1]}"
+                                               for name, q, k, v in attention))
+    return Inputs(rows, attention, described, notes)
+
+
+# -- kernels ------------------------------------------------------------------------------------
+
+def _type_id(qtype: str) -> int:
+    from . import cachetypes
+
+    return cachetypes.get(qtype).ggml_id
+
+
+def _cpu_kernels() -> list[Kernel]:
+    from . import ggml
+
+    def variant_kernel(variant: str) -> Kernel:
+        def quantize(x, qtype):
+            tid = _type_id(qtype)
+            return np.stack([ggml.cpu_quantize(row, tid, variant) for row in x])
+
+        def dequantize(raw, qtype, n):
+            tid = _type_id(qtype)
+            return np.stack([ggml.cpu_dequantize(row, tid, n, variant) for row in raw])
+
+        def dot(raw, q, qtype):
+            tid = _type_id(qtype)
+            return np.array([ggml.cpu_vec_dot(raw[i], q[i], tid, variant) for i in range(len(raw))], np.float32)
+
+        return Kernel("CPU", variant, quantize, dequantize, dot)
+
+    # "default" is the dispatch ggml-cpu's type traits use (SET_ROWS, flash attention)
+    return [variant_kernel(v) for v in ggml.cpu_variants()]
+
+
+def _base_kernel() -> Kernel:
+    """ggml-base's reference C (ggml_quantize_chunk, the type traits' to_float): what llama-quantize
+    and the backends' generic paths share."""
+    from . import ggml
+
+    def quantize(x, qtype):
+        return ggml.quantize(x, _type_id(qtype))
+
+    def dequantize(raw, qtype, n):
+        return ggml.dequantize(raw, _type_id(qtype), raw.shape[0] * n).reshape(raw.shape[0], n)
+
+    return Kernel("ggml-base", "reference", quantize, dequantize, None)
+
+
+KERNEL_SOURCES: dict[str, Callable[[], list[Kernel]]] = {"CPU": _cpu_kernels}
+
+
+def compiled_kernels() -> tuple[list[Kernel], list[str]]:
+    """Kernels of every backend in the installed build, and the backends without a harness."""
+    from . import ggml
+
+    kernels, missing = [_base_kernel()], []
+    for backend in ggml.backends():
+        source = KERNEL_SOURCES.get(backend)
+        if source is None:
+            missing.append(backend)
+        else:
+            kernels += source()
+    return kernels, missing
+
+
+# -- checks -------------------------------------------------------------------------------------
+
+def dot_tolerance(q: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """FORMAT.md §7: (n + 2) * 2^-24 * sum |q_i * y_i| per row."""
+    q64, y64 = np.asarray(q, np.float64), np.asarray(y, np.float64)
+    return (q.shape[-1] + 2) * 2.0**-24 * np.abs(q64 * y64).sum(axis=-1)
+
+
+def attention_tolerance(score_bound: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Per output coordinate: (exp(2D) - 1) * max_j |v_j|, D the largest score error allowed,
+    plus float64 rounding of the softmax and the sum."""
+    vmax = np.abs(np.asarray(v, np.float64)).max(axis=0)
+    return np.expm1(2 * float(np.max(score_bound, initial=0.0))) * vmax + 2.0**-40 * vmax
+
+
+def _finite(x: np.ndarray) -> np.ndarray:
+    return np.isfinite(x).all(axis=-1) & (np.abs(x).max(axis=-1) < FINITE_LIMIT)
+
+
+def attention(scores: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """softmax(scores) @ v in float64, scores (m, n), v (n, d)."""
+    s = np.asarray(scores, np.float64)
+    p = np.exp(s - s.max(axis=-1, keepdims=True))
+    return (p / p.sum(axis=-1, keepdims=True)) @ np.asarray(v, np.float64)
+
+
+def _mismatch(name_rows: list[tuple[str, int]], n_total: int, what: str) -> str:
+    name, row = name_rows[0]
+    return f"{len(name_rows)} of {n_total} rows differ in {what}; first: {name} row {row}"
+
+
+def _tolerance_result(kernel: Kernel, qtype: str, check: str, ratios: list[tuple[str, np.ndarray]]) -> Result:
+    n = sum(r.size for _, r in ratios)
+    if not n:
+        return Result(kernel.backend, kernel.variant, qtype, check, "skipped", detail="no finite rows to compare")
+    worst_name, worst = max(((name, float(r.max(initial=0.0))) for name, r in ratios), key=lambda t: t[1])
+    exact = all(not r.any() for _, r in ratios)
+    if worst > 1 or not np.isfinite(worst):
+        return Result(kernel.backend, kernel.variant, qtype, check, "FAIL", n, worst,
+                      f"error {worst:.3g} times the tolerance ({worst_name})")
+    return Result(kernel.backend, kernel.variant, qtype, check, "exact" if exact else "ok", n, worst)
+
+
+def check_kernel(kernel: Kernel, qtype: str, inputs: Inputs) -> list[Result]:
+    from . import reference as ref
+
+    def na(check: str) -> Result:
+        return Result(kernel.backend, kernel.variant, qtype, check, "n/a", detail="no entry point")
+
+    out = []
+    if kernel.quantize is None:
+        out.append(na("quantize"))
+    else:
+        bad, total = [], 0
+        for name, x in inputs.rows:
+            got, want = kernel.quantize(x, qtype), ref.quantize(x, qtype)
+            bad += [(name, int(i)) for i in np.flatnonzero((got != want).any(axis=-1))]
+            total += len(x)
+        out.append(Result(kernel.backend, kernel.variant, qtype, "quantize", "FAIL" if bad else "exact", total,
+                          detail=_mismatch(bad, total, "bytes") if bad else ""))
+    if kernel.dequantize is None:
+        out.append(na("dequantize"))
+    else:
+        bad, total = [], 0
+        for name, x in inputs.rows:
+            raw = ref.quantize(x, qtype)
+            got = kernel.dequantize(raw, qtype, x.shape[-1]).view(np.uint32)
+            want = ref.dequantize(raw, qtype).view(np.uint32)
+            bad += [(name, int(i)) for i in np.flatnonzero((got != want).any(axis=-1))]
+            total += len(x)
+        out.append(Result(kernel.backend, kernel.variant, qtype, "dequantize", "FAIL" if bad else "exact", total,
+                          detail=_mismatch(bad, total, "float bits") if bad else ""))
+    if kernel.dot is None:
+        out.append(na("dot"))
+    else:
+        rng = np.random.default_rng(17)
+        ratios = []
+        for name, x in inputs.rows:
+            x = x[_finite(x)]
+            if not len(x):
+                continue
+            raw = ref.quantize(x, qtype)
+            q = ref.rotate(rng.standard_normal(x.shape).astype(np.float32))
+            err = np.abs(kernel.dot(raw, q, qtype).astype(np.float64) - ref.dot(raw, q, qtype).astype(np.float64))
+            tol = dot_tolerance(q, ref.dequantize(raw, qtype))
+            ratios.append((name, np.where(err == 0, 0.0, err / np.maximum(tol, np.finfo(np.float64).tiny))))
+        out.append(_tolerance_result(kernel, qtype, "dot", ratios))
+    if kernel.quantize is None or kernel.dequantize is None or kernel.dot is None:
+        out.append(na("attention"))
+    else:
+        ratios = []
+        for name, q, k, v in inputs.attention:
+            scale = 1.0 / np.sqrt(k.shape[-1])
+            k_raw, v_raw = kernel.quantize(k, qtype), kernel.quantize(v, qtype)
+            scores = np.stack([kernel.dot(k_raw, np.broadcast_to(qi, k.shape), qtype) for qi in q]) * scale
+            got = attention(scores, kernel.dequantize(v_raw, qtype, v.shape[-1]))
+            k_ref, v_ref = ref.quantize(k, qtype), ref.quantize(v, qtype)
+            want_scores = np.stack([ref.dot(k_ref, qi, qtype) for qi in q]).astype(np.float64) * scale
+            v_deq = ref.dequantize(v_ref, qtype)
+            want = attention(want_scores, v_deq)
+            bound = np.stack([dot_tolerance(np.broadcast_to(qi, k.shape), ref.dequantize(k_ref, qtype)) for qi in q])
+            tol = attention_tolerance(bound * scale, v_deq)
+            err = np.abs(got - want)
+            ratios.append((name, np.where(err == 0, 0.0, err / np.maximum(tol, np.finfo(np.float64).tiny))))
+        out.append(_tolerance_result(kernel, qtype, "attention", ratios))
+    return out
+
+
+def run(types: tuple[str, ...] = QTYPES, rows_path: Path | None = KV_ROWS,
+        kernels: list[Kernel] | None = None) -> Report:
+    """Check `kernels` (default: every compiled backend's) on every type in `types`."""
+    missing: list[str] = []
+    if kernels is None:
+        kernels, missing = compiled_kernels()
+    inputs = make_inputs(rows_path)
+    report = Report(inputs=inputs.described, notes=list(inputs.notes))
+    for kernel in kernels:
+        for qtype in types:
+            report.results += check_kernel(kernel, qtype, inputs)
+    for backend in missing:
+        for qtype in types:
+            report.results.append(Result(backend, "-", qtype, "quantize", "skipped",
+                                         detail=f"tq_gguf.verify has no harness for the {backend} backend yet"))
+    return report
