@@ -163,12 +163,15 @@ class Llama(_llama_base()):  # type: ignore[misc]
         f16 = CacheConfig.of("f16", "f16")
         bpv_k, bpv_v = config.bits_per_value(info.n_layer)
         used = int(self.n_tokens)
+        # allocation is padded (tq_gguf.plan); what the tokens in the cache hold is per cell
         return CacheInfo(
             config=str(config), preset=config.preset, k_type=config.k.name, v_type=config.v.name,
             boundary_layers=config.boundary, bits_per_value_k=bpv_k, bits_per_value_v=bpv_v,
             n_ctx=self.n_ctx(), n_cells_used=used,
-            bytes_allocated=config.kv_bytes(info, self.n_ctx()), bytes_used=config.kv_bytes(info, used),
-            bytes_f16_allocated=f16.kv_bytes(info, self.n_ctx()), bytes_f16_used=f16.kv_bytes(info, used),
+            bytes_allocated=config.kv_bytes(info, self.n_ctx()),
+            bytes_used=used * info.kv_cell_bytes(*config.layer_types(info.n_layer)),
+            bytes_f16_allocated=f16.kv_bytes(info, self.n_ctx()),
+            bytes_f16_used=used * info.kv_cell_bytes(*f16.layer_types(info.n_layer)),
         )
 
 
