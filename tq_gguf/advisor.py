@@ -41,12 +41,12 @@ from .kvstats import OUTLIER_FACTOR, LayerStats, measure
 # attention output is then mostly error): turbo4 keys put Qwen2.5-Coder's layer 0 at
 # 1.05 and its KLD is 6.3 instead of the ~0.1 its mean error predicts; keeping only
 # layers 0 and 27 at q8_0 (turbo4/turbo3:b1) brings the 256-token KL against f16 from
-# 5.9 to 0.07. Not
-# every such layer collapses a model (under turbo3 keys Gemma 3's layer 11 reaches
-# 1.06 and its KLD still follows the mean), so the limit sits well below 1: 0.25, an
-# error a quarter of the output's energy, is above every layer of the configs README
-# finds within 2% of f16 perplexity (at most 0.036; q8_0/turbo2 at most 0.10) and
-# below Gemma's worst layer under turbo4 keys (0.44), a config README puts at +15%.
+# 5.9 to 0.07. Not every such layer collapses a model (under turbo3 keys Gemma 3's
+# layer 11 reaches 1.06 and its KLD still follows the mean), so the limit sits well
+# below 1: 0.25, an error a quarter of the output's energy, is above every layer of
+# the configs README finds within 2% of f16 perplexity (at most 0.036; q8_0/turbo2
+# at most 0.10) and below Gemma's worst layer under turbo4 keys (0.44), a config
+# README puts at +15% perplexity.
 LAYER_LIMIT = 0.25
 
 # Largest mean attention-output error of the config recommended without a budget.
@@ -171,8 +171,8 @@ def choose(candidates: list[Candidate], budget_bits: float | None) -> Candidate:
     With one: the lowest mean error among configs within the budget that meet the layer limit."""
     eligible = [c for c in candidates if c.eligible]
     if not eligible:
-        # q8_0 everywhere is what llama.cpp's tested quantized caches offer at the top; f16 is not a
-        # candidate, so the least damaging one is returned and the reasons say it fails the limit.
+        # Even q8_0/q8_0 has a layer over the limit. f16 is not a candidate (it is not a compression):
+        # return the least damaging one; the reasons say it fails the limit and point to f16 keys.
         return min(candidates, key=lambda c: c.mean_err)
     if budget_bits is None:
         good = [c for c in eligible if c.mean_err <= QUALITY_BAR]
@@ -218,9 +218,10 @@ def _key_reasons(stats: list[LayerStats]) -> list[str]:
         head = (f"Keys have no outlier channels: no channel's RMS exceeds {OUTLIER_FACTOR:g}x its layer's median "
                 f"(largest {worst.k.channel_ratio:.1f}x, layer {worst.layer}).")
     spread = max(stats, key=lambda s: s.k.norm_spread)
-    head += (f" Key norms are even (99th percentile / median at most {spread.k.norm_spread:.2f}, layer "
-             f"{spread.layer})." if spread.k.norm_spread < 2 else
-             f" Key norms spread up to {spread.k.norm_spread:.2f}x the median (99th percentile, layer {spread.layer}).")
+    tails = max(stats, key=lambda s: s.k.kurtosis)
+    head += (f" The 99th-percentile key norm is at most {spread.k.norm_spread:.2f}x the median (layer {spread.layer});"
+             f" the kurtosis of key values reaches {tails.k.kurtosis:.0f} (layer {tails.layer}; a Gaussian has 3).\n")
+    head = head.rstrip()
 
     t4 = [(s.layer, s.out_err("turbo4", BOUNDARY_TYPE)) for s in stats]
     over = [(il, e) for il, e in t4 if e > LAYER_LIMIT]
@@ -325,11 +326,12 @@ def check_budget(budget_bits: float | None, n_layer: int, head_dim_k: int, head_
     smallest = min(candidate_configs(n_layer), key=lambda c: bits_per_value(c, n_layer, head_dim_k, head_dim_v))
     floor = bits_per_value(smallest, n_layer, head_dim_k, head_dim_v)
     if budget_bits < floor - 1e-9:
+        name = f"{smallest.preset} ({smallest})" if smallest.preset else str(smallest)
         raise TqError(f"a budget of {budget_bits:g} bits per value is below every candidate; the smallest, "
-                      f"{smallest.preset or smallest} ({smallest}), stores {floor:.2f}")
+                      f"{name}, stores {floor:.2f}")
 
 
-def advise_probe(probe: Probe, budget_bits: float | None = None, seconds: float = 0.0) -> Advice:
+def advise_probe(probe: Probe, budget_bits: float | None = None) -> Advice:
     """The advice for an already captured probe (what `advise` does after reading the model)."""
     info = probe.info
     check_budget(budget_bits, info.n_layer, info.head_dim_k, info.head_dim_v)
@@ -340,7 +342,7 @@ def advise_probe(probe: Probe, budget_bits: float | None = None, seconds: float 
         model=str(info.path), arch=info.arch, n_layer=info.n_layer, head_dim_k=info.head_dim_k,
         head_dim_v=info.head_dim_v, n_head_kv=info.n_head_kv, n_tokens=probe.n_tokens, budget_bits=budget_bits,
         recommended=chosen, reasons=reasons_for(chosen, candidates, stats, budget_bits), candidates=candidates,
-        layers=stats, seconds=seconds,
+        layers=stats, seconds=0.0,
     )
 
 

@@ -60,6 +60,7 @@ void *       ggml_get_data(const void * tensor);
 int64_t      ggml_nelements(const void * tensor);
 size_t       ggml_nbytes(const void * tensor);
 bool         ggml_is_contiguous(const void * tensor);
+const char * ggml_op_desc(const void * tensor);
 """)
 
 
@@ -84,6 +85,7 @@ class Probe:
     n_tokens: int
     attention_scale: float  # the factor on q·k in softmax(scale · q·k)
     layers: list[LayerQKV]
+    source_ops: dict[str, str]  # the graph op that produced layer 0's captured Q, K and V (e.g. K: "ROPE")
 
 
 _NAME = re.compile(r"^([QKV])cur-(\d+)$")
@@ -117,6 +119,7 @@ def capture(model_path: str | Path, text: str = PROBE_TEXT, max_tokens: int = MA
 
     base = _base()
     seen: dict[tuple[str, int], np.ndarray | str] = {}
+    ops: dict[str, str] = {}
 
     @llama_cpp.ggml_backend_sched_eval_callback
     def on_eval(tensor, ask, user_data):
@@ -127,6 +130,8 @@ def capture(model_path: str | Path, text: str = PROBE_TEXT, max_tokens: int = MA
         if ask:
             return True
         key = (m[1], int(m[2]))
+        if key[1] == 0:
+            ops[key[0]] = _FFI.string(base.ggml_op_desc(t)).decode()
         n = base.ggml_nelements(t)
         # Later nodes of the same name overwrite earlier ones: the last is the attention input.
         if base.ggml_nbytes(t) != 4 * n:
@@ -168,4 +173,4 @@ def capture(model_path: str | Path, text: str = PROBE_TEXT, max_tokens: int = MA
                 raise ModelError(f"{kind}cur-{il} has {got.size} values, expected {n} tokens x {heads} heads x {dim}")
             parts.append(got.reshape(n, heads, dim))
         layers.append(LayerQKV(*parts))
-    return Probe(info=info, n_tokens=n, attention_scale=scale, layers=layers)
+    return Probe(info=info, n_tokens=n, attention_scale=scale, layers=layers, source_ops=ops)

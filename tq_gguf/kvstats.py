@@ -11,7 +11,9 @@ slices, and the cache quantizes the rotated rows.
 - other quantized V: the plain 64-wide Hadamard matrix, same condition.
 
 The rotations are orthogonal and Q gets the same one as K, so an error made in
-the rotated domain is rotated back and measured against the original rows.
+the rotated domain is rotated back and measured against the original rows. (In
+a config that mixes turbo and q8_0 keys, llama.cpp gives every layer the signed
+rotation; q8_0's error hardly depends on which rotation it sees.)
 
 Beyond the relative MSE of the rows, the errors are pushed through attention on
 the captured queries (causal, the model's own scale), because that is where they
@@ -141,13 +143,23 @@ def _logsumexp(s: np.ndarray) -> np.ndarray:
     return m + np.log(np.exp(s - m).sum(axis=-1, keepdims=True))
 
 
+def attention_mask(t: int, window: int = 0, chunked: bool = False) -> np.ndarray:
+    """(T, T) keys each query position sees: causal, and within llama.cpp's sliding window
+    (llama_hparams::is_masked_swa: standard `q - k < window`, or chunked: the query's chunk)."""
+    q, k = np.arange(t)[:, None], np.arange(t)[None, :]
+    mask = k <= q
+    if window > 0:
+        mask &= (k >= (q // window) * window) if chunked else (q - k < window)
+    return mask
+
+
 class _Attention:
-    """Exact causal attention of one layer on the captured rows, reused for every candidate type.
+    """Exact attention of one layer on the captured rows, reused for every candidate type.
 
     The query heads that share a KV head (GQA) are stacked into one matrix per KV
     head: rows are (query head in the group, position)."""
 
-    def __init__(self, layer: LayerQKV, scale: float):
+    def __init__(self, layer: LayerQKV, scale: float, window: int = 0, chunked: bool = False):
         t, n_head, d = layer.q.shape
         n_kv = layer.k.shape[1]
         if n_head % n_kv:
@@ -157,7 +169,7 @@ class _Attention:
                   .reshape(n_kv, group * t, d) * scale)
         self.v = np.ascontiguousarray(layer.v.astype(np.float64).transpose(1, 0, 2))  # (n_kv, T, dv)
         k_t = np.ascontiguousarray(layer.k.astype(np.float64).transpose(1, 2, 0))        # (n_kv, d, T)
-        self.mask = np.tile(np.tril(np.ones((t, t), dtype=bool)), (group, 1))[None]   # (1, group*T, T)
+        self.mask = np.tile(attention_mask(t, window, chunked), (group, 1))[None]      # (1, group*T, T)
         self.s = np.where(self.mask, self.q @ k_t, -np.inf)
         self.lse = _logsumexp(self.s)
         self.p = np.exp(self.s - self.lse)
@@ -188,8 +200,10 @@ class _Attention:
         return float(((self.p @ np.ascontiguousarray(v_err.transpose(1, 0, 2))) ** 2).sum() / self.o_energy)
 
 
-def layer_stats(il: int, layer: LayerQKV, scale: float, types: tuple[str, ...] = CANDIDATES) -> LayerStats:
-    att = _Attention(layer, scale)
+def layer_stats(il: int, layer: LayerQKV, scale: float, types: tuple[str, ...] = CANDIDATES, window: int = 0,
+                chunked: bool = False) -> LayerStats:
+    """`window`: the sliding window of this layer in tokens (0: full attention)."""
+    att = _Attention(layer, scale, window, chunked)
     k64, v64 = layer.k.astype(np.float64), layer.v.astype(np.float64)
     k_mse, v_mse, k_attn, v_out = {}, {}, {}, {}
     for name in types:
@@ -255,5 +269,8 @@ def single_threaded_blas() -> Iterator[None]:
 
 def measure(probe: Probe, types: tuple[str, ...] = CANDIDATES) -> list[LayerStats]:
     check_head_sizes(probe.info.head_dim_k, probe.info.head_dim_v)
+    info = probe.info
     with single_threaded_blas():
-        return [layer_stats(il, layer, probe.attention_scale, types) for il, layer in enumerate(probe.layers)]
+        return [layer_stats(il, layer, probe.attention_scale, types,
+                            window=info.swa_window if info.is_swa(il) else 0, chunked=info.swa_chunked)
+                for il, layer in enumerate(probe.layers)]
