@@ -56,8 +56,9 @@ def main() -> int:
     configs = [CacheConfig.parse(c) for c in args.configs]
     evaluations: dict[str, Evaluation] = {}
     for name in args.models:
-        evaluations[name] = evaluate(models.fetch(name), configs, chunks=args.chunks or DEFAULT_CHUNKS.get(name, 8),
-                                     threads=args.threads, progress=lambda config, n, name=name: report(name, config, n))
+        chunks = args.chunks or DEFAULT_CHUNKS.get(name, 8)
+        evaluations[name] = evaluate(models.fetch(name), configs, chunks=chunks, threads=args.threads,
+                                     progress=lambda config, n, name=name: report(name, config, n))
     print(markdown(evaluations))
     if args.json:
         args.json.write_text(json.dumps({name: ev.as_dict() for name, ev in evaluations.items()}, indent=2) + "\n")

@@ -41,7 +41,7 @@ def build(backend: str, jobs: int | None, force: bool) -> None:
 
 def _stdin_messages():
     """Lines of stdin, with a prompt when a person is typing them."""
-    stdin = click.get_text_stream("stdin")
+    stdin = sys.stdin
     interactive = stdin.isatty()
     while True:
         if interactive:

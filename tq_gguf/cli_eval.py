@@ -4,6 +4,7 @@ llama.cpp's own tools. Registered on the main group in cli.py."""
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import click
@@ -79,7 +80,8 @@ def eval_lines(evaluation) -> list[str]:
     right = {2, 3}
     lines = [head, ""]
     for r in rows:
-        lines.append("  ".join(c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))).rstrip())
+        cells = (c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths)))
+        lines.append("  ".join(cells).rstrip())
     return lines
 
 
@@ -117,7 +119,7 @@ def eval_(model: str | None, configs, text: Path | None, chunks: int, n_ctx: int
     path = models.resolve(model)
     configs = evaluate.checked(path, configs, n_ctx)
     total = chunks * (1 + len(configs))
-    with click.progressbar(length=total, label="f16/f16 (base)", file=click.get_text_stream("stderr"),
+    with click.progressbar(length=total, label="f16/f16 (base)", file=sys.stderr,
                            show_pos=True) as bar:
         def progress(config: str, n: int) -> None:
             bar.label = config if config != str(evaluate.BASE) else "f16/f16 (base)"
@@ -189,7 +191,7 @@ def bench(model: str | None, configs, depths: list[int], n_prompt: int, n_gen: i
     if n_prompt == 0 and n_gen == 0:
         raise click.UsageError("nothing to measure: -p and -n are both 0")
     path = models.resolve(model)
-    with click.progressbar(length=len(run_bench.runs(path, configs)), label="llama-bench", file=click.get_text_stream("stderr"),
+    with click.progressbar(length=len(run_bench.runs(path, configs)), label="llama-bench", file=sys.stderr,
                            show_pos=True) as bar:
         result = run_bench.bench(path, configs, depths=depths, n_prompt=n_prompt, n_gen=n_gen, reps=reps,
                                  threads=threads, progress=lambda config: bar.update(1))

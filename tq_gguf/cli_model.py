@@ -170,11 +170,11 @@ def inspect(model: str, as_json: bool) -> None:
         click.echo(line)
 
 
-def _plan_header(info, result) -> list[str]:
+def _plan_header(info, result, training_ctx: bool) -> list[str]:
     size, params = result.size_f16, result.params
     lines = [f"{info.name} ({info.arch}, {info.n_layer} layers, {info.n_head_kv} KV head{'s' * (info.n_head_kv != 1)}, "
              f"head size K {info.head_dim_k} / V {info.head_dim_v})"]
-    asked = f"context {result.n_ctx}" + (" (the training context)" if result.n_ctx == info.n_ctx_train else "")
+    asked = f"context {result.n_ctx}" + (" (the training context)" if training_ctx else "")
     if params.unified or params.n_seq == 1:
         shared = f", shared by {params.n_seq} sequences" if params.n_seq > 1 else ""
         lines.append(f"{asked}: {size.n_ctx_seq} cells{shared}")
@@ -194,8 +194,8 @@ def _plan_header(info, result) -> list[str]:
     return lines
 
 
-def plan_lines(info, result) -> list[str]:
-    lines = _plan_header(info, result) + [""]
+def plan_lines(info, result, training_ctx: bool = False) -> list[str]:
+    lines = _plan_header(info, result, training_ctx) + [""]
     f16 = result.size_f16.total
     n_seq = result.params.n_seq
     fit_title = f"max context in {format_size(result.budget)}" if result.budget is not None else ""
@@ -265,7 +265,7 @@ def plan(model: str, n_ctx: int, n_seq: int, budget: int | None, configs: tuple[
         _echo_json({"model": str(info.path), "arch": info.arch, "n_layer": info.n_layer,
                     "n_ctx_train": info.n_ctx_train} | result.as_dict())
         return
-    for line in plan_lines(info, result):
+    for line in plan_lines(info, result, training_ctx=not n_ctx):
         click.echo(line)
 
 

@@ -36,26 +36,30 @@ def serve(model: str | None, cache: str | None, cache_k: str | None, cache_v: st
     curl http://127.0.0.1:8000/v1/completions -H 'Content-Type: application/json' \\
          -d '{"prompt": "The three primary colors are", "max_tokens": 32}'
     """
-    import uvicorn
-
-    from . import ggufinfo, models, serve as server
+    from . import ggufinfo, models
     from .cacheconfig import CacheConfig
-    from .generate import describe
+    from .generate import describe, padded_n_ctx
     from .plan import format_size
     from .session import resolve_config
 
     path = models.resolve(model)
+    n_ctx = padded_n_ctx(n_ctx)
     info = ggufinfo.read(path)
-    # What the session will resolve (the same function), known before minutes of loading.
+    # What the session will resolve (the same function): a bad choice fails before the server
+    # stack is imported and the model loaded.
     config, _ = resolve_config(info, cache, cache_k, cache_v)
+
+    import uvicorn
+
+    from . import serve as server
+
     server.check_port(host, port)
     settings = server.TqModelSettings(
         model=str(path), model_alias=alias or model or Path(path).stem, kv_cache=cache, kv_cache_k=cache_k,
         kv_cache_v=cache_v, n_ctx=n_ctx, chat_format=chat_format, verbose=verbose,
         **({"n_threads": threads, "n_threads_batch": threads} if threads else {}),
     )
-    server_settings = server.ServerSettings(host=host, port=port, api_key=api_key)
-    app = server.create_app(settings, server_settings)
+    app = server.create_app(settings, server.ServerSettings(host=host, port=port, api_key=api_key))
     click.echo(f"serving {settings.model_alias} ({path.name}) with {describe(config)}: KV cache "
                f"{format_size(config.kv_bytes(info, n_ctx))} for {n_ctx} tokens (f16 would take "
                f"{format_size(CacheConfig.of('f16', 'f16').kv_bytes(info, n_ctx))}) at http://{host}:{port}/v1",

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Callable, Iterable
 from . import models
 from .cacheconfig import BOUNDARY_TYPE, CacheConfig
 from .errors import TqError
-from .plan import format_size
+from .plan import CELL_PAD, format_size
 
 if TYPE_CHECKING:
     from .session import Llama
@@ -66,28 +66,40 @@ class ChatStats:
     turns: int
     n_tokens: int          # tokens of the conversation in the cache at the end
     n_ctx: int
+    kv_bytes_used: int     # what the conversation's cells hold
     kv_bytes_allocated: int
     kv_bytes_f16_allocated: int
 
     def summary(self) -> str:
+        ratio = self.kv_bytes_f16_allocated / self.kv_bytes_allocated
         return (
             f"\n--\n{self.description}: {self.turns} turn{'s' * (self.turns != 1)}, "
             f"{self.n_tokens} of {self.n_ctx} tokens in the cache\n"
-            f"KV cache {format_size(self.kv_bytes_allocated)} (f16 would take "
-            f"{format_size(self.kv_bytes_f16_allocated)}, {self.kv_bytes_f16_allocated / self.kv_bytes_allocated:.2f}x "
-            f"smaller)"
+            f"KV cache {format_size(self.kv_bytes_used)} in use of {format_size(self.kv_bytes_allocated)} "
+            f"(f16 would take {format_size(self.kv_bytes_f16_allocated)}, {ratio:.2f}x smaller)"
         )
+
+
+def padded_n_ctx(n_ctx: int) -> int:
+    """`n_ctx` rounded up to the whole cells llama.cpp allocates.
+
+    llama-cpp-python sizes its token buffer from the n_ctx it was given but checks prompt
+    lengths against the padded context llama.cpp reports, so a prompt between the two
+    overflows the buffer (a numpy broadcast error) instead of being refused; asking for the
+    padded size keeps both the same."""
+    return -(-n_ctx // CELL_PAD) * CELL_PAD
 
 
 def open_session(model: str | None, *, cache: str | None = None, cache_k: str | None = None,
                  cache_v: str | None = None, n_ctx: int = 4096, seed: int = 0,
                  n_threads: int | None = None) -> "Llama":
     """A session on MODEL (a name, a path, or None for the default model). Explicit K/V types win over
-    `cache`; with neither, the model's tq.cache tag applies, else the default preset."""
+    `cache`; with neither, the model's tq.cache tag applies, else the default preset. `n_threads`, when
+    given, serves both single-token decoding and prompt batches."""
     from .session import Llama
 
-    return Llama(models.resolve(model), cache=cache, cache_k=cache_k, cache_v=cache_v, n_ctx=n_ctx, seed=seed,
-                 n_threads=n_threads)
+    return Llama(models.resolve(model), cache=cache, cache_k=cache_k, cache_v=cache_v, n_ctx=padded_n_ctx(n_ctx),
+                 seed=seed, n_threads=n_threads, n_threads_batch=n_threads)
 
 
 def complete(llm: "Llama", prompt: str, *, n_predict: int, seed: int = 0, temp: float = 0.0,
@@ -157,5 +169,5 @@ def chat(llm: "Llama", messages: Iterable[str], *, system: str | None = None, n_
         turns += 1
     info = llm.cache_info()
     return ChatStats(description=describe(llm.cache_config), turns=turns, n_tokens=info.n_cells_used,
-                     n_ctx=info.n_ctx, kv_bytes_allocated=info.bytes_allocated,
+                     n_ctx=info.n_ctx, kv_bytes_used=info.bytes_used, kv_bytes_allocated=info.bytes_allocated,
                      kv_bytes_f16_allocated=info.bytes_f16_allocated)

@@ -10,6 +10,7 @@ type_v, cannot express). GET /tq/cache reports the cache the server really holds
 
 from __future__ import annotations
 
+import os
 import socket
 from typing import Optional
 
@@ -94,4 +95,5 @@ def check_port(host: str, port: int) -> None:
         with socket.create_server((host, port)):
             pass
     except OSError as exc:
-        raise TqError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        raise TqError(f"cannot listen on {host}:{port}: {reason}") from None

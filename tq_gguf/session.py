@@ -20,6 +20,7 @@ from pathlib import Path
 from . import cachetypes, ggml, ggufinfo
 from .cacheconfig import CacheConfig, resolve
 from .errors import CacheTypeError, TqError
+from .plan import CELL_PAD
 
 # The recommended configuration: keys need precision (q8_0), values compress well
 # (turbo3: within 2% of f16 perplexity on the three test models, README "Quality").
@@ -100,6 +101,11 @@ class Llama(_llama_base()):  # type: ignore[misc]
                 raise TypeError(f"tq_gguf.Llama takes cache types by name (cache=, cache_k=, cache_v=), not {raw}=")
         self.model_info = ggufinfo.read(model_path)
         self.cache_config, flash_attn = resolve_config(self.model_info, cache, cache_k, cache_v, flash_attn)
+        if n_ctx > 0:
+            # llama.cpp pads the context to whole cell blocks, but llama-cpp-python sizes its token
+            # buffer from the n_ctx it was given: a prompt between the two would overflow the buffer
+            # instead of being refused. Asking for the padded size keeps both the same.
+            n_ctx = -(-n_ctx // CELL_PAD) * CELL_PAD
         super().__init__(
             model_path=str(model_path), n_ctx=n_ctx, flash_attn=flash_attn, verbose=verbose,
             **self.cache_config.llama_kwargs(self.model_info.n_layer), **kwargs,

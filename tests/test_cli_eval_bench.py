@@ -1,0 +1,198 @@
+"""`tq-gguf eval` and `bench` on SmolLM2 through the built llama-perplexity and llama-bench.
+
+Kept small for a 2-core machine: one chunk of 256 tokens (128 scored) and one
+thread. Measured there: q8_0/q8_0 KLD 0.0043, q8_0/turbo4 0.0126, q8_0/turbo2
+0.137, max (q8_0/turbo2 with the first and last 2 layers at q8_0) 0.087.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from tq_gguf import cachetypes, ggufinfo
+from tq_gguf.cacheconfig import CacheConfig
+from tq_gguf.cli import main
+from tq_gguf.cli_eval import eval_lines
+from tq_gguf.evaluate import Evaluation, Score, parse_kld
+
+pytestmark = [pytest.mark.native, pytest.mark.model]
+
+EVAL_CONFIGS = "f16/f16,q8_0/q8_0,q8_0/turbo4,q8_0/turbo2,max"
+
+
+def run_cli(*args):
+    result = CliRunner().invoke(main, [str(a) for a in args])
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    return result
+
+
+def bits(k: str, v: str) -> float:
+    return (cachetypes.get(k).bits_per_value + cachetypes.get(v).bits_per_value) / 2
+
+
+@pytest.fixture(scope="module")
+def evaluation(default_model_path, tmp_path_factory):
+    plot = tmp_path_factory.mktemp("eval") / "kld.png"
+    r = run_cli("eval", default_model_path, "--configs", EVAL_CONFIGS, "--chunks", 1, "--ctx", 256, "-t", 1,
+                "--plot", plot, "--json")
+    assert r.exit_code == 0, r.output
+    data = json.loads(r.stdout)
+    return data, {s["config"]: s for s in data["scores"]}, plot
+
+
+def test_eval_reports_what_it_ran(evaluation, default_model_path):
+    data, scores, _ = evaluation
+    assert data["chunks"] == 1 and data["n_ctx"] == 256
+    assert data["model"] == str(default_model_path)
+    assert "release notes" in data["text"]
+    assert list(scores) == ["f16/f16", "q8_0/q8_0", "q8_0/turbo4", "q8_0/turbo2", "q8_0/turbo2:b2"]
+    assert scores["q8_0/q8_0"]["preset"] == "lossless" and scores["q8_0/turbo2:b2"]["preset"] == "max"
+
+
+def test_f16_scored_against_its_own_logits_is_the_baseline(evaluation):
+    data, scores, _ = evaluation
+    base, f16 = data["base"], scores["f16/f16"]
+    assert base["kld"] is None and base["top1"] is None and base["bits_per_value"] == 16
+    assert 1 < base["ppl"] < 1000
+    # the same cache again: identical logits, so no divergence and the same perplexity
+    assert abs(f16["kld"]) < 1e-6
+    assert f16["top1"] == 100
+    assert f16["ppl"] == pytest.approx(base["ppl"], rel=1e-4)
+    assert f16["ppl_ratio"] == pytest.approx(1, abs=1e-4)
+
+
+def test_kld_is_small_for_q8_0_and_grows_as_values_lose_bits(evaluation):
+    _, scores, _ = evaluation
+    kld = {name: s["kld"] for name, s in scores.items()}
+    assert 0 < kld["q8_0/q8_0"] < 0.02
+    assert kld["q8_0/q8_0"] < kld["q8_0/turbo4"] < kld["q8_0/turbo2"]
+    assert scores["q8_0/q8_0"]["top1"] > scores["q8_0/turbo2"]["top1"]
+    for s in scores.values():
+        assert s["ppl_ratio"] == pytest.approx(s["ppl"] / evaluation[0]["base"]["ppl"], rel=2e-3)
+
+
+def test_mixed_config_reaches_llama_perplexity_per_layer(evaluation, default_model_path):
+    _, scores, _ = evaluation
+    # the protected layers change the result: the per-layer lists were applied, not just -ctk/-ctv
+    assert scores["q8_0/turbo2:b2"]["kld"] < scores["q8_0/turbo2"]["kld"]
+    info = ggufinfo.read(default_model_path)
+    n_protected = 4  # first and last 2 of SmolLM2's 30 layers keep q8_0 values
+    v_bits = ((info.n_layer - n_protected) * cachetypes.get("turbo2").bits_per_value
+              + n_protected * cachetypes.get("q8_0").bits_per_value) / info.n_layer
+    assert scores["q8_0/turbo2:b2"]["bits_per_value"] == pytest.approx((8.5 + v_bits) / 2)
+
+
+def test_bits_and_sizes(evaluation, default_model_path):
+    data, scores, _ = evaluation
+    assert scores["q8_0/q8_0"]["bits_per_value"] == pytest.approx(bits("q8_0", "q8_0"))
+    assert scores["q8_0/turbo4"]["bits_per_value"] == pytest.approx(bits("q8_0", "turbo4"))
+    info = ggufinfo.read(default_model_path)
+    assert data["kv_ctx"] == info.n_ctx_train
+    for name, s in scores.items():
+        assert s["kv_bytes"] == CacheConfig.parse(name).kv_bytes(info, data["kv_ctx"])
+
+
+def test_plot_is_a_png(evaluation):
+    import matplotlib.image
+
+    *_, plot = evaluation
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    height, width, _ = matplotlib.image.imread(plot).shape
+    assert width > 400 and height > 300
+
+
+def test_eval_table(evaluation):
+    data, _, _ = evaluation
+    data = {k: v for k, v in data.items() if k != "plot"}
+    ev = Evaluation(**{**data, "base": Score(**data["base"]), "scores": [Score(**s) for s in data["scores"]]})
+    lines = eval_lines(ev)
+    assert "1 chunk of 256 tokens" in lines[0]
+    header = lines[2].split()
+    assert header[:4] == ["config", "preset", "bits/val", "KV"]
+    assert "PPL/f16" in header and "KLD" in header and "top-1" in header
+    rows = {line.split()[0] + (" base" if "(base)" in line else ""): line for line in lines[3:]}
+    assert "180.0 MiB" in rows["f16/f16 base"] and "0 (reference)" in rows["f16/f16 base"]
+    assert "0.00000 ± 0.00000" in rows["f16/f16"] and "-0.00000" not in rows["f16/f16"]
+    assert "max" in rows["q8_0/turbo2:b2"] and "95.6 MiB" in rows["q8_0/q8_0"]
+
+
+def test_parse_kld_single_chunk_uses_the_chunk_row():
+    # llama-perplexity prints its summary only from 2 chunks on; one chunk has just the table row
+    out = ("chunk  PPL  ln(PPL(Q)/PPL(base))  KL Divergence  Δp RMS  Same top p\n"
+           "   1     101.5671 ±   50.8834      -0.01174 ±    0.01358       0.00527 ±    0.00045"
+           "     1.805 ±  0.402 %    93.651 ±  3.097 %\n")
+    stats = parse_kld(out, "q8_0/q8_0")
+    assert stats["ppl"] == 101.5671 and stats["kld"] == 0.00527 and stats["top1"] == 93.651
+    assert stats["ppl_ratio"] == pytest.approx(0.98833, abs=1e-5)
+
+
+class TestEvalBadInput:
+    def test_unknown_type(self, default_model_path):
+        r = run_cli("eval", default_model_path, "--configs", "q8_0/turbo5")
+        assert r.exit_code == 2 and "unknown cache type 'turbo5'" in r.output
+
+    def test_odd_context(self, default_model_path):
+        r = run_cli("eval", default_model_path, "--configs", "q8_0/q8_0", "--ctx", 129)
+        assert r.exit_code == 1
+        assert r.output.strip().splitlines()[-1].startswith("error: context 129 does not split")
+
+    def test_text_too_short(self, default_model_path, tmp_path):
+        short = tmp_path / "short.txt"
+        short.write_text("Too short to evaluate.\n")
+        r = run_cli("eval", default_model_path, "--configs", "q8_0/q8_0", "--ctx", 64, "--text", short, "-t", 1)
+        assert r.exit_code == 1
+        assert "error: llama-perplexity printed no perplexity for f16/f16" in r.output
+        assert "you need at least 128 tokens" in r.output
+
+
+@pytest.fixture(scope="module")
+def bench_json(default_model_path):
+    r = run_cli("bench", default_model_path, "--configs", "q8_0/turbo3,lossless", "-p", 8, "-n", 2,
+                "--depths", "0,16", "-r", 1, "-t", 1, "--json")
+    assert r.exit_code == 0, r.output
+    return json.loads(r.stdout)
+
+
+def test_bench_measures_f16_first_and_ratios_against_it(bench_json):
+    results = bench_json["results"]
+    assert [r["config"] for r in results] == ["f16/f16", "q8_0/turbo3", "q8_0/q8_0"]
+    assert results[1]["preset"] == "balanced" and results[2]["preset"] == "lossless"
+    tests = ["tg2 @ d0", "tg2 @ d16", "pp8 @ d0", "pp8 @ d16"]
+    base = {t["test"]: t["tokens_per_s"] for t in results[0]["tests"]}
+    for r in results:
+        assert [t["test"] for t in r["tests"]] == tests
+        for t in r["tests"]:
+            assert t["tokens_per_s"] > 0
+            assert t["ratio_f16_f16"] == pytest.approx(t["tokens_per_s"] / base[t["test"]])
+    assert all(t["ratio_f16_f16"] == 1.0 for t in results[0]["tests"])
+
+
+def test_bench_table(default_model_path):
+    r = run_cli("bench", default_model_path, "--configs", "q8_0/turbo3", "-p", 0, "-n", 2, "--depths", 0,
+                "-r", 1, "-t", 1)
+    assert r.exit_code == 0, r.output
+    lines = r.stdout.splitlines()
+    assert "1 thread," in lines[0] and "ratio to f16/f16" in lines[0]
+    assert lines[2].split() == ["config", "tg2", "@", "d0"]  # -p 0: no prefill column
+    assert lines[3].startswith("f16/f16") and lines[3].endswith("(1.00x)")
+    assert lines[4].startswith("q8_0/turbo3") and lines[4].endswith("x)")
+
+
+class TestBenchBadInput:
+    def test_mixed_config_is_refused_by_name(self, default_model_path):
+        r = run_cli("bench", default_model_path, "--configs", "q8_0/turbo3,max")
+        assert r.exit_code == 1
+        assert r.output.strip().splitlines() == [
+            "error: llama-bench has no per-layer cache types, so it cannot run max (q8_0/turbo2:b2), which keeps "
+            "the first and last 2 layers at q8_0; bench q8_0/turbo2 instead"]
+
+    def test_nothing_to_measure(self, default_model_path):
+        r = run_cli("bench", default_model_path, "-p", 0, "-n", 0)
+        assert r.exit_code == 2 and "-p and -n are both 0" in r.output
+
+    def test_bad_depths(self, default_model_path):
+        r = run_cli("bench", default_model_path, "--depths", "0,-5")
+        assert r.exit_code == 2 and "integers >= 0" in r.output
