@@ -103,15 +103,19 @@ class Context:
         """Empty the cache, so the context can start over without being rebuilt."""
         self._ll.llama_memory_clear(self._ll.llama_get_memory(self.ctx), True)
 
-    def drop_and_shift(self, n_drop: int, n_past: int, n_keep: int = 0) -> None:
-        """A context shift: keep positions [0, n_keep), remove the next `n_drop` and move
-        [n_keep + n_drop, n_past) down by n_drop. llama.cpp applies the RoPE change (for a
-        turbo K cache: dequantize, unrotate, RoPE, rotate, quantize) at the next decode."""
+    def shift(self, p0: int, p1: int, delta: int) -> None:
+        """Move positions [p0, p1) by `delta`. llama.cpp applies the RoPE change at the next
+        decode (for a turbo K cache: dequantize, unrotate, RoPE, rotate, quantize)."""
         mem = self._ll.llama_get_memory(self.ctx)
         if not self._ll.llama_memory_can_shift(mem):
             raise RuntimeError("this context's memory cannot shift positions")
+        self._ll.llama_memory_seq_add(mem, 0, p0, p1, delta)
+
+    def drop_and_shift(self, n_drop: int, n_past: int, n_keep: int = 0) -> None:
+        """A context shift: keep positions [0, n_keep), remove the next `n_drop` and move
+        [n_keep + n_drop, n_past) down by n_drop."""
         self.remove(n_keep, n_keep + n_drop)
-        self._ll.llama_memory_seq_add(mem, 0, n_keep + n_drop, n_past, -n_drop)
+        self.shift(n_keep + n_drop, n_past, -n_drop)
 
     def close(self) -> None:
         if getattr(self, "ctx", None):

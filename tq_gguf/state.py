@@ -51,10 +51,11 @@ class StateConfigMismatch(StateError):
 
     def __init__(self, saved: str, session: str):
         self.saved, self.session = saved, session
-        super().__init__(
-            f"this state was saved with KV cache {saved}, but this session uses {session}; "
-            f"load it into a session with cache={saved!r}"
-        )
+        try:
+            hint = f"; load it into a session with cache={str(CacheConfig.parse(saved))!r}"
+        except CacheTypeError:  # a per-layer description, not a spec
+            hint = ""
+        super().__init__(f"this state was saved with KV cache {saved}, but this session uses {session}{hint}")
 
 
 @dataclass(frozen=True)
@@ -312,10 +313,11 @@ def check_fits(layout: StateLayout, config: CacheConfig, info, declared: str | N
     saved = Counter(layout.layer_types)
     if not saved:
         return  # an empty cache records no types; it loads into any config
+    if layout.complete and sum(saved.values()) != info.n_layer:
+        # a cache that shares or skips layers (or another model): llama.cpp's own per-layer check decides
+        return
     k_types, v_types = config.layer_types(info.n_layer)
     expected = Counter((k.name, v.name) for k, v in zip(k_types, v_types))
-    if layout.complete and sum(saved.values()) != info.n_layer:
-        raise StateError(f"this state holds {sum(saved.values())} layers; this session's model has {info.n_layer}")
     fits = saved == expected if layout.complete else not saved - expected
     if not fits:
         raise StateConfigMismatch(declared or layout.describe(), str(config))
@@ -338,7 +340,8 @@ class TqLlamaState(_state_class()):  # type: ignore[misc]
         self.arch = arch
 
 
-def _raw_state(llm: "Llama") -> bytes:
+def raw_bytes(llm: "Llama") -> bytes:
+    """llama.cpp's serialised state of the session (what `capture` and session files hold)."""
     import llama_cpp
 
     ctx = llm._ctx.ctx
@@ -353,8 +356,8 @@ def _raw_state(llm: "Llama") -> bytes:
 def capture(llm: "Llama") -> TqLlamaState:
     """The session's state as a LlamaState. Scores are kept only with logits_all: otherwise
     llama-cpp-python never writes them and its own save_state copies uninitialised memory,
-    about 200 KB per token for a 49K vocabulary, 20x the KV rows of a q8_0/turbo3 cache."""
-    blob = _raw_state(llm)
+    196 KB per token for SmolLM2's 49K vocabulary, 23x the KV rows of its q8_0/turbo3 cache."""
+    blob = raw_bytes(llm)
     n = llm.n_tokens
     scores = llm.scores[:n].copy() if llm._logits_all else np.zeros((0, llm._n_vocab), dtype=np.single)
     return TqLlamaState(
@@ -373,10 +376,16 @@ def _check_capacity(llm: "Llama", n_tokens: int) -> None:
         raise StateError(f"the state holds {n_tokens} tokens but this session's context has only {_capacity(llm)}")
 
 
-def _forget(llm: "Llama") -> None:
+def _refused(llm: "Llama", what: str, layout: StateLayout | None) -> StateError:
     # llama.cpp empties the context before it finds a mismatch; the Python side must agree
     llm.n_tokens = 0
     llm._requires_eval = True
+    if layout is None:
+        why = "its state is damaged, truncated or of a memory kind this reader does not know"
+    else:
+        why = (f"its cache types match ({layout.describe()}), so it was probably saved from another "
+               f"{layout.arch} model")
+    return StateError(f"llama.cpp refused {what}: {why}; this session uses {llm.cache_config}")
 
 
 def restore(llm: "Llama", state) -> None:
@@ -396,9 +405,7 @@ def restore(llm: "Llama", state) -> None:
     _check_capacity(llm, n)
     buf = (ctypes.c_uint8 * len(blob)).from_buffer_copy(blob)
     if llama_cpp.llama_state_set_data(llm._ctx.ctx, buf, len(blob)) != len(blob):
-        _forget(llm)
-        saved = layout.describe() if layout is not None else "an unknown configuration"
-        raise StateError(f"llama.cpp refused this state (saved with {saved}; this session uses {llm.cache_config})")
+        raise _refused(llm, "this state", layout)
     llm.input_ids[:n] = np.asarray(state.input_ids[:n])
     scores = np.asarray(state.scores)
     if llm._logits_all and scores.shape[0] >= n and n:
@@ -433,10 +440,7 @@ def load_file(llm: "Llama", path: str | Path) -> list[int]:
     tokens = (llama_cpp.llama_token * cap)()
     count = ctypes.c_size_t(0)
     if not llama_cpp.llama_state_load_file(llm._ctx.ctx, str(saved.path).encode(), tokens, cap, ctypes.byref(count)):
-        _forget(llm)
-        what = (f"it holds {saved.layout.describe()}" if saved.layout is not None
-                else "its state is damaged, truncated or of a memory kind this reader does not know")
-        raise StateError(f"llama.cpp refused the session file {path} ({what}; this session uses {llm.cache_config})")
+        raise _refused(llm, f"the session file {path}", saved.layout)
     n = count.value
     llm.input_ids[:n] = tokens[:n]
     llm.n_tokens = n
