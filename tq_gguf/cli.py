@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 
 import click
@@ -31,11 +32,18 @@ def main() -> None:
 @click.option("--backend", type=click.Choice(["cpu", "vulkan", "cuda", "metal"]), default="cpu", show_default=True)
 @click.option("--jobs", "-j", type=click.IntRange(min=1), help="parallel compile jobs [default: all cores]")
 @click.option("--force", is_flag=True, help="rebuild even if a cached build matches")
-def build(backend: str, jobs: int | None, force: bool) -> None:
+@click.option("--json", "as_json", is_flag=True, help="progress on stderr, then one JSON object describing the build")
+def build(backend: str, jobs: int | None, force: bool, as_json: bool) -> None:
     """Download, verify, patch and compile llama.cpp; install the patched llama_cpp."""
     from .build import build as run_build
 
-    result = run_build(backend=backend, jobs=jobs, force=force, echo=click.echo)
+    result = run_build(backend=backend, jobs=jobs, force=force,
+                       echo=(lambda line: click.echo(line, err=True)) if as_json else click.echo)
+    if as_json:
+        click.echo(json.dumps({"key": result.key, "backend": result.backend, "out_dir": str(result.out_dir),
+                               "bin_dir": str(result.bin_dir), "reused": result.reused,
+                               "timings": result.timings}, indent=2))
+        return
     click.echo(f"tools: {result.bin_dir}")
 
 
@@ -66,9 +74,11 @@ def _stdin_messages():
 @click.option("--seed", default=0, show_default=True, type=int, help="sampling seed")
 @click.option("--temp", default=0.0, show_default=True, type=click.FloatRange(min=0.0), help="0 = greedy")
 @click.option("--threads", "-t", type=click.IntRange(min=1), help="CPU threads [default: llama.cpp's]")
+@click.option("--json", "as_json", is_flag=True,
+              help="print one JSON object (the text, speeds and cache sizes) instead of streaming")
 def run(model: str | None, cache: str | None, cache_k: str | None, cache_v: str | None, prompt: str | None,
         chat: bool, system: str | None, n_predict: int | None, n_ctx: int, seed: int, temp: float,
-        threads: int | None) -> None:
+        threads: int | None, as_json: bool) -> None:
     """Generate text from MODEL (a GGUF path or a model name; default: the default model), or chat with it.
 
     Prints the decode speed and the KV cache's size next to f16's on stderr.
@@ -83,6 +93,8 @@ def run(model: str | None, cache: str | None, cache_k: str | None, cache_v: str 
         raise click.UsageError("give a prompt with -p, or use --chat")
     if system is not None and not chat:
         raise click.UsageError("--system is for --chat")
+    if as_json and chat:
+        raise click.UsageError("--json is for one completion, not --chat")
     llm = generate.open_session(model, cache=cache, cache_k=cache_k, cache_v=cache_v, n_ctx=n_ctx, seed=seed,
                                 n_threads=threads)
     if chat:
@@ -90,16 +102,25 @@ def run(model: str | None, cache: str | None, cache_k: str | None, cache_v: str 
         stats = generate.chat(llm, [prompt, *messages] if prompt else messages, system=system,
                               n_predict=n_predict or 512, seed=seed, temp=temp, echo=click.echo)
     else:
-        stats = generate.complete(llm, prompt, n_predict=n_predict or 128, seed=seed, temp=temp, echo=click.echo)
+        stats = generate.complete(llm, prompt, n_predict=n_predict or 128, seed=seed, temp=temp,
+                                  echo=(lambda *args, **kwargs: None) if as_json else click.echo)
+    if as_json:
+        click.echo(json.dumps(stats.as_dict(), indent=2))
+        return
     click.echo(stats.summary(), err=True)
 
 
 @main.command()
-def info() -> None:
+@click.option("--json", "as_json", is_flag=True, help="print one JSON object instead of text")
+def info(as_json: bool) -> None:
     """Versions, the patch series, compiled backends and supported cache types."""
-    from .report import info_lines
+    from .report import info_data, info_lines
 
-    for line in info_lines():
+    data = info_data()
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+        return
+    for line in info_lines(data):
         click.echo(line)
 
 
@@ -109,9 +130,18 @@ def models() -> None:
 
 
 @models.command("list")
-def models_list() -> None:
+@click.option("--json", "as_json", is_flag=True, help="print one JSON list instead of text")
+def models_list(as_json: bool) -> None:
+    """The models tq-gguf can fetch; * marks the default."""
     from .models import DEFAULT_MODEL, MODELS
 
+    if as_json:
+        click.echo(json.dumps([
+            {"name": spec.name, "default": spec.name == DEFAULT_MODEL, "bytes": spec.size,
+             "fetched": spec.is_fetched(), "description": spec.description}
+            for spec in MODELS.values()
+        ], indent=2))
+        return
     for spec in MODELS.values():
         mark = "*" if spec.name == DEFAULT_MODEL else " "
         state = "fetched" if spec.is_fetched() else "not fetched"

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Callable, Iterable
 
 from . import models
@@ -48,6 +49,13 @@ class RunStats:
     @property
     def generate_tps(self) -> float:
         return self.n_decoded / self.generate_seconds if self.generate_seconds > 0 else float("nan")
+
+    def as_dict(self) -> dict:
+        """Plain data for JSON: a speed that was not measured is None, not NaN."""
+        def rate(value: float) -> float | None:
+            return None if math.isnan(value) else value
+
+        return asdict(self) | {"prompt_tps": rate(self.prompt_tps), "generate_tps": rate(self.generate_tps)}
 
     def summary(self) -> str:
         prompt = f"{self.prompt_tps:.1f} tok/s" if self.prompt_seconds > 0 else "n/a"

@@ -8,34 +8,61 @@ from . import __version__, cachetypes, upstream
 from .errors import TqError
 
 
-def info_lines() -> list[str]:
+def info_data() -> dict:
+    """Versions, the installed build, its backends and which cache types it has."""
     from .build import installed_build
 
-    lines = [
-        f"tq-gguf           {__version__}",
-        f"llama-cpp-python  {upstream.SDIST_VERSION} (pinned sdist sha256 {upstream.SDIST_SHA256[:16]}...)",
-        f"llama.cpp         {upstream.LLAMA_CPP_COMMIT}, ggml {upstream.GGML_VERSION}",
-    ]
+    data: dict = {
+        "tq_gguf": __version__,
+        "llama_cpp_python_pin": {"version": upstream.SDIST_VERSION, "sha256": upstream.SDIST_SHA256},
+        "llama_cpp": {"commit": upstream.LLAMA_CPP_COMMIT, "ggml": upstream.GGML_VERSION},
+    }
     try:
-        lines.append(f"llama_cpp         {metadata.version('llama-cpp-python')} installed")
+        data["llama_cpp_installed"] = metadata.version("llama-cpp-python")
     except metadata.PackageNotFoundError:
-        lines.append("llama_cpp         not installed (run `tq-gguf build`)")
+        data["llama_cpp_installed"] = None
     build = installed_build()
+    data["build"] = None if build is None else {
+        "key": build["key"], "backend": build["backend"], "patches": build["patches"],
+    }
+    available: set[str] = set()
+    if build is not None:
+        try:
+            from . import ggml
+
+            ggml.lib()
+            data["backends"] = ggml.backends()
+            available = {ct.name for ct in cachetypes.available()}
+        except TqError as exc:
+            data["native_library_error"] = str(exc)
+    data["cache_types"] = [
+        {"name": ct.name, "bits_per_value": ct.bits_per_value, "in_build": ct.name in available}
+        for ct in cachetypes.CACHE_TYPES.values()
+    ]
+    return data
+
+
+def info_lines(data: dict | None = None) -> list[str]:
+    data = data or info_data()
+    pin, cpp = data["llama_cpp_python_pin"], data["llama_cpp"]
+    lines = [
+        f"tq-gguf           {data['tq_gguf']}",
+        f"llama-cpp-python  {pin['version']} (pinned sdist sha256 {pin['sha256'][:16]}...)",
+        f"llama.cpp         {cpp['commit']}, ggml {cpp['ggml']}",
+        f"llama_cpp         {data['llama_cpp_installed']} installed" if data["llama_cpp_installed"]
+        else "llama_cpp         not installed (run `tq-gguf build`)",
+    ]
+    build = data["build"]
     if build is None:
         lines.append("native build      none installed (run `tq-gguf build`)")
         return lines
     lines.append(f"native build      {build['key']} ({build['backend']})")
     lines.append(f"patch series      {', '.join(build['patches']) or '(empty)'}")
-    try:
-        from . import ggml
-
-        ggml.lib()
-        lines.append(f"backends          {', '.join(ggml.backends())}")
-        available = {ct.name for ct in cachetypes.available()}
-    except TqError as exc:
-        lines.append(f"native library    {exc}")
-        available = set()
+    if "native_library_error" in data:
+        lines.append(f"native library    {data['native_library_error']}")
+    else:
+        lines.append(f"backends          {', '.join(data['backends'])}")
     lines.append("cache types       name     bits/value  in this build")
-    for ct in cachetypes.CACHE_TYPES.values():
-        lines.append(f"                  {ct.name:<8} {ct.bits_per_value:>10.2f}  {'yes' if ct.name in available else 'no'}")
+    for ct in data["cache_types"]:
+        lines.append(f"                  {ct['name']:<8} {ct['bits_per_value']:>10.2f}  {'yes' if ct['in_build'] else 'no'}")
     return lines

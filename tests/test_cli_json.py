@@ -1,0 +1,53 @@
+"""`--json` output of info, models list, build and run: one parseable object with the real values."""
+
+from __future__ import annotations
+
+import json
+
+from click.testing import CliRunner
+
+from tq_gguf import ggufinfo
+from tq_gguf.cacheconfig import CacheConfig
+from tq_gguf.cli import main
+
+
+def invoke(*args):
+    result = CliRunner().invoke(main, list(args))
+    assert result.exit_code == 0, result.output
+    return result
+
+
+def test_info_json_lists_the_turbo_types_of_the_build(native_lib):
+    data = json.loads(invoke("info", "--json").output)
+    in_build = {ct["name"] for ct in data["cache_types"] if ct["in_build"]}
+    assert {"turbo2", "turbo3", "turbo4", "q8_0", "f16"} <= in_build
+    assert "CPU" in data["backends"] and data["build"]["patches"][0].startswith("0001-")
+
+
+def test_models_list_json(default_model_path):
+    data = json.loads(invoke("models", "list", "--json").output)
+    default = [m for m in data if m["default"]]
+    assert len(default) == 1 and default[0]["fetched"] and default[0]["bytes"] == default_model_path.stat().st_size
+
+
+def test_build_json_reports_the_installed_build(native_lib):
+    from tq_gguf.build import current_key
+
+    result = CliRunner().invoke(main, ["build", "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["key"] == current_key("cpu") and data["reused"]
+
+
+def test_run_json_has_the_text_and_the_cache_it_used(default_model_path):
+    data = json.loads(invoke("run", str(default_model_path), "--cache", "max", "-p", "Hello", "-n", "4",
+                             "--ctx", "256", "-t", "2", "--json").stdout)
+    info = ggufinfo.read(default_model_path)
+    assert data["config"] == "q8_0/turbo2:b2" and data["n_generated"] == 4 and data["text"]
+    assert data["kv_bytes"] == CacheConfig.parse("max").kv_bytes(info, 256)
+    assert data["kv_bytes_f16"] == CacheConfig.parse("f16/f16").kv_bytes(info, 256)
+
+
+def test_run_json_is_not_for_chat():
+    result = CliRunner().invoke(main, ["run", "--chat", "--json"])
+    assert result.exit_code == 2 and "--json is for one completion" in result.output
