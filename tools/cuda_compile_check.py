@@ -46,7 +46,7 @@ CUDA_DIR = GGML / "src" / "ggml-cuda"
 
 # The .cu files the series adds to or changes (patches/*cuda*), plus the vector
 # FlashAttention instances of the turbo pairs the tq-gguf CUDA build compiles.
-TOUCHED = ("set-rows.cu", "getrows.cu", "convert.cu", "fattn.cu", "ggml-cuda.cu")
+TOUCHED = ("set-rows.cu", "getrows.cu", "convert.cu", "cpy.cu", "fattn.cu", "ggml-cuda.cu")
 
 # Pinned so the cached headers and the cache keys do not move under us.
 CUBLAS_WHEEL = "nvidia-cublas==13.1.1.3"
