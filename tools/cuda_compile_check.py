@@ -39,6 +39,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tq_gguf import build, paths  # noqa: E402
+from tq_gguf.nativesrc import BUILD_ID_HEADER  # noqa: E402
 from tq_gguf.errors import TqError  # noqa: E402
 
 GGML = Path("vendor/llama.cpp/ggml")
@@ -172,9 +173,11 @@ def inputs_hash(src: Path, cu: Path, nvcc_ver: str, fl: list[str]) -> str:
     headers = set()
     for d, pats in ((ggml / "include", ("*.h",)), (ggml / "src", ("*.h",)),
                     (ggml / "src" / "ggml-cuda", ("*.cuh", "*.h", "vendors/*.h")),
-                    (ggml / "src" / "tq", ("**/*.h", "**/*.cuh"))):
+                    (ggml / "src" / "tq", ("*.h", "include/*.h", "cuda/*.cuh", "cuda/*.h"))):
         for pat in pats:
             headers.update(p for p in d.glob(pat) if p.is_file())
+    # the build id changes with every edit of the series or of native/; no CUDA source includes it
+    headers.discard(ggml / "src" / "tq" / BUILD_ID_HEADER)
     for h in sorted(headers):
         digest.update(h.relative_to(src).as_posix().encode() + b"\0" + h.read_bytes() + b"\0")
     return digest.hexdigest()
