@@ -41,15 +41,16 @@ def test_touched_cuda_sources_compile_for_sm80_and_sm90(tool, cuda_tree):
     assert ok, "\n".join(log)
 
 
-@pytest.mark.parametrize("body", [
+@pytest.mark.parametrize("body,error", [
     # a syntax error
-    'DECL_FATTN_VEC_CASE(128, GGML_TYPE_TURBO3, GGML_TYPE_TURBO3)\nint broken = ;\n',
-    # a template error: a head size the vector kernel cannot take
-    'DECL_FATTN_VEC_CASE(96, GGML_TYPE_TURBO3, GGML_TYPE_TURBO3);\n',
+    ('DECL_FATTN_VEC_CASE(128, GGML_TYPE_TURBO3, GGML_TYPE_TURBO3);\nint broken = ;\n', "expected an expression"),
+    # a template error: a head size the turbo vector kernel cannot be instantiated for
+    ('DECL_FATTN_VEC_CASE(96, GGML_TYPE_TURBO3, GGML_TYPE_TURBO3);\n', "static assertion failed"),
 ])
-def test_a_broken_file_fails_the_check(tool, cuda_tree, tmp_path, body):
+def test_a_broken_file_fails_the_check(tool, cuda_tree, tmp_path, body, error):
     bad = tmp_path / "broken.cu"
     bad.write_text('#include "fattn-vec.cuh"\n\n' + body)
     log: list[str] = []
     assert not tool.check(cuda_tree, [bad], ["80"], jobs=1, echo=log.append)
-    assert any("FAILED" in line for line in log)
+    text = "\n".join(log)
+    assert "FAILED" in text and error in text, text
