@@ -152,7 +152,8 @@ def flags(src: Path, cublas_inc: Path, archs: list[str]) -> list[str]:
         # ggml/src/CMakeLists.txt and ggml_add_backend_library, on Linux, shared build
         "-DGGML_SCHED_MAX_COPIES=4", "-D_XOPEN_SOURCE=600", "-D_GNU_SOURCE",
         "-DGGML_BACKEND_BUILD", "-DGGML_BACKEND_SHARED", "-DGGML_SHARED", "-DGGML_BUILD",
-        "-DGGML_CUDA_PEER_MAX_BATCH_SIZE=128",
+        # llama.cpp's top-level CMakeLists.txt turns GGML_CUDA_GRAPHS on
+        "-DGGML_CUDA_USE_GRAPHS",
         *fa_defines(),
         f"-I{ggml / 'include'}", f"-I{ggml / 'src'}", f"-I{ggml / 'src' / 'ggml-cuda'}",
         f"-I{ggml / 'src' / 'tq' / 'include'}", f"-I{cublas_inc}",
