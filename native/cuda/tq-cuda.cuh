@@ -1,9 +1,10 @@
 // tq-gguf: CUDA device code of the turbo KV-cache types (docs/FORMAT.md).
 //
 // Included by ggml-cuda's set-rows.cu, dequantize.cuh and fattn-common.cuh once
-// common.cuh is in scope. The quantizer reproduces native/tq-quants.c bit for bit:
-// one warp quantizes one block of 64 values, lane i holding x[i] and x[i + 32],
-// so the spec's halving tree is exactly the xor-shuffle butterfly 16, 8, 4, 2, 1.
+// common.cuh is in scope. The quantizer follows native/tq-quants.c step for step so
+// that it writes the same bytes: one warp quantizes one block of 64 values, lane i
+// holding x[i] and x[i + 32], so the spec's halving tree is exactly the xor-shuffle
+// butterfly 16, 8, 4, 2, 1 (tests/test_gpu_warp_model.py models it lane by lane).
 // ggml-cuda compiles with -use_fast_math (approximate sqrt and division, FMA
 // contraction), so every normative step uses an explicitly rounded intrinsic.
 #pragma once
