@@ -53,7 +53,13 @@ COMMON_DEFINES: dict[str, str] = {
 BACKEND_DEFINES: dict[str, dict[str, str]] = {
     "cpu": {},
     "vulkan": {"GGML_VULKAN": "ON"},
-    "cuda": {"GGML_CUDA": "ON"},
+    # Vector FlashAttention kernels are compiled per K-V pair; besides upstream's default
+    # pairs, the turbo pairs that keep K at least as precise as V (docs/FORMAT.md 11.3).
+    # Other pairs still run, by converting K and V to f16 first.
+    "cuda": {"GGML_CUDA": "ON",
+             "GGML_CUDA_FA_QUANTS": "q4_0-q4_0,q8_0-q8_0,f16-f16,bf16-bf16,"
+                                    "turbo2-turbo2,turbo3-turbo3,turbo4-turbo4,q8_0-turbo2,q8_0-turbo3,q8_0-turbo4,"
+                                    "turbo3-turbo2,turbo4-turbo2,turbo4-turbo3"},
     "metal": {"GGML_METAL": "ON", "GGML_METAL_EMBED_LIBRARY": "ON"},
 }
 BACKENDS = tuple(BACKEND_DEFINES)

@@ -1,0 +1,270 @@
+// tq-gguf: CUDA device code of the turbo KV-cache types (docs/FORMAT.md).
+//
+// Included by ggml-cuda's set-rows.cu, dequantize.cuh and fattn-common.cuh once
+// common.cuh is in scope. The quantizer follows native/tq-quants.c step for step so
+// that it writes the same bytes: one warp quantizes one block of 64 values, lane i
+// holding x[i] and x[i + 32], so the spec's halving tree is exactly the xor-shuffle
+// butterfly 16, 8, 4, 2, 1 (tests/test_gpu_warp_model.py models it lane by lane).
+// ggml-cuda compiles with -use_fast_math (approximate sqrt and division, FMA
+// contraction), so every normative step uses an explicitly rounded intrinsic.
+#pragma once
+
+#include "../tq-quants.h"
+
+// Codebooks of FORMAT.md section 9 (same values as tq-codebooks.h, whose host arrays
+// device code cannot read; tests/test_gpu_codebooks.py checks that they agree).
+// __device__ rather than __constant__: lanes look up different entries, which the
+// constant cache would serialise, while global loads of one 64-byte table hit L1.
+static __device__ const float tq_cuda_centroids_2bit[4] = {
+    -0x1.7ffe5ap-3f, -0x1.cef846p-5f, 0x1.cef846p-5f, 0x1.7ffe5ap-3f };
+static __device__ const float tq_cuda_midpoints_2bit[3] = {
+    -0x1.f3bc6cp-4f, 0x0p+0f, 0x1.f3bc6cp-4f };
+static __device__ const float tq_cuda_centroids_3bit[8] = {
+    -0x1.0e3f74p-2f, -0x1.544fdp-3f, -0x1.805642p-4f, -0x1.f335p-6f,
+     0x1.f335p-6f, 0x1.805642p-4f, 0x1.544fdp-3f, 0x1.0e3f74p-2f };
+static __device__ const float tq_cuda_midpoints_3bit[7] = {
+    -0x1.b8675cp-3f, -0x1.0a3d78p-3f, -0x1.fd2382p-5f, 0x0p+0f,
+     0x1.fd2382p-5f, 0x1.0a3d78p-3f, 0x1.b8675cp-3f };
+static __device__ const float tq_cuda_centroids_4bit[16] = {
+    -0x1.52bc44p-2f, -0x1.02fbdp-2f, -0x1.9741e4p-3f, -0x1.3d4998p-3f,
+    -0x1.dd2136p-4f, -0x1.4d0d92p-4f, -0x1.89f396p-5f, -0x1.04d138p-6f,
+     0x1.04d138p-6f, 0x1.89f396p-5f, 0x1.4d0d92p-4f, 0x1.dd2136p-4f,
+     0x1.3d4998p-3f, 0x1.9741e4p-3f, 0x1.02fbdp-2f, 0x1.52bc44p-2f };
+static __device__ const float tq_cuda_midpoints_4bit[15] = {
+    -0x1.2adc0ap-2f, -0x1.ce9cc2p-3f, -0x1.6a45bep-3f, -0x1.15ed1ap-3f,
+    -0x1.951764p-4f, -0x1.0903aep-4f, -0x1.062e18p-5f, 0x0p+0f,
+     0x1.062e18p-5f, 0x1.0903aep-4f, 0x1.951764p-4f, 0x1.15ed1ap-3f,
+     0x1.6a45bep-3f, 0x1.ce9cc2p-3f, 0x1.2adc0ap-2f };
+
+// Per-type constants and tables: one specialisation per type, like ggml_cuda_type_traits.
+template <ggml_type type> struct tq_cuda_type;
+
+template <> struct tq_cuda_type<GGML_TYPE_TURBO2> {
+    typedef block_turbo2 block;
+    static constexpr int bits = 2;
+    static __device__ __forceinline__ const float * centroids() { return tq_cuda_centroids_2bit; }
+    static __device__ __forceinline__ const float * midpoints() { return tq_cuda_midpoints_2bit; }
+};
+
+template <> struct tq_cuda_type<GGML_TYPE_TURBO3> {
+    typedef block_turbo3 block;
+    static constexpr int bits = 3;
+    static __device__ __forceinline__ const float * centroids() { return tq_cuda_centroids_3bit; }
+    static __device__ __forceinline__ const float * midpoints() { return tq_cuda_midpoints_3bit; }
+};
+
+template <> struct tq_cuda_type<GGML_TYPE_TURBO4> {
+    typedef block_turbo4 block;
+    static constexpr int bits = 4;
+    static __device__ __forceinline__ const float * centroids() { return tq_cuda_centroids_4bit; }
+    static __device__ __forceinline__ const float * midpoints() { return tq_cuda_midpoints_4bit; }
+};
+
+static constexpr __host__ __device__ bool tq_cuda_is_turbo(const ggml_type type) {
+    return type == GGML_TYPE_TURBO2 || type == GGML_TYPE_TURBO3 || type == GGML_TYPE_TURBO4;
+}
+
+//
+// quantization: one warp per block of 64 values
+//
+
+// FORMAT.md section 5, step 2. fminf/fmaxf are exact; the flush keeps every later
+// intermediate normal, so the -ftz of fast math cannot change a result.
+static __device__ __forceinline__ float tq_cuda_condition(float v) {
+    v = fminf(fmaxf(v, -TQ_CLAMP), TQ_CLAMP);
+    return fabsf(v) < TQ_FLUSH ? 0.0f : v;
+}
+
+// The halving tree over 64 values held two per lane: s = a + b is step "i + 32",
+// then lane i adds lane i ^ h for h = 16 .. 1, which for i < h is lane i + h.
+// Floating-point addition is commutative, so every lane ends with lane 0's sum.
+static __device__ __forceinline__ float tq_cuda_tree_sum(const float a, const float b) {
+    float s = __fadd_rn(a, b);
+#pragma unroll
+    for (int h = 16; h >= 1; h >>= 1) {
+        s = __fadd_rn(s, __shfl_xor_sync(0xFFFFFFFF, s, h, 32));
+    }
+    return s;
+}
+
+// FORMAT.md step 6: the number of midpoints strictly below u (a tie takes the lower index).
+template <int nmid>
+static __device__ __forceinline__ int tq_cuda_index(const float u, const float * __restrict__ mid) {
+    int k = 0;
+#pragma unroll
+    for (int j = 0; j < nmid; ++j) {
+        k += u > mid[j];
+    }
+    return k;
+}
+
+// FORMAT.md step 8: round to nearest even with fp16 subnormals (the hardware
+// conversion keeps them), saturating instead of overflowing to infinity.
+static __device__ __forceinline__ half tq_cuda_scale_to_fp16(const float scale) {
+    if (scale > 65504.0f) {
+        return __ushort_as_half((unsigned short) 0x7BFF);
+    }
+    return __float2half_rn(scale);
+}
+
+// Packs the indices of a block; lane l holds lo = idx[l] and hi = idx[l + 32].
+template <ggml_type type>
+static __device__ __forceinline__ void tq_cuda_pack(const int lane, const int lo, const int hi,
+                                                    typename tq_cuda_type<type>::block * y) {
+    if constexpr (type == GGML_TYPE_TURBO4) {
+        // qs[j] = idx[j] | idx[j + 32] << 4: lane j already holds both nibbles
+        y->qs[lane] = (uint8_t) (lo | hi << 4);
+    } else {
+        // qs[j] = idx[j] | idx[j + 16] << 2 | idx[j + 32] << 4 | idx[j + 48] << 6 (low two bits
+        // of each index); idx[j + 16] and idx[j + 48] are on lane j + 16
+        const int lo16 = __shfl_down_sync(0xFFFFFFFF, lo, 16, 32);
+        const int hi16 = __shfl_down_sync(0xFFFFFFFF, hi, 16, 32);
+        if (lane < 16) {
+            y->qs[lane] = (uint8_t) ((lo & 3) | (lo16 & 3) << 2 | (hi & 3) << 4 | (hi16 & 3) << 6);
+        }
+        if constexpr (type == GGML_TYPE_TURBO3) {
+            // bit k of qh[j] is bit 2 of idx[j + 8k]: for k < 4 that is lo of lane j + 8k,
+            // for k >= 4 hi of lane j + 8(k - 4); every lane shuffles, lanes 0..7 store
+            uint8_t h = 0;
+#pragma unroll
+            for (int k = 0; k < 4; ++k) {
+                h |= (uint8_t) (((__shfl_sync(0xFFFFFFFF, lo, lane % 8 + 8*k, 32) >> 2) & 1) << k);
+                h |= (uint8_t) (((__shfl_sync(0xFFFFFFFF, hi, lane % 8 + 8*k, 32) >> 2) & 1) << (k + 4));
+            }
+            if (lane < 8) {
+                y->qh[lane] = h;
+            }
+        }
+    }
+}
+
+// Quantizes x[0..63] into *y with the whole warp. Must be called by all 32 lanes.
+template <ggml_type type>
+static __device__ void tq_cuda_quantize_block(const float * __restrict__ x, typename tq_cuda_type<type>::block * __restrict__ y) {
+    constexpr int nmid = (1 << tq_cuda_type<type>::bits) - 1;
+    const int lane = threadIdx.x % 32;
+
+    float a = x[lane];
+    float b = x[lane + 32];
+
+    // step 1: any NaN or infinity -> quiet-NaN scale, all indices 0 (all bytes zero)
+    if (__any_sync(0xFFFFFFFF, !isfinite(a) || !isfinite(b))) {
+        if constexpr (type == GGML_TYPE_TURBO4) {
+            y->qs[lane] = 0;
+        } else {
+            if (lane < 16) {
+                y->qs[lane] = 0;
+            }
+            if constexpr (type == GGML_TYPE_TURBO3) {
+                if (lane < 8) {
+                    y->qh[lane] = 0;
+                }
+            }
+        }
+        if (lane == 0) {
+            y->d = __ushort_as_half((unsigned short) TQ_SCALE_NONFINITE);
+        }
+        return;
+    }
+
+    // steps 2-3: range conditioning, then the sum of squares (each square rounded)
+    a = tq_cuda_condition(a);
+    b = tq_cuda_condition(b);
+    const float ss = tq_cuda_tree_sum(__fmul_rn(a, a), __fmul_rn(b, b));
+
+    // step 4: an all-zero block takes the index of u = 0 everywhere and scale 0
+    if (ss == 0.0f) {
+        const int k = (1 << (tq_cuda_type<type>::bits - 1)) - 1;
+        tq_cuda_pack<type>(lane, k, k, y);
+        if (lane == 0) {
+            y->d = __ushort_as_half((unsigned short) 0);
+        }
+        return;
+    }
+
+    // step 5: one correctly rounded reciprocal, then one multiply per value
+    const float norm = __fsqrt_rn(ss);
+    const float inv  = __fdiv_rn(1.0f, norm);
+
+    // step 6
+    const float * mid = tq_cuda_type<type>::midpoints();
+    const float * cen = tq_cuda_type<type>::centroids();
+    const int ka = tq_cuda_index<nmid>(__fmul_rn(a, inv), mid);
+    const int kb = tq_cuda_index<nmid>(__fmul_rn(b, inv), mid);
+
+    // step 7: norm-preserving scale from the chosen centroids, same tree
+    const float ca = cen[ka];
+    const float cb = cen[kb];
+    const float cs = tq_cuda_tree_sum(__fmul_rn(ca, ca), __fmul_rn(cb, cb));
+    const float scale = __fdiv_rn(norm, __fsqrt_rn(cs));
+
+    tq_cuda_pack<type>(lane, ka, kb, y);
+    if (lane == 0) {
+        y->d = tq_cuda_scale_to_fp16(scale);
+    }
+}
+
+//
+// dequantization
+//
+
+// Index i of a block (FORMAT.md section 4).
+template <ggml_type type>
+static __device__ __forceinline__ int tq_cuda_get_index(const typename tq_cuda_type<type>::block * x, const int i) {
+    if constexpr (type == GGML_TYPE_TURBO2) {
+        return (x->qs[i % 16] >> (2*(i / 16))) & 3;
+    } else if constexpr (type == GGML_TYPE_TURBO3) {
+        return ((x->qs[i % 16] >> (2*(i / 16))) & 3) | ((x->qh[i % 8] >> (i / 8)) & 1) << 2;
+    } else {
+        return (x->qs[i % 32] >> (4*(i / 32))) & 15;
+    }
+}
+
+// ggml's dequantize_kernel_t with qk = 64, qr = 2: values iqs and iqs + 32 of block ib.
+// y = f32(d) * C[idx], one multiply (FORMAT.md section 6), exact in float32.
+template <ggml_type type>
+static __device__ __forceinline__ void dequantize_turbo(const void * vx, const int64_t ib, const int iqs, float2 & v) {
+    const typename tq_cuda_type<type>::block * x = (const typename tq_cuda_type<type>::block *) vx + ib;
+    const float   d   = __half2float(x->d);
+    const float * cen = tq_cuda_type<type>::centroids();
+    v.x = __fmul_rn(d, cen[tq_cuda_get_index<type>(x, iqs)]);
+    v.y = __fmul_rn(d, cen[tq_cuda_get_index<type>(x, iqs + 32)]);
+}
+
+// ne consecutive values i0 .. i0 + ne - 1 of a row (ne = 4 or 8, i0 a multiple of ne), as
+// centroids c[] and the block scale. The layout puts their index bits in ne consecutive
+// bytes of each plane at one shift, so each plane is a single ne-byte load.
+template <ggml_type type, int ne>
+static __device__ __forceinline__ float tq_cuda_load_centroids(const char * __restrict__ row, const int i0, float * c) {
+    static_assert(ne == 4 || ne == 8, "bad ne");
+    typedef typename tq_cuda_type<type>::block block;
+    const block * x = (const block *) row + i0 / QK_TURBO;
+    const int     i = i0 % QK_TURBO;
+    const float * cen = tq_cuda_type<type>::centroids();
+
+    // blocks are 18, 26 or 34 bytes: only 2-byte alignment is guaranteed
+    uint8_t q[ne];
+    if constexpr (type == GGML_TYPE_TURBO4) {
+        ggml_cuda_memcpy_1<ne, 2>(q, x->qs + i % 32);
+#pragma unroll
+        for (int l = 0; l < ne; ++l) {
+            c[l] = cen[(q[l] >> (4*(i / 32))) & 15];
+        }
+    } else {
+        ggml_cuda_memcpy_1<ne, 2>(q, x->qs + i % 16);
+        if constexpr (type == GGML_TYPE_TURBO3) {
+            uint8_t h[ne];
+            ggml_cuda_memcpy_1<ne, 2>(h, x->qh + i % 8);
+#pragma unroll
+            for (int l = 0; l < ne; ++l) {
+                c[l] = cen[((q[l] >> (2*(i / 16))) & 3) | ((h[l] >> (i / 8)) & 1) << 2];
+            }
+        } else {
+#pragma unroll
+            for (int l = 0; l < ne; ++l) {
+                c[l] = cen[(q[l] >> (2*(i / 16))) & 3];
+            }
+        }
+    }
+    return __half2float(x->d);
+}

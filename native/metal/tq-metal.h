@@ -1,0 +1,277 @@
+// tq-gguf: Metal device code of the turbo KV-cache types (docs/FORMAT.md).
+//
+// The counterpart of native/cuda/tq-cuda.cuh, kept in the same order and with the same
+// names (tq_cuda_* -> tq_metal_*) so the two can be reviewed side by side. ggml-metal's
+// CMake inlines this header into kernels/turbo.metal and kernels/fa_vec_turbo.metal the
+// way it inlines dequantize.h. One simdgroup (32 threads) quantizes one block of 64
+// values, thread i holding x[i] and x[i + 32], so FORMAT.md's halving tree is exactly
+// the simd_shuffle_xor butterfly 16, 8, 4, 2, 1.
+//
+// Metal compiles with fast math: sqrt and division are approximate, multiplies may be
+// contracted into FMAs and NaN/Inf may be assumed away. Hence precise::sqrt and
+// precise::divide, contraction switched off in the quantizer, and non-finite values
+// detected from their exponent bits rather than with isfinite().
+#pragma once
+
+// Blocks (tq-quants.h; ggml-common.h, which Metal sees, does not have them).
+typedef struct {
+    half    d;
+    uint8_t qs[16];
+} block_turbo2;
+
+typedef struct {
+    half    d;
+    uint8_t qs[16];
+    uint8_t qh[8];
+} block_turbo3;
+
+typedef struct {
+    half    d;
+    uint8_t qs[32];
+} block_turbo4;
+
+#define QK_TURBO           64
+#define TQ_CLAMP           1152921504606846976.0f  // 2^60
+#define TQ_FLUSH           1.08420217248550443e-19f // 2^-63
+#define TQ_SCALE_NONFINITE 0x7E00
+
+// Codebooks of FORMAT.md section 9, in decimal (each literal rounds to the exact float32
+// value; tests/test_gpu_codebooks.py checks them against tq-codebooks.h).
+constant float tq_metal_centroids_2bit[4] = {
+    -0.187496856f, -0.0565148704f, 0.0565148704f, 0.187496856f };
+constant float tq_metal_midpoints_2bit[3] = {
+    -0.122005865f, 0.0f, 0.122005865f };
+constant float tq_metal_centroids_3bit[8] = {
+    -0.263913929f, -0.166167855f, -0.0938322619f, -0.0304691792f,
+     0.0304691792f, 0.0938322619f, 0.166167855f, 0.263913929f };
+constant float tq_metal_midpoints_3bit[7] = {
+    -0.215040892f, -0.130000055f, -0.0621507205f, 0.0f,
+     0.0621507205f, 0.130000055f, 0.215040892f };
+constant float tq_metal_centroids_4bit[16] = {
+    -0.330796301f, -0.252913713f, -0.198856145f, -0.154925525f,
+    -0.116486751f, -0.0813117698f, -0.0480897836f, -0.0159190223f,
+     0.0159190223f, 0.0480897836f, 0.0813117698f, 0.116486751f,
+     0.154925525f, 0.198856145f, 0.252913713f, 0.330796301f };
+constant float tq_metal_midpoints_4bit[15] = {
+    -0.291855007f, -0.225884929f, -0.176890835f, -0.135706142f,
+    -0.0988992602f, -0.0647007748f, -0.0320044011f, 0.0f,
+     0.0320044011f, 0.0647007748f, 0.0988992602f, 0.135706142f,
+     0.176890835f, 0.225884929f, 0.291855007f };
+
+// Per-type constants and tables, one specialisation per block type.
+template <typename block_q> struct tq_metal_type;
+
+template <> struct tq_metal_type<block_turbo2> {
+    enum { bits = 2 };
+    static constant float * centroids() { return tq_metal_centroids_2bit; }
+    static constant float * midpoints() { return tq_metal_midpoints_2bit; }
+};
+
+template <> struct tq_metal_type<block_turbo3> {
+    enum { bits = 3 };
+    static constant float * centroids() { return tq_metal_centroids_3bit; }
+    static constant float * midpoints() { return tq_metal_midpoints_3bit; }
+};
+
+template <> struct tq_metal_type<block_turbo4> {
+    enum { bits = 4 };
+    static constant float * centroids() { return tq_metal_centroids_4bit; }
+    static constant float * midpoints() { return tq_metal_midpoints_4bit; }
+};
+
+//
+// quantization: one simdgroup per block of 64 values
+//
+
+// FORMAT.md section 5, step 1, from the bits: fast math may fold isfinite() to true
+static inline bool tq_metal_is_finite(float v) {
+    return (as_type<uint>(v) & 0x7F800000u) != 0x7F800000u;
+}
+
+// step 2: min/max are exact; the flush keeps every later intermediate normal
+static inline float tq_metal_condition(float v) {
+    v = min(max(v, -TQ_CLAMP), TQ_CLAMP);
+    return fabs(v) < TQ_FLUSH ? 0.0f : v;
+}
+
+// The halving tree over 64 values held two per thread: s = a + b is step "i + 32",
+// then thread i adds thread i ^ h for h = 16 .. 1, which for i < h is thread i + h.
+// Addition is commutative, so every thread ends with thread 0's sum.
+static inline float tq_metal_tree_sum(float a, float b) {
+    float s = a + b;
+    for (ushort h = 16; h >= 1; h >>= 1) {
+        s = s + simd_shuffle_xor(s, h);
+    }
+    return s;
+}
+
+// step 6: the number of midpoints strictly below u (a tie takes the lower index)
+template <short nmid>
+static inline short tq_metal_index(float u, constant float * mid) {
+    short k = 0;
+    for (short j = 0; j < nmid; ++j) {
+        k += u > mid[j];
+    }
+    return k;
+}
+
+// step 8: round to nearest even keeping fp16 subnormals (Metal's float -> half
+// conversion does both), saturating instead of overflowing to infinity
+static inline half tq_metal_scale_to_fp16(float scale) {
+    if (scale > 65504.0f) {
+        return as_type<half>((ushort) 0x7BFF);
+    }
+    return (half) scale;
+}
+
+// Packs the indices of a block; thread l holds lo = idx[l] and hi = idx[l + 32].
+template <typename block_q>
+static inline void tq_metal_pack(ushort lane, short lo, short hi, device block_q & y);
+
+template <>
+inline void tq_metal_pack<block_turbo4>(ushort lane, short lo, short hi, device block_turbo4 & y) {
+    // qs[j] = idx[j] | idx[j + 32] << 4: thread j already holds both nibbles
+    y.qs[lane] = (uint8_t) (lo | hi << 4);
+}
+
+// qs[j] = idx[j] | idx[j + 16] << 2 | idx[j + 32] << 4 | idx[j + 48] << 6 (low two bits of
+// each index); idx[j + 16] and idx[j + 48] are on thread j + 16
+template <typename block_q>
+static inline void tq_metal_pack_qs2(ushort lane, short lo, short hi, device block_q & y) {
+    const short lo16 = simd_shuffle_down(lo, 16);
+    const short hi16 = simd_shuffle_down(hi, 16);
+    if (lane < 16) {
+        y.qs[lane] = (uint8_t) ((lo & 3) | (lo16 & 3) << 2 | (hi & 3) << 4 | (hi16 & 3) << 6);
+    }
+}
+
+template <>
+inline void tq_metal_pack<block_turbo2>(ushort lane, short lo, short hi, device block_turbo2 & y) {
+    tq_metal_pack_qs2(lane, lo, hi, y);
+}
+
+template <>
+inline void tq_metal_pack<block_turbo3>(ushort lane, short lo, short hi, device block_turbo3 & y) {
+    tq_metal_pack_qs2(lane, lo, hi, y);
+    // bit k of qh[j] is bit 2 of idx[j + 8k]: for k < 4 that is lo of thread j + 8k,
+    // for k >= 4 hi of thread j + 8(k - 4); every thread shuffles, threads 0..7 store
+    uint8_t h = 0;
+    for (ushort k = 0; k < 4; ++k) {
+        h |= (uint8_t) (((simd_shuffle(lo, lane % 8 + 8*k) >> 2) & 1) << k);
+        h |= (uint8_t) (((simd_shuffle(hi, lane % 8 + 8*k) >> 2) & 1) << (k + 4));
+    }
+    if (lane < 8) {
+        y.qh[lane] = h;
+    }
+}
+
+// Quantizes x[0..63] into y with the whole simdgroup. Must be called by all 32 threads.
+template <typename block_q>
+static void tq_metal_quantize_block(device const float * x, device block_q & y, ushort lane) {
+#pragma clang fp contract(off)
+    constexpr short nmid = (1 << tq_metal_type<block_q>::bits) - 1;
+
+    float a = x[lane];
+    float b = x[lane + 32];
+
+    // step 1: any NaN or infinity -> quiet-NaN scale, all indices 0 (all bytes zero)
+    if (simd_any(!tq_metal_is_finite(a) || !tq_metal_is_finite(b))) {
+        tq_metal_pack<block_q>(lane, 0, 0, y);
+        if (lane == 0) {
+            y.d = as_type<half>((ushort) TQ_SCALE_NONFINITE);
+        }
+        return;
+    }
+
+    // steps 2-3: range conditioning, then the sum of squares (each square rounded)
+    a = tq_metal_condition(a);
+    b = tq_metal_condition(b);
+    const float ss = tq_metal_tree_sum(a*a, b*b);
+
+    // step 4: an all-zero block takes the index of u = 0 everywhere and scale 0
+    if (ss == 0.0f) {
+        const short k = (1 << (tq_metal_type<block_q>::bits - 1)) - 1;
+        tq_metal_pack<block_q>(lane, k, k, y);
+        if (lane == 0) {
+            y.d = (half) 0.0f;
+        }
+        return;
+    }
+
+    // step 5: one correctly rounded reciprocal, then one multiply per value
+    const float norm = precise::sqrt(ss);
+    const float inv  = precise::divide(1.0f, norm);
+
+    // step 6
+    constant float * mid = tq_metal_type<block_q>::midpoints();
+    constant float * cen = tq_metal_type<block_q>::centroids();
+    const short ka = tq_metal_index<nmid>(a*inv, mid);
+    const short kb = tq_metal_index<nmid>(b*inv, mid);
+
+    // step 7: norm-preserving scale from the chosen centroids, same tree
+    const float ca = cen[ka];
+    const float cb = cen[kb];
+    const float cs = tq_metal_tree_sum(ca*ca, cb*cb);
+    const float scale = precise::divide(norm, precise::sqrt(cs));
+
+    tq_metal_pack<block_q>(lane, ka, kb, y);
+    if (lane == 0) {
+        y.d = tq_metal_scale_to_fp16(scale);
+    }
+}
+
+//
+// dequantization
+//
+
+// Index i of a block (FORMAT.md section 4).
+static inline short tq_metal_get_index(device const block_turbo2 * x, short i) {
+    return (x->qs[i % 16] >> (2*(i / 16))) & 3;
+}
+
+static inline short tq_metal_get_index(device const block_turbo3 * x, short i) {
+    return ((x->qs[i % 16] >> (2*(i / 16))) & 3) | ((x->qh[i % 8] >> (i / 8)) & 1) << 2;
+}
+
+static inline short tq_metal_get_index(device const block_turbo4 * x, short i) {
+    return (x->qs[i % 32] >> (4*(i / 32))) & 15;
+}
+
+// ggml-metal's dequantize form: il = 0..3 selects values 16*il .. 16*il + 15 (get_rows,
+// nl = 4). y = f32(d) * C[idx], one multiply (FORMAT.md section 6), exact in float32.
+template <typename block_q, typename type4x4>
+void dequantize_turbo(device const block_q * xb, short il, thread type4x4 & reg) {
+    const float d = xb->d;
+    constant float * cen = tq_metal_type<block_q>::centroids();
+
+    float4x4 reg_f;
+    for (short i = 0; i < 16; ++i) {
+        reg_f[i/4][i%4] = d*cen[tq_metal_get_index(xb, 16*il + i)];
+    }
+
+    reg = (type4x4) reg_f;
+}
+
+// The flash-attention form: il = 0..15 selects values 4*il .. 4*il + 3 (nl = 16). As in
+// the CUDA kernels the four indices sit in four consecutive bytes of each plane.
+template <typename block_q, typename type4>
+void dequantize_turbo_t4(device const block_q * xb, short il, thread type4 & reg) {
+    const float d = xb->d;
+    constant float * cen = tq_metal_type<block_q>::centroids();
+
+    float4 reg_f;
+    for (short l = 0; l < 4; ++l) {
+        reg_f[l] = d*cen[tq_metal_get_index(xb, 4*il + l)];
+    }
+
+    reg = (type4) reg_f;
+}
+
+// Named per type, as the kernels' template parameters want them.
+template <typename type4x4> void dequantize_turbo2(device const block_turbo2 * xb, short il, thread type4x4 & reg) { dequantize_turbo(xb, il, reg); }
+template <typename type4x4> void dequantize_turbo3(device const block_turbo3 * xb, short il, thread type4x4 & reg) { dequantize_turbo(xb, il, reg); }
+template <typename type4x4> void dequantize_turbo4(device const block_turbo4 * xb, short il, thread type4x4 & reg) { dequantize_turbo(xb, il, reg); }
+
+template <typename type4> void dequantize_turbo2_t4(device const block_turbo2 * xb, short il, thread type4 & reg) { dequantize_turbo_t4(xb, il, reg); }
+template <typename type4> void dequantize_turbo3_t4(device const block_turbo3 * xb, short il, thread type4 & reg) { dequantize_turbo_t4(xb, il, reg); }
+template <typename type4> void dequantize_turbo4_t4(device const block_turbo4 * xb, short il, thread type4 & reg) { dequantize_turbo_t4(xb, il, reg); }
