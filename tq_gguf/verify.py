@@ -304,6 +304,17 @@ def _tolerance_result(kernel: Kernel, qtype: str, check: str, ratios: list[tuple
     return Result(kernel.backend, kernel.variant, qtype, check, "exact" if exact else "ok", n, worst)
 
 
+
+def _exact(kernel, qtype: str, check: str, unit: str, rows, got_and_want) -> "Result":
+    """One exact check: every row's output equals the reference's, bit for bit."""
+    bad, total = [], 0
+    for name, x in rows:
+        got, want = got_and_want(x)
+        bad += [(name, int(i)) for i in np.flatnonzero((got != want).any(axis=-1))]
+        total += len(x)
+    return Result(kernel.backend, kernel.variant, qtype, check, "FAIL" if bad else "exact", total,
+                  detail=_mismatch(bad, total, unit) if bad else "")
+
 def check_kernel(kernel: Kernel, qtype: str, inputs: Inputs) -> list[Result]:
     from . import reference as ref
 
@@ -314,25 +325,17 @@ def check_kernel(kernel: Kernel, qtype: str, inputs: Inputs) -> list[Result]:
     if kernel.quantize is None:
         out.append(na("quantize"))
     else:
-        bad, total = [], 0
-        for name, x in inputs.rows:
-            got, want = kernel.quantize(x, qtype), ref.quantize(x, qtype)
-            bad += [(name, int(i)) for i in np.flatnonzero((got != want).any(axis=-1))]
-            total += len(x)
-        out.append(Result(kernel.backend, kernel.variant, qtype, "quantize", "FAIL" if bad else "exact", total,
-                          detail=_mismatch(bad, total, "bytes") if bad else ""))
+        out.append(_exact(kernel, qtype, "quantize", "bytes", inputs.rows,
+                          lambda x: (kernel.quantize(x, qtype), ref.quantize(x, qtype))))
     if kernel.dequantize is None:
         out.append(na("dequantize"))
     else:
-        bad, total = [], 0
-        for name, x in inputs.rows:
+        def dequantized(x):
             raw = ref.quantize(x, qtype)
-            got = kernel.dequantize(raw, qtype, x.shape[-1]).view(np.uint32)
-            want = ref.dequantize(raw, qtype).view(np.uint32)
-            bad += [(name, int(i)) for i in np.flatnonzero((got != want).any(axis=-1))]
-            total += len(x)
-        out.append(Result(kernel.backend, kernel.variant, qtype, "dequantize", "FAIL" if bad else "exact", total,
-                          detail=_mismatch(bad, total, "float bits") if bad else ""))
+            return (kernel.dequantize(raw, qtype, x.shape[-1]).view(np.uint32),
+                    ref.dequantize(raw, qtype).view(np.uint32))
+
+        out.append(_exact(kernel, qtype, "dequantize", "float bits", inputs.rows, dequantized))
     if kernel.dot is None:
         out.append(na("dot"))
     else:
