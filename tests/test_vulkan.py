@@ -157,10 +157,12 @@ def test_quantize_and_decode_are_exact(vulkan):
     assert res.returncode == 0, (res.stdout + res.stderr)[-4000:]
     line = next(l for l in res.stdout.splitlines() if l.startswith("REPORT "))
     report = json.loads(line[len("REPORT "):])
-    assert len(report) == 3 * 5, sorted(report)
+    n_real = len(np.load(TESTS_DIR / "data" / "kv_rows.npz").files)
+    assert len(report) == len(QTYPES) * (2 + n_real), sorted(report)
     bad = {k: v for k, v in report.items() if v[1] or v[2]}
     assert not bad, f"rows differing from the reference (rows, bad quantized, bad decoded): {bad}"
-    assert sum(v[0] for v in report.values()) > 1500
+    print(report)
+    assert sum(v[0] for v in report.values()) > 2000
 
 
 # --- no FMA contraction, by construction ------------------------------------------------
