@@ -116,8 +116,9 @@ def test_backend_ops_rows_and_copies(vulkan, op):
 
 # lavapipe compiles each flash-attention pipeline (head size x K type x V type x tiling) on
 # first use, 10-80 s apiece, so the CI set is every K/V pairing at head size 128 plus the
-# 192 (3 blocks) and 576/512 (MLA, V a view of K) cases; the full turbo set (about 200
-# cases) is `test-backend-ops test -b Vulkan0 -o FLASH_ATTN_EXT -p turbo`.
+# head-size-192 cases. The 576/512 (MLA) cases are left out: lavapipe's LLVM needed more
+# than 9 GB and 15 CPU-minutes for that one pipeline (docs/BACKENDS.md). The full turbo set
+# is `test-backend-ops test -b Vulkan0 -o FLASH_ATTN_EXT -p turbo`.
 FA_PAIRINGS = r"hsk=128,hsv=128,nh=4,nr23=\[2,1\],kv=113,nb=1,.*type_{side}={qtype},"
 
 
@@ -133,11 +134,11 @@ def test_backend_ops_flash_attn_pairings(vulkan, qtype, side):
         assert re.search(rf"type_K={k},type_V={v},[^\n]*OK", out), f"no passing case with K {k}, V {v}"
 
 
-def test_backend_ops_flash_attn_head_sizes(vulkan):
-    """Head size 192 with softcap and sinks (q8_0 K), and DeepSeek's 576/512 with V a view of K."""
-    passed, total, out = backend_ops("FLASH_ATTN_EXT", pattern=r"hsk=(192|576),.*turbo")
+def test_backend_ops_flash_attn_head_size_192(vulkan):
+    """Head size 192 (3 blocks) with softcap and sinks, q8_0 K and turbo V."""
+    passed, total, out = backend_ops("FLASH_ATTN_EXT", pattern=r"hsk=192,.*turbo")
     assert passed == total, out[-3000:]
-    assert total == 6, total
+    assert total == 3, total
 
 
 # --- exact bytes against the reference -------------------------------------------------
