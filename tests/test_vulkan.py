@@ -212,3 +212,33 @@ def test_quantizer_spirv_has_no_multiply_feeding_an_add(qtype, tmp_path):
                     "-o", str(out), "-DSET_ROWS=1", f"-DDATA_A_{qtype.upper()}=1", "-DB_TYPE=uint", "-DB_SIZE=32",
                     "-DS_TYPE=float", "-DTURBO_SRC_F16=0", "-DD_TYPE=float", "-DFLOAT_TYPE=float"], check=True)
     assert _fmul_feeding_fadd(out) == 0
+
+
+FA_WORKER = r"""
+import json
+import numpy as np
+from tq_gguf import backendops
+rng = np.random.default_rng(5)
+q = rng.standard_normal((4, 3, 128)).astype(np.float32)
+k = rng.standard_normal((2, 113, 128)).astype(np.float32)
+v = rng.standard_normal((2, 113, 128)).astype(np.float32)
+mask = np.zeros((3, 113), np.float32); mask[:, 100:] = -np.inf
+out = {{}}
+for dev in ("CPU", {device!r}):
+    out[dev] = backendops.flash_attn(dev, q, k, v, "turbo4", "turbo3", mask=mask)
+a, b = out["CPU"].astype(np.float64), out[{device!r}].astype(np.float64)
+nmse = float(((a - b) ** 2).sum() / (a ** 2).sum())
+print("FA " + json.dumps([nmse, float(np.abs(a).max()), list(a.shape)]))
+"""
+
+
+def test_backendops_flash_attn_matches_cpu(vulkan):
+    """tq_gguf.backendops.flash_attn: turbo4 K and turbo3 V on Vulkan against the CPU backend."""
+    res = run_py(FA_WORKER.format(device=DEVICE))
+    assert res.returncode == 0, (res.stdout + res.stderr)[-4000:]
+    nmse, scale, shape = json.loads(next(l for l in res.stdout.splitlines() if l.startswith("FA "))[3:])
+    assert shape == [3, 4, 128]
+    assert scale > 0.05
+    # both read the same cache bytes; ggml-vulkan's flash attention works in fp16 where the
+    # device has it (lavapipe does), so hold it to test-backend-ops' FLASH_ATTN_EXT bound
+    assert nmse <= 5e-4, nmse
