@@ -1,0 +1,244 @@
+"""The turbo types on ggml's Vulkan backend.
+
+Needs a build with the Vulkan backend (`tq-gguf build --backend vulkan`) and a Vulkan
+device; on a machine without a GPU, Mesa's lavapipe (mesa-vulkan-drivers) is one. Every
+check runs in a child process: ggml enumerates Vulkan devices once per process and only
+lists CPU-type devices such as lavapipe when GGML_VK_VISIBLE_DEVICES names them, and a
+driver fault must fail one check, not the whole test session.
+
+* test-backend-ops compares the Vulkan results of every turbo SET_ROWS, GET_ROWS, CPY and
+  FLASH_ATTN_EXT case with the CPU backend;
+* SET_ROWS (the Vulkan quantizer) must give the NumPy reference's bytes and GET_ROWS (the
+  Vulkan decoder) its float32 values bit for bit, on random rows, the spec's edge cases
+  and real K/V rows of three models.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tq_gguf import paths
+
+pytestmark = pytest.mark.native
+
+TESTS_DIR = Path(__file__).parent
+PATCH = paths.PATCHES_DIR / "0005-vulkan-turbo.patch"
+DEVICE = "Vulkan0"
+QTYPES = ["turbo2", "turbo3", "turbo4"]
+
+
+def vulkan_env() -> dict[str, str]:
+    env = dict(os.environ)
+    # ggml skips CPU-type Vulkan devices (lavapipe) unless they are named here
+    env.setdefault("GGML_VK_VISIBLE_DEVICES", "0")
+    # lavapipe compiles every pipeline on first use (10-80 s each); keep them across runs
+    env.setdefault("MESA_SHADER_CACHE_DIR", str(paths.cache_root() / "mesa-shader-cache"))
+    env.setdefault("MESA_SHADER_CACHE_MAX_SIZE", "4G")
+    return env
+
+
+def run_py(code: str, timeout: int = 1800) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout,
+                          env=vulkan_env(), cwd=str(paths.REPO_ROOT))
+
+
+@lru_cache(maxsize=None)
+def vulkan_skip_reason() -> str | None:
+    from tq_gguf import ggml
+
+    if "Vulkan" not in ggml.backends():
+        return "the installed build has no Vulkan backend (tq-gguf build --backend vulkan)"
+    res = run_py("from tq_gguf import backendops; print(' '.join(backendops.devices()))", timeout=300)
+    if res.returncode != 0:
+        return f"listing ggml devices failed: {res.stderr[-500:]}"
+    if DEVICE not in res.stdout.split():
+        return f"no Vulkan device (ggml lists: {res.stdout.strip()}); install a driver, e.g. mesa-vulkan-drivers"
+    return None
+
+
+@pytest.fixture(scope="module")
+def vulkan(native_lib):
+    reason = vulkan_skip_reason()
+    if reason:
+        pytest.skip(reason)
+
+
+def glsl_codebooks() -> dict[str, np.ndarray]:
+    text = PATCH.read_text()
+    out = {}
+    for kind, bits, body in re.findall(r"\+const uint tq_([cm])(\d)_bits\[\d+\]\s*=\s*uint\[\d+\]\(([^)]*)\)", text, re.S):
+        words = [int(w.strip().rstrip("u"), 16) for w in body.replace("+", " ").split(",")]
+        out[f"{kind}{bits}"] = np.array(words, dtype=np.uint32).view(np.float32)
+    return out
+
+
+def test_shader_codebooks_are_the_normative_ones():
+    """The shaders' codebook bit patterns equal native/tq-codebooks.h (the reference's tables)."""
+    from tq_gguf import reference as ref
+
+    found = glsl_codebooks()
+    assert sorted(found) == ["c2", "c3", "c4", "m2", "m3", "m4"]
+    for bits in (2, 3, 4):
+        np.testing.assert_array_equal(found[f"c{bits}"].view(np.uint32), ref.CENTROIDS[bits].view(np.uint32))
+        np.testing.assert_array_equal(found[f"m{bits}"].view(np.uint32), ref.MIDPOINTS[bits].view(np.uint32))
+
+
+# --- test-backend-ops -----------------------------------------------------------------
+
+def backend_ops(op: str, pattern: str = "turbo", timeout: int = 2400) -> tuple[int, int, str]:
+    from tq_gguf.build import tool_path
+
+    res = subprocess.run([str(tool_path("test-backend-ops")), "test", "-b", DEVICE, "-o", op, "-p", pattern],
+                         capture_output=True, text=True, timeout=timeout, env=vulkan_env())
+    out = res.stdout + res.stderr
+    assert res.returncode == 0, out[-4000:]
+    m = re.search(r"(\d+)/(\d+) tests passed", out)
+    assert m, out[-3000:]
+    return int(m.group(1)), int(m.group(2)), out
+
+
+@pytest.mark.parametrize("op", ["SET_ROWS", "GET_ROWS", "CPY"])
+def test_backend_ops_rows_and_copies(vulkan, op):
+    passed, total, out = backend_ops(op)
+    assert passed == total, out[-3000:]
+    for qtype in QTYPES:
+        assert re.search(rf"{op}\(type[^)]*{qtype}.*OK", out), f"no passing {op} case for {qtype} on {DEVICE}"
+
+
+# lavapipe compiles each flash-attention pipeline (head size x K type x V type x tiling) on
+# first use, 10-80 s apiece, so the CI set is every K/V pairing at head size 128 plus the
+# head-size-192 cases. The 576/512 (MLA) cases are left out: lavapipe's LLVM needed more
+# than 9 GB and 15 CPU-minutes for that one pipeline (docs/BACKENDS.md). The full turbo set
+# is `test-backend-ops test -b Vulkan0 -o FLASH_ATTN_EXT -p turbo`.
+FA_PAIRINGS = r"hsk=128,hsv=128,nh=4,nr23=\[2,1\],kv=113,nb=1,.*type_{side}={qtype},"
+
+
+@pytest.mark.parametrize("side", ["K", "V"])
+@pytest.mark.parametrize("qtype", QTYPES)
+def test_backend_ops_flash_attn_pairings(vulkan, qtype, side):
+    """A turbo K (or V) with every other cache type, against the CPU backend."""
+    passed, total, out = backend_ops("FLASH_ATTN_EXT", pattern=FA_PAIRINGS.format(side=side, qtype=qtype))
+    assert passed == total, out[-3000:]
+    assert total == 6, total
+    for other in ["f16", "q8_0", "q4_0"] + QTYPES:
+        k, v = (qtype, other) if side == "K" else (other, qtype)
+        assert re.search(rf"type_K={k},type_V={v},[^\n]*OK", out), f"no passing case with K {k}, V {v}"
+
+
+def test_backend_ops_flash_attn_head_size_192(vulkan):
+    """Head size 192 (3 blocks) with softcap and sinks, q8_0 K and turbo V."""
+    passed, total, out = backend_ops("FLASH_ATTN_EXT", pattern=r"hsk=192,.*turbo")
+    assert passed == total, out[-3000:]
+    assert total == 3, total
+
+
+# --- exact bytes against the reference -------------------------------------------------
+
+WORKER = r"""
+import json, sys
+import numpy as np
+sys.path.insert(0, {tests!r})
+from test_native_turbo import edge_blocks, random_rows, real_rows
+from tq_gguf import backendops
+from tq_gguf import reference as ref
+
+cases = [("random", random_rows()), ("edge", edge_blocks())]
+cases += [("real%d" % i, r) for i, r in enumerate(real_rows())]
+report = {{}}
+for qtype in {qtypes!r}:
+    for name, rows in cases:
+        rows = np.ascontiguousarray(rows, dtype=np.float32)
+        want = ref.quantize(rows, qtype)
+        got = backendops.set_rows({device!r}, rows, qtype)
+        bad_q = int(np.count_nonzero(np.any(got != want, axis=1)))
+        vals = backendops.get_rows({device!r}, want, qtype, rows.shape[1])
+        exp = ref.dequantize(want, qtype)
+        same = (vals.view(np.uint32) == exp.view(np.uint32)) | (np.isnan(vals) & np.isnan(exp))
+        bad_d = int(np.count_nonzero(~np.all(same, axis=1)))
+        report["%s/%s" % (qtype, name)] = [int(rows.shape[0]), bad_q, bad_d]
+print("REPORT " + json.dumps(report))
+"""
+
+
+def test_quantize_and_decode_are_exact(vulkan):
+    res = run_py(WORKER.format(tests=str(TESTS_DIR), qtypes=QTYPES, device=DEVICE))
+    assert res.returncode == 0, (res.stdout + res.stderr)[-4000:]
+    line = next(l for l in res.stdout.splitlines() if l.startswith("REPORT "))
+    report = json.loads(line[len("REPORT "):])
+    n_real = len(np.load(TESTS_DIR / "data" / "kv_rows.npz").files)
+    assert len(report) == len(QTYPES) * (2 + n_real), sorted(report)
+    bad = {k: v for k, v in report.items() if v[1] or v[2]}
+    assert not bad, f"rows differing from the reference (rows, bad quantized, bad decoded): {bad}"
+    print(report)
+    assert sum(v[0] for v in report.values()) > 2000
+
+
+# --- no FMA contraction, by construction ------------------------------------------------
+
+def _fmul_feeding_fadd(spv: Path) -> int:
+    dis = subprocess.run(["spirv-dis", str(spv)], capture_output=True, text=True, check=True).stdout
+    defs = {}
+    for line in dis.splitlines():
+        m = re.match(r"\s*(%\w+) = (Op\w+) \S+ (.*)", line)
+        if m:
+            defs[m.group(1)] = (m.group(2), m.group(3).split())
+    return sum(1 for op, args in defs.values() if op in ("OpFAdd", "OpFSub")
+               for a in args if defs.get(a, ("",))[0] == "OpFMul")
+
+
+@pytest.mark.parametrize("qtype", QTYPES)
+def test_quantizer_spirv_has_no_multiply_feeding_an_add(qtype, tmp_path):
+    """FORMAT.md forbids FMA in the sums; the shader computes the squares on integers, so the
+    optimised SPIR-V (glslc -O, as the build compiles it) has no float product that a driver
+    could fuse into the following addition."""
+    import shutil
+
+    shaders = paths.work_dir("vulkan") / "src" / "vendor" / "llama.cpp" / "ggml" / "src" / "ggml-vulkan" / "vulkan-shaders"
+    if shutil.which("glslc") is None or shutil.which("spirv-dis") is None:
+        pytest.skip("needs glslc and spirv-dis (apt-get install glslc spirv-tools)")
+    if not (shaders / "turbo_funcs.glsl").exists():
+        pytest.skip("no patched Vulkan source tree (tq-gguf build --backend vulkan)")
+    out = tmp_path / f"{qtype}.spv"
+    subprocess.run(["glslc", "-fshader-stage=compute", "--target-env=vulkan1.2", "-O", str(shaders / "copy_to_quant.comp"),
+                    "-o", str(out), "-DSET_ROWS=1", f"-DDATA_A_{qtype.upper()}=1", "-DB_TYPE=uint", "-DB_SIZE=32",
+                    "-DS_TYPE=float", "-DTURBO_SRC_F16=0", "-DD_TYPE=float", "-DFLOAT_TYPE=float"], check=True)
+    assert _fmul_feeding_fadd(out) == 0
+
+
+FA_WORKER = r"""
+import json
+import numpy as np
+from tq_gguf import backendops
+rng = np.random.default_rng(5)
+q = rng.standard_normal((4, 3, 128)).astype(np.float32)
+k = rng.standard_normal((2, 113, 128)).astype(np.float32)
+v = rng.standard_normal((2, 113, 128)).astype(np.float32)
+mask = np.zeros((3, 113), np.float32); mask[:, 100:] = -np.inf
+out = {{}}
+for dev in ("CPU", {device!r}):
+    out[dev] = backendops.flash_attn(dev, q, k, v, "turbo4", "turbo3", mask=mask)
+a, b = out["CPU"].astype(np.float64), out[{device!r}].astype(np.float64)
+nmse = float(((a - b) ** 2).sum() / (a ** 2).sum())
+print("FA " + json.dumps([nmse, float(np.abs(a).max()), list(a.shape)]))
+"""
+
+
+def test_backendops_flash_attn_matches_cpu(vulkan):
+    """tq_gguf.backendops.flash_attn: turbo4 K and turbo3 V on Vulkan against the CPU backend."""
+    res = run_py(FA_WORKER.format(device=DEVICE))
+    assert res.returncode == 0, (res.stdout + res.stderr)[-4000:]
+    nmse, scale, shape = json.loads(next(l for l in res.stdout.splitlines() if l.startswith("FA "))[3:])
+    assert shape == [3, 4, 128]
+    assert scale > 0.05
+    # both read the same cache bytes; ggml-vulkan's flash attention works in fp16 where the
+    # device has it (lavapipe does), so hold it to test-backend-ops' FLASH_ATTN_EXT bound
+    assert nmse <= 5e-4, nmse

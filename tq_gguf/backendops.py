@@ -1,0 +1,233 @@
+"""Run one ggml op on a named backend ("CPU", "Vulkan0", "CUDA0", "Metal", ...).
+
+The same small graph (SET_ROWS, GET_ROWS or FLASH_ATTN_EXT) runs on any device the
+installed build registered, so a backend's quantizer and decoder can be held to the
+NumPy reference byte for byte, and its attention compared with the CPU's. Tensors are
+created in a no_alloc context, allocated in the backend's buffer, filled and read back
+with ggml_backend_tensor_set/get, and the graph runs with ggml_backend_graph_compute.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+from cffi import FFI
+
+from . import ggml
+from .errors import NativeLibraryError
+
+CDEF = """
+struct ggml_context;
+struct ggml_tensor;
+struct ggml_cgraph;
+typedef struct ggml_backend * ggml_backend_t;
+typedef struct ggml_backend_device * ggml_backend_dev_t;
+typedef struct ggml_backend_buffer * ggml_backend_buffer_t;
+
+struct ggml_init_params {
+    size_t mem_size;
+    void * mem_buffer;
+    bool   no_alloc;
+};
+
+struct ggml_context * ggml_init(struct ggml_init_params params);
+void   ggml_free(struct ggml_context * ctx);
+size_t ggml_tensor_overhead(void);
+size_t ggml_graph_overhead(void);
+size_t ggml_nbytes(const struct ggml_tensor * tensor);
+struct ggml_tensor * ggml_new_tensor_4d(struct ggml_context * ctx, int type, int64_t ne0, int64_t ne1, int64_t ne2, int64_t ne3);
+struct ggml_tensor * ggml_set_rows(struct ggml_context * ctx, struct ggml_tensor * a, struct ggml_tensor * b, struct ggml_tensor * c);
+struct ggml_tensor * ggml_get_rows(struct ggml_context * ctx, struct ggml_tensor * a, struct ggml_tensor * b);
+struct ggml_tensor * ggml_flash_attn_ext(struct ggml_context * ctx, struct ggml_tensor * q, struct ggml_tensor * k,
+                                         struct ggml_tensor * v, struct ggml_tensor * mask, float scale,
+                                         float max_bias, float logit_softcap);
+void ggml_flash_attn_ext_set_prec(struct ggml_tensor * a, int prec);
+struct ggml_cgraph * ggml_new_graph(struct ggml_context * ctx);
+void ggml_build_forward_expand(struct ggml_cgraph * cgraph, struct ggml_tensor * tensor);
+
+ggml_backend_t ggml_backend_dev_init(ggml_backend_dev_t device, const char * params);
+void ggml_backend_free(ggml_backend_t backend);
+ggml_backend_buffer_t ggml_backend_alloc_ctx_tensors(struct ggml_context * ctx, ggml_backend_t backend);
+void ggml_backend_buffer_free(ggml_backend_buffer_t buffer);
+void ggml_backend_tensor_set(struct ggml_tensor * tensor, const void * data, size_t offset, size_t size);
+void ggml_backend_tensor_get(const struct ggml_tensor * tensor, void * data, size_t offset, size_t size);
+int  ggml_backend_graph_compute(ggml_backend_t backend, struct ggml_cgraph * cgraph);
+"""
+
+# in libggml (the registry), not libggml-base
+CDEF_REG = """
+size_t             ggml_backend_dev_count(void);
+ggml_backend_dev_t ggml_backend_dev_get(size_t index);
+const char *       ggml_backend_dev_name(ggml_backend_dev_t device);
+ggml_backend_dev_t ggml_backend_dev_by_name(const char * name);
+"""
+
+ffi = FFI()
+ffi.cdef(CDEF)
+ffi.cdef(CDEF_REG)
+
+GGML_PREC_F32 = 10
+
+
+@lru_cache(maxsize=None)
+def _libs():
+    ggml.lib()  # refuses a stale or foreign build first
+    base = ffi.dlopen(str(ggml.library_dir() / ggml._LIB_NAME))
+    reg = ffi.dlopen(str(ggml.library_dir() / ggml._REGISTRY_LIB_NAME))
+    return base, reg
+
+
+@lru_cache(maxsize=None)
+def type_id(name: str) -> int:
+    for i in range(ggml.type_count()):
+        if ggml.type_name(i) == name:
+            return i
+    raise NativeLibraryError(f"ggml type {name!r} does not exist in this build")
+
+
+def devices() -> list[str]:
+    """Device names as ggml registers them ("CPU", "Vulkan0", ...)."""
+    _, reg = _libs()
+    return [ffi.string(reg.ggml_backend_dev_name(reg.ggml_backend_dev_get(i))).decode()
+            for i in range(reg.ggml_backend_dev_count())]
+
+
+class _Graph:
+    """A no_alloc context on one backend; tensors are allocated by `alloc()`."""
+
+    def __init__(self, device: str, n_tensors: int = 16):
+        self.base, reg = _libs()
+        dev = reg.ggml_backend_dev_by_name(device.encode())
+        if dev == ffi.NULL:
+            raise NativeLibraryError(f"no ggml device named {device!r}; this build has {', '.join(devices())}")
+        self.backend = self.base.ggml_backend_dev_init(dev, ffi.NULL)
+        if self.backend == ffi.NULL:
+            raise NativeLibraryError(f"ggml could not initialise device {device!r}")
+        size = n_tensors * self.base.ggml_tensor_overhead() + self.base.ggml_graph_overhead()
+        params = ffi.new("struct ggml_init_params *", {"mem_size": size, "mem_buffer": ffi.NULL, "no_alloc": True})
+        self.ctx = self.base.ggml_init(params[0])
+        self.buffer = ffi.NULL
+
+    def tensor(self, type_name: str, *ne: int):
+        ne4 = list(ne) + [1] * (4 - len(ne))
+        return self.base.ggml_new_tensor_4d(self.ctx, type_id(type_name), *ne4)
+
+    def alloc(self) -> None:
+        self.buffer = self.base.ggml_backend_alloc_ctx_tensors(self.ctx, self.backend)
+        if self.buffer == ffi.NULL:
+            raise NativeLibraryError("ggml_backend_alloc_ctx_tensors failed")
+
+    def set(self, t, data: np.ndarray) -> None:
+        data = np.ascontiguousarray(data)
+        n = self.base.ggml_nbytes(t)
+        if data.nbytes != n:
+            raise ValueError(f"tensor holds {n} bytes, data has {data.nbytes}")
+        self.base.ggml_backend_tensor_set(t, ffi.from_buffer(data), 0, n)
+
+    def get(self, t, dtype) -> np.ndarray:
+        out = np.empty(self.base.ggml_nbytes(t), dtype=np.uint8)
+        self.base.ggml_backend_tensor_get(t, ffi.from_buffer(out), 0, out.size)
+        return out.view(dtype)
+
+    def compute(self, out) -> None:
+        gf = self.base.ggml_new_graph(self.ctx)
+        self.base.ggml_build_forward_expand(gf, out)
+        status = self.base.ggml_backend_graph_compute(self.backend, gf)
+        if status != 0:
+            raise NativeLibraryError(f"ggml_backend_graph_compute returned status {status}")
+
+    def close(self) -> None:
+        if self.buffer != ffi.NULL:
+            self.base.ggml_backend_buffer_free(self.buffer)
+        self.base.ggml_free(self.ctx)
+        self.base.ggml_backend_free(self.backend)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def _row_bytes(type_name: str, n: int) -> int:
+    return int(ggml.lib().ggml_row_size(type_id(type_name), n))
+
+
+def set_rows(device: str, rows: np.ndarray, type_name: str) -> np.ndarray:
+    """Quantize float32 rows (n_rows, n) into `type_name` with SET_ROWS on `device`.
+
+    Returns the destination's bytes, shape (n_rows, row_bytes). The rows are written in
+    reverse order through the index tensor, so the index path is exercised too.
+    """
+    rows = np.ascontiguousarray(rows, dtype=np.float32)
+    n_rows, n = rows.shape
+    idx = np.arange(n_rows - 1, -1, -1, dtype=np.int64)
+    with _Graph(device) as g:
+        dst = g.tensor(type_name, n, n_rows)
+        src = g.tensor("f32", n, n_rows)
+        ids = g.tensor("i64", n_rows)
+        out = g.base.ggml_set_rows(g.ctx, dst, src, ids)
+        g.alloc()
+        g.set(dst, np.zeros(n_rows * _row_bytes(type_name, n), dtype=np.uint8))
+        g.set(src, rows[::-1].copy())
+        g.set(ids, idx)
+        g.compute(out)
+        return g.get(dst, np.uint8).reshape(n_rows, -1)
+
+
+def get_rows(device: str, raw: np.ndarray, type_name: str, n: int) -> np.ndarray:
+    """Decode rows of `type_name` bytes (n_rows, row_bytes) to float32 with GET_ROWS on `device`."""
+    raw = np.ascontiguousarray(raw, dtype=np.uint8)
+    n_rows = raw.shape[0]
+    with _Graph(device) as g:
+        src = g.tensor(type_name, n, n_rows)
+        ids = g.tensor("i32", n_rows)
+        out = g.base.ggml_get_rows(g.ctx, src, ids)
+        g.alloc()
+        g.set(src, raw)
+        g.set(ids, np.arange(n_rows, dtype=np.int32))
+        g.compute(out)
+        return g.get(out, np.float32).reshape(n_rows, n)
+
+
+def flash_attn(device: str, q: np.ndarray, k: np.ndarray, v: np.ndarray, k_type: str, v_type: str,
+               mask: np.ndarray | None = None, scale: float | None = None) -> np.ndarray:
+    """FLASH_ATTN_EXT on `device` with K and V stored as `k_type`/`v_type`.
+
+    q: (n_head, n_q, d); k, v: (n_head_kv, n_kv, d) float32, quantized on the host with
+    ggml's own CPU quantizer (identical bytes to the reference for the turbo types), so every
+    device sees the same cache. mask: (n_q, n_kv) float32 or None. Returns (n_q, n_head, d_v)
+    float32, ggml's output layout.
+    """
+    q = np.ascontiguousarray(q, dtype=np.float32)
+    n_head, n_q, d = q.shape
+    n_head_kv, n_kv, dk = k.shape
+    dv = v.shape[2]
+    scale = 1.0 / np.sqrt(d) if scale is None else scale
+
+    def cache_bytes(x: np.ndarray, type_name: str) -> np.ndarray:
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        if type_name == "f32":
+            return x
+        if type_name == "f16":
+            return x.astype(np.float16)
+        return ggml.quantize(x.reshape(-1, x.shape[-1]), type_id(type_name))
+
+    with _Graph(device) as g:
+        tq = g.tensor("f32", d, n_q, n_head)
+        tk = g.tensor(k_type, dk, n_kv, n_head_kv)
+        tv = g.tensor(v_type, dv, n_kv, n_head_kv)
+        tm = ffi.NULL
+        if mask is not None:
+            tm = g.tensor("f16", n_kv, n_q)
+        out = g.base.ggml_flash_attn_ext(g.ctx, tq, tk, tv, tm, float(scale), 0.0, 0.0)
+        g.base.ggml_flash_attn_ext_set_prec(out, GGML_PREC_F32)
+        g.alloc()
+        g.set(tq, q)
+        g.set(tk, cache_bytes(k, k_type))
+        g.set(tv, cache_bytes(v, v_type))
+        if mask is not None:
+            g.set(tm, np.asarray(mask, dtype=np.float16))
+        g.compute(out)
+        return g.get(out, np.float32).reshape(n_q, n_head, dv)
