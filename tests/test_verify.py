@@ -36,12 +36,16 @@ def test_every_compiled_kernel_matches_the_reference(report):
     variants = ggml.cpu_variants()
     assert "generic" in variants and "default" in variants
     seen = {(r.backend, r.variant, r.qtype, r.check): r for r in report.results}
+    kernel_checks = [c for c in verify.CHECKS if c != "flash_attn"]
     for variant in variants:
         for qtype in verify.QTYPES:
-            for check in verify.CHECKS:
+            for check in kernel_checks:
                 r = seen[("CPU", variant, qtype, check)]
                 # the CPU kernels follow the spec's order: zero error, not merely within tolerance
                 assert r.status == "exact" and r.rows > 0, r
+            # ggml's flash-attention op runs the dispatched kernels: one row, for "default"
+            fa = seen[("CPU", variant, qtype, "flash_attn")]
+            assert (fa.status in ("ok", "exact") and fa.rows > 0) if variant == "default" else fa.status == "n/a", fa
     for qtype in verify.QTYPES:
         assert seen[("ggml-base", "reference", qtype, "quantize")].status == "exact"
         assert seen[("ggml-base", "reference", qtype, "dequantize")].status == "exact"
@@ -64,8 +68,8 @@ def test_cli_table(native_lib):
     assert lines[0].split() == ["backend", "variant", "type", *verify.CHECKS]
     for variant in ggml.cpu_variants():
         for qtype in verify.QTYPES:
-            assert f"{'CPU':<10} {variant:<10} {qtype:<7} " + " ".join(f"{'exact':<11}" for _ in verify.CHECKS).rstrip() \
-                in lines
+            row = f"{'CPU':<10} {variant:<10} {qtype:<7} " + " ".join(f"{'exact':<11}" for _ in verify.CHECKS[:-1])
+            assert any(line.startswith(row) for line in lines), row
     assert any(line.startswith("inputs: ") and "kv_rows.npz" in line for line in lines)
 
 
@@ -163,18 +167,20 @@ def test_cli_fails_on_a_broken_kernel(native_lib, monkeypatch):
                         lambda: [verify.Kernel("CPU", "broken", good.quantize, good.dequantize, dot)])
     r = run_cli("verify", "--type", "turbo2", "--random-only")
     assert r.exit_code == 1
-    assert r.output.splitlines()[-1] == "error: 2 of 8 checks failed"  # dot and attention
+    assert r.output.splitlines()[-1] == "error: 2 of 10 checks failed"  # dot and attention
     assert "FAIL: CPU broken turbo2 dot: error " in r.output
 
 
-def test_backends_without_a_harness_are_shown(native_lib, monkeypatch):
-    monkeypatch.setattr(ggml, "backends", lambda: ["CPU", "Vulkan"])
+def test_backends_without_a_harness_or_device_are_shown(native_lib, monkeypatch):
+    monkeypatch.setattr(ggml, "backends", lambda: ["CPU", "Vulkan", "Foo"])
+    monkeypatch.setitem(verify.KERNEL_SOURCES, "Vulkan", lambda: [])  # built, but no device here
     rep = verify.run(types=("turbo4",), rows_path=None)
-    skipped = [r for r in rep.results if r.backend == "Vulkan"]
-    assert [(r.status, r.detail) for r in skipped] == [
-        ("skipped", "tq_gguf.verify has no harness for the Vulkan backend yet")]
+    skipped = [(r.backend, r.status, r.detail) for r in rep.results if r.backend in ("Vulkan", "Foo")]
+    assert skipped == [
+        ("Vulkan", "skipped", "the build has the Vulkan backend but this machine has no Vulkan device"),
+        ("Foo", "skipped", "tq_gguf.verify has no harness for the Foo backend yet")]
     assert rep.ok
-    assert "skipped: Vulkan - turbo4 quantize: tq_gguf.verify has no harness for the Vulkan backend yet" \
+    assert "skipped: Foo - turbo4 quantize: tq_gguf.verify has no harness for the Foo backend yet" \
         in rep.table_lines()
 
 
@@ -195,3 +201,17 @@ def test_bad_rows_files(native_lib, tmp_path):
     assert r.output == f"error: {odd}: k has shape (4, 48); expected (rows, width) with width a multiple of 64\n"
     r = run_cli("verify", "--rows", tmp_path / "missing.npz")
     assert r.exit_code == 1 and r.output == f"error: K/V rows file {tmp_path / 'missing.npz'} does not exist\n"
+
+
+def test_flash_attention_off_by_a_fraction_of_a_level_fails(native_lib, inputs):
+    """A backend whose attention output is 1% too large (what a decode one codebook step off
+    does to a few rows) is caught; ggml's own CPU op passes."""
+    good = next(k for k in verify.compiled_kernels()[0] if k.variant == "default")
+
+    def inflated(q, k, v, qtype):
+        return good.flash_attn(q, k, v, qtype) * np.float32(1.01)
+
+    bad = verify.Kernel("CPU", "inflated", good.quantize, good.dequantize, good.dot, inflated)
+    results = {r.check: r for r in verify.check_kernel(bad, "turbo3", inputs)}
+    assert results["flash_attn"].status == "FAIL", results["flash_attn"]
+    assert {r.check: r.status for r in verify.check_kernel(good, "turbo3", inputs)}["flash_attn"] in ("ok", "exact")

@@ -15,6 +15,12 @@ run here, and each turbo type, four checks:
               (|e_j| <= D), move each softmax weight by at most a factor exp(+-2D), so every
               output coordinate may move by at most (exp(2D) - 1) * max_j |v_j| (plus float64
               rounding); that is the tolerance.
+  flash_attn  ggml's FLASH_ATTN_EXT op on the backend's device, K and V in the turbo type (bytes
+              from the reference), against float64 attention over the reference's dequantized
+              rows: |out - ref| <= 2^-8 * max_j |v_j| per coordinate. Backends may round Q, the
+              scores or the softmax weights to fp16 inside the op (2^-11 relative each); 2^-8 is
+              eight such steps. A decode that is wrong by one codebook level moves the output by
+              percents of max |v|, far beyond it.
 
 Inputs: random rows (a spread of norms, outlier channels), the spec's edge cases
 (zeros, NaN, Inf, overflowing and subnormal scales) and the real K/V rows of the
@@ -22,7 +28,9 @@ three models in tests/data/kv_rows.npz (tools/dump_kv.py) when that file is ther
 each rotated as llama.cpp rotates cache rows. The dot and attention checks skip
 rows with non-finite or beyond-clamp values, for which the bound says nothing.
 
-Backends join by adding an entry to KERNEL_SOURCES that returns their Kernels.
+Backends join by adding an entry to KERNEL_SOURCES that returns their Kernels; a GPU
+backend's devices are checked through tq_gguf.backendops (SET_ROWS for quantize,
+GET_ROWS for dequantize, FLASH_ATTN_EXT), so every backend ggml registers has a harness.
 """
 
 from __future__ import annotations
@@ -37,7 +45,8 @@ import numpy as np
 from .errors import TqError
 
 QTYPES = ("turbo2", "turbo3", "turbo4")
-CHECKS = ("quantize", "dequantize", "dot", "attention")
+CHECKS = ("quantize", "dequantize", "dot", "attention", "flash_attn")
+FLASH_ATTN_TOLERANCE = 2.0**-8  # of max |v|; see the module docstring
 KV_ROWS = Path(__file__).resolve().parent.parent / "tests" / "data" / "kv_rows.npz"
 FINITE_LIMIT = 1e20  # rows beyond this magnitude overflow the dot product's float32 sums
 N_QUERIES = 4
@@ -53,13 +62,15 @@ class Kernel:
     """A backend's kernels for the turbo types; None where the backend has no such entry point.
 
     quantize(rows, qtype) -> bytes per row; dequantize(raw, qtype, n) -> float32 rows of n values;
-    dot(raw, q, qtype) -> float32 per row."""
+    dot(raw, q, qtype) -> float32 per row; flash_attn(q, k, v, qtype) -> float32 (n_q, d) for one
+    head whose K and V cache rows are stored as qtype."""
 
     backend: str
     variant: str
     quantize: Callable[[np.ndarray, str], np.ndarray] | None
     dequantize: Callable[[np.ndarray, str, int], np.ndarray] | None
     dot: Callable[[np.ndarray, np.ndarray, str], np.ndarray] | None
+    flash_attn: Callable[[np.ndarray, np.ndarray, np.ndarray, str], np.ndarray] | None = None
 
 
 @dataclass(frozen=True)
@@ -224,10 +235,37 @@ def _cpu_kernels() -> list[Kernel]:
             tid = _type_id(qtype)
             return np.array([ggml.cpu_vec_dot(raw[i], q[i], tid, variant) for i in range(len(raw))], np.float32)
 
-        return Kernel("CPU", variant, quantize, dequantize, dot)
+        # the graph op runs ggml-cpu's own dispatch, so it belongs to the "default" variant
+        flash_attn = _device_flash_attn("CPU") if variant == "default" else None
+        return Kernel("CPU", variant, quantize, dequantize, dot, flash_attn)
 
     # "default" is the dispatch ggml-cpu's type traits use (SET_ROWS, flash attention)
     return [variant_kernel(v) for v in ggml.cpu_variants()]
+
+
+def _device_flash_attn(device: str):
+    from . import backendops
+
+    def flash_attn(q, k, v, qtype):
+        return backendops.flash_attn(device, q[None], k[None], v[None], qtype, qtype)[:, 0, :]
+
+    return flash_attn
+
+
+def _device_kernels(backend: str) -> list[Kernel]:
+    """A GPU backend's devices, through ggml graphs of one op each (tq_gguf.backendops)."""
+    from . import backendops
+
+    def device_kernel(device: str) -> Kernel:
+        def quantize(x, qtype):
+            return backendops.set_rows(device, x, qtype)
+
+        def dequantize(raw, qtype, n):
+            return backendops.get_rows(device, raw, qtype, n)
+
+        return Kernel(backend, device, quantize, dequantize, None, _device_flash_attn(device))
+
+    return [device_kernel(d) for d in backendops.devices() if d.startswith(backend)]
 
 
 def _base_kernel() -> Kernel:
@@ -244,20 +282,26 @@ def _base_kernel() -> Kernel:
     return Kernel("ggml-base", "reference", quantize, dequantize, None)
 
 
-KERNEL_SOURCES: dict[str, Callable[[], list[Kernel]]] = {"CPU": _cpu_kernels}
+KERNEL_SOURCES: dict[str, Callable[[], list[Kernel]]] = {
+    "CPU": _cpu_kernels,
+    **{name: (lambda name=name: _device_kernels(name)) for name in ("Vulkan", "CUDA", "Metal")},
+}
 
 
-def compiled_kernels() -> tuple[list[Kernel], list[str]]:
-    """Kernels of every backend in the installed build, and the backends without a harness."""
+def compiled_kernels() -> tuple[list[Kernel], list[tuple[str, str]]]:
+    """Kernels of every backend in the installed build, and (backend, why) for those not checked."""
     from . import ggml
 
     kernels, missing = [_base_kernel()], []
     for backend in ggml.backends():
         source = KERNEL_SOURCES.get(backend)
         if source is None:
-            missing.append(backend)
-        else:
-            kernels += source()
+            missing.append((backend, f"tq_gguf.verify has no harness for the {backend} backend yet"))
+            continue
+        found = source()
+        if not found:
+            missing.append((backend, f"the build has the {backend} backend but this machine has no {backend} device"))
+        kernels += found
     return kernels, missing
 
 
@@ -369,13 +413,25 @@ def check_kernel(kernel: Kernel, qtype: str, inputs: Inputs) -> list[Result]:
             err = np.abs(got - want)
             ratios.append((name, np.where(err == 0, 0.0, err / np.maximum(tol, np.finfo(np.float64).tiny))))
         out.append(_tolerance_result(kernel, qtype, "attention", ratios))
+    if kernel.flash_attn is None:
+        out.append(na("flash_attn"))
+    else:
+        ratios = []
+        for name, q, k, v in inputs.attention:
+            scale = 1.0 / np.sqrt(k.shape[-1])
+            k_deq, v_deq = ref.dequantize(ref.quantize(k, qtype), qtype), ref.dequantize(ref.quantize(v, qtype), qtype)
+            want = attention(np.asarray(q, np.float64) @ np.asarray(k_deq, np.float64).T * scale, v_deq)
+            got = kernel.flash_attn(q, k, v, qtype).astype(np.float64)
+            tol = FLASH_ATTN_TOLERANCE * np.abs(np.asarray(v_deq, np.float64)).max()
+            ratios.append((name, np.abs(got - want) / tol))
+        out.append(_tolerance_result(kernel, qtype, "flash_attn", ratios))
     return out
 
 
 def run(types: tuple[str, ...] = QTYPES, rows_path: Path | None = KV_ROWS,
         kernels: list[Kernel] | None = None) -> Report:
     """Check `kernels` (default: every compiled backend's) on every type in `types`."""
-    missing: list[str] = []
+    missing: list[tuple[str, str]] = []
     if kernels is None:
         kernels, missing = compiled_kernels()
     inputs = make_inputs(rows_path)
@@ -383,8 +439,7 @@ def run(types: tuple[str, ...] = QTYPES, rows_path: Path | None = KV_ROWS,
     for kernel in kernels:
         for qtype in types:
             report.results += check_kernel(kernel, qtype, inputs)
-    for backend in missing:
+    for backend, why in missing:
         for qtype in types:
-            report.results.append(Result(backend, "-", qtype, "quantize", "skipped",
-                                         detail=f"tq_gguf.verify has no harness for the {backend} backend yet"))
+            report.results.append(Result(backend, "-", qtype, "quantize", "skipped", detail=why))
     return report
