@@ -242,3 +242,26 @@ def test_backendops_flash_attn_matches_cpu(vulkan):
     # both read the same cache bytes; ggml-vulkan's flash attention works in fp16 where the
     # device has it (lavapipe does), so hold it to test-backend-ops' FLASH_ATTN_EXT bound
     assert nmse <= 5e-4, nmse
+
+
+def test_verify_harness_passes_on_vulkan(vulkan):
+    """`tq-gguf verify`'s harness on the Vulkan device: quantize bytes and dequantized floats
+    exact on every input set, ggml's flash attention within the harness's tolerance for every
+    turbo type at head size 128. (Head size 256 is left out here: compiling that flash-attention
+    pipeline takes lavapipe's LLVM past 8 GB and half an hour, like the 576 case.)"""
+    code = """
+import json
+from tq_gguf import verify
+inputs = verify.make_inputs()
+inputs.attention[:] = [a for a in inputs.attention if a[2].shape[-1] == 128][:1]
+kernel = next(k for k in verify.compiled_kernels()[0] if k.variant == "%s")
+print(json.dumps([r.__dict__ for t in verify.QTYPES for r in verify.check_kernel(kernel, t, inputs)]))
+""" % DEVICE
+    res = run_py(code, timeout=1800)
+    assert res.returncode == 0, res.stderr[-3000:]
+    mine = {(r["qtype"], r["check"]): r for r in json.loads(res.stdout.strip().splitlines()[-1])}
+    for qtype in QTYPES:
+        assert mine[qtype, "quantize"]["status"] == "exact", mine[qtype, "quantize"]
+        assert mine[qtype, "dequantize"]["status"] == "exact", mine[qtype, "dequantize"]
+        assert mine[qtype, "flash_attn"]["status"] in ("ok", "exact"), mine[qtype, "flash_attn"]
+        assert mine[qtype, "flash_attn"]["rows"] > 0
