@@ -9,22 +9,12 @@ from tq_gguf import cachetypes, ggufinfo, models
 from tq_gguf.cli import main
 from tq_gguf.errors import CacheTypeError, ModelError
 
+from test_cli_inspect_plan_tag import synthetic_gguf
+
 
 def tiny_gguf(path, n: int = 4096):
-    import gguf
-    import numpy as np
-
-    w = gguf.GGUFWriter(str(path), "llama")
-    w.add_block_count(1)
-    w.add_embedding_length(128)
-    w.add_head_count(2)
-    w.add_head_count_kv(1)
-    w.add_tensor("token_embd.weight", np.ones((n // 128, 128), dtype=np.float32))
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
-    return path
+    """One llama layer, 2 heads of 64, 1 KV head, and a tensor of n float32 values."""
+    return synthetic_gguf(path, n_layer=1, heads=2, heads_kv=1, head=64, n_values=n)
 
 
 def run_cli(*args):
