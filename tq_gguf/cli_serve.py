@@ -38,12 +38,12 @@ def serve(model: str | None, cache: str | None, cache_k: str | None, cache_v: st
     """
     from . import ggufinfo, models
     from .cacheconfig import CacheConfig
-    from .generate import describe, padded_n_ctx
-    from .plan import format_size
+    from .generate import describe
+    from .plan import format_size, padded_ctx
     from .session import resolve_config
 
     path = models.resolve(model)
-    n_ctx = padded_n_ctx(n_ctx)
+    n_ctx = padded_ctx(n_ctx)  # as the session will; the size printed below is for it
     info = ggufinfo.read(path)
     # What the session will resolve (the same function): a bad choice fails before the server
     # stack is imported and the model loaded.

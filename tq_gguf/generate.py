@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Callable, Iterable
 from . import models
 from .cacheconfig import BOUNDARY_TYPE, CacheConfig
 from .errors import TqError
-from .plan import CELL_PAD, format_size
+from .plan import format_size
 
 if TYPE_CHECKING:
     from .session import Llama
@@ -88,16 +88,6 @@ class ChatStats:
         )
 
 
-def padded_n_ctx(n_ctx: int) -> int:
-    """`n_ctx` rounded up to the whole cells llama.cpp allocates.
-
-    llama-cpp-python sizes its token buffer from the n_ctx it was given but checks prompt
-    lengths against the padded context llama.cpp reports, so a prompt between the two
-    overflows the buffer (a numpy broadcast error) instead of being refused; asking for the
-    padded size keeps both the same."""
-    return -(-n_ctx // CELL_PAD) * CELL_PAD
-
-
 def open_session(model: str | None, *, cache: str | None = None, cache_k: str | None = None,
                  cache_v: str | None = None, n_ctx: int = 4096, seed: int = 0,
                  n_threads: int | None = None) -> "Llama":
@@ -106,7 +96,7 @@ def open_session(model: str | None, *, cache: str | None = None, cache_k: str | 
     given, serves both single-token decoding and prompt batches."""
     from .session import Llama
 
-    return Llama(models.resolve(model), cache=cache, cache_k=cache_k, cache_v=cache_v, n_ctx=padded_n_ctx(n_ctx),
+    return Llama(models.resolve(model), cache=cache, cache_k=cache_k, cache_v=cache_v, n_ctx=n_ctx,
                  seed=seed, n_threads=n_threads, n_threads_batch=n_threads)
 
 

@@ -26,6 +26,11 @@ from dataclasses import asdict, dataclass, field
 from .errors import CacheTypeError, ModelError
 
 CELL_PAD = 256  # llama.cpp pads n_ctx, n_ctx_seq and the SWA cache to this many cells
+
+
+def padded_ctx(n_ctx: int) -> int:
+    """`n_ctx` rounded up to the whole cells llama.cpp allocates (0 stays 0: the model's own)."""
+    return -(-n_ctx // CELL_PAD) * CELL_PAD
 CPU_ALIGNMENT = 32  # ggml's TENSOR_ALIGNMENT, the CPU buffer type's alignment
 MAX_SEQ = 256  # LLAMA_MAX_SEQ
 N_CTX_MAX = 2**32 - CELL_PAD  # n_ctx is a uint32 that llama.cpp pads up to 256

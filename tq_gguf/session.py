@@ -20,7 +20,7 @@ from pathlib import Path
 from . import cachetypes, ggml, ggufinfo
 from .cacheconfig import CacheConfig, resolve
 from .errors import CacheTypeError, TqError
-from .plan import CELL_PAD
+from .plan import padded_ctx
 
 # The recommended configuration: keys need precision (q8_0), values compress well
 # (turbo3: within 2% of f16 perplexity on the three test models, README "Quality").
@@ -48,12 +48,6 @@ def resolve_config(info: ggufinfo.ModelInfo, cache: str | CacheConfig | None = N
     if not flash_attn and config.k.turbo:
         raise CacheTypeError(f"a {config.k.name} K cache needs flash attention; drop flash_attn=False")
     return config, flash_attn
-
-
-def resolve_cache_types(info: ggufinfo.ModelInfo, cache_k: str, cache_v: str):
-    """(K type, V type) for a uniform config, validated against the model and the build."""
-    config, _ = resolve_config(info, cache_k=cache_k, cache_v=cache_v, flash_attn=True)
-    return config.k, config.v
 
 
 @dataclass(frozen=True)
@@ -101,11 +95,10 @@ class Llama(_llama_base()):  # type: ignore[misc]
                 raise TypeError(f"tq_gguf.Llama takes cache types by name (cache=, cache_k=, cache_v=), not {raw}=")
         self.model_info = ggufinfo.read(model_path)
         self.cache_config, flash_attn = resolve_config(self.model_info, cache, cache_k, cache_v, flash_attn)
-        if n_ctx > 0:
-            # llama.cpp pads the context to whole cell blocks, but llama-cpp-python sizes its token
-            # buffer from the n_ctx it was given: a prompt between the two would overflow the buffer
-            # instead of being refused. Asking for the padded size keeps both the same.
-            n_ctx = -(-n_ctx // CELL_PAD) * CELL_PAD
+        # llama.cpp pads the context to whole cell blocks, but llama-cpp-python sizes its token
+        # buffer from the n_ctx it was given: a prompt between the two would overflow the buffer
+        # instead of being refused. Asking for the padded size keeps both the same.
+        n_ctx = padded_ctx(n_ctx)
         super().__init__(
             model_path=str(model_path), n_ctx=n_ctx, flash_attn=flash_attn, verbose=verbose,
             **self.cache_config.llama_kwargs(self.model_info.n_layer), **kwargs,
