@@ -78,12 +78,11 @@ def _libs():
     return base, reg
 
 
-@lru_cache(maxsize=None)
 def type_id(name: str) -> int:
-    for i in range(ggml.type_count()):
-        if ggml.type_name(i) == name:
-            return i
-    raise NativeLibraryError(f"ggml type {name!r} does not exist in this build")
+    try:
+        return ggml.type_ids()[name]
+    except KeyError:
+        raise NativeLibraryError(f"ggml type {name!r} does not exist in this build") from None
 
 
 def devices() -> list[str]:

@@ -79,12 +79,7 @@ def native_ids() -> dict[str, int]:
     """Type name -> ggml enum value, as the installed library names its types."""
     from . import ggml
 
-    ids = {}
-    for type_id in range(ggml.type_count()):
-        name = ggml.type_name(type_id)
-        if name and name in CACHE_TYPES:
-            ids[name] = type_id
-    return ids
+    return {name: type_id for name, type_id in ggml.type_ids().items() if name in CACHE_TYPES}
 
 
 def is_native(ct: CacheType) -> bool:

@@ -141,6 +141,17 @@ def type_name(type_id: int) -> str | None:
     return ffi.string(name).decode() if name != ffi.NULL else None
 
 
+@lru_cache(maxsize=1)
+def type_ids() -> dict[str, int]:
+    """Every type name this build has -> its ggml enum value."""
+    ids = {}
+    for type_id in range(type_count()):
+        name = type_name(type_id)
+        if name:
+            ids.setdefault(name, type_id)
+    return ids
+
+
 def _check_id(type_id: int) -> None:
     if not 0 <= type_id < type_count():
         raise NativeLibraryError(f"ggml type id {type_id} does not exist in this build (GGML_TYPE_COUNT = {type_count()})")
