@@ -4,6 +4,7 @@ and proof that the harness notices kernels that are wrong."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -215,3 +216,53 @@ def test_flash_attention_off_by_a_fraction_of_a_level_fails(native_lib, inputs):
     results = {r.check: r for r in verify.check_kernel(bad, "turbo3", inputs)}
     assert results["flash_attn"].status == "FAIL", results["flash_attn"]
     assert {r.check: r.status for r in verify.check_kernel(good, "turbo3", inputs)}["flash_attn"] in ("ok", "exact")
+
+
+def test_a_head_size_limit_leaves_those_heads_out_and_says_so(native_lib, inputs):
+    """On a software Vulkan device (lavapipe) the flash-attention check stops at head 128: the
+    larger heads are not run, and the result says which; with no head left it is 'skipped'."""
+    good = next(k for k in verify.compiled_kernels()[0] if k.variant == "default")
+    seen = []
+
+    def recording(q, k, v, qtype):
+        seen.append(k.shape[-1])
+        return good.flash_attn(q, k, v, qtype)
+
+    heads = sorted({a[2].shape[-1] for a in inputs.attention})
+    assert heads[0] < heads[-1], heads
+    limited = replace(good, variant="limited", flash_attn=recording, flash_attn_max_head=heads[0])
+    fa = {r.check: r for r in verify.check_kernel(limited, "turbo4", inputs)}["flash_attn"]
+    assert set(seen) == {heads[0]}
+    assert fa.status in ("ok", "exact") and f"head {heads[-1]}" in fa.detail, fa
+    report = verify.Report(results=[fa])
+    assert any(line.startswith(f"{fa.status}: CPU limited turbo4 flash_attn: ") for line in report.table_lines())
+
+    none_left = replace(good, variant="limited", flash_attn=recording, flash_attn_max_head=heads[0] - 1)
+    fa = {r.check: r for r in verify.check_kernel(none_left, "turbo4", inputs)}["flash_attn"]
+    assert fa.status == "skipped" and f"head {heads[0]}" in fa.detail, fa
+
+
+
+def test_a_device_is_held_to_its_own_q8_0_error_only_where_that_misses_the_tolerance(native_lib, inputs):
+    """Where the device's stock q8_0 flash attention misses the tolerance on an input, a turbo
+    type may miss it by as much (times STOCK_MARGIN) and no more; where q8_0 meets it, so must turbo."""
+    good = next(k for k in verify.compiled_kernels()[0] if k.variant == "default")
+    off = 1.05  # 5% too large: far beyond the tolerance on every input
+
+    def inflated(q, k, v, qtype):
+        return good.flash_attn(q, k, v, qtype) * np.float32(off)
+
+    def stock(factor):
+        return lambda q, k, v: good.flash_attn(q, k, v, "q8_0") * np.float32(factor)
+
+    def flash_attn(kernel):
+        return {r.check: r for r in verify.check_kernel(kernel, "turbo3", inputs)}["flash_attn"]
+
+    bad = verify.Kernel("CPU", "inflated", None, None, None, inflated)
+    assert flash_attn(bad).status == "FAIL"
+    as_bad_as_q8_0 = flash_attn(replace(bad, flash_attn_q8_0=stock(off)))
+    assert as_bad_as_q8_0.status == "ok" and "held to" in as_bad_as_q8_0.detail, as_bad_as_q8_0
+    worse_than_q8_0 = flash_attn(replace(bad, flash_attn_q8_0=stock(1 + (off - 1) / (2 * verify.STOCK_MARGIN))))
+    assert worse_than_q8_0.status == "FAIL", worse_than_q8_0
+    q8_0_meets_it = flash_attn(replace(bad, flash_attn_q8_0=stock(1.0)))
+    assert q8_0_meets_it.status == "FAIL", q8_0_meets_it

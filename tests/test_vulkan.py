@@ -246,22 +246,28 @@ def test_backendops_flash_attn_matches_cpu(vulkan):
 
 def test_verify_harness_passes_on_vulkan(vulkan):
     """`tq-gguf verify`'s harness on the Vulkan device: quantize bytes and dequantized floats
-    exact on every input set, ggml's flash attention within the harness's tolerance for every
-    turbo type at head size 128. (Head size 256 is left out here: compiling that flash-attention
-    pipeline takes lavapipe's LLVM past 8 GB and half an hour, like the 576 case.)"""
+    exact on every input set; ggml's flash attention within the harness's tolerance, or where
+    the device's stock q8_0 misses it (Qwen2.5's outlier rows), within that q8_0 error. On
+    lavapipe the harness itself leaves head size 256 out and says so (compiling that pipeline
+    takes lavapipe's LLVM past 8 GB and half an hour), so `tq-gguf verify` finishes there."""
     code = """
 import json
-from tq_gguf import verify
+from tq_gguf import backendops, verify
 inputs = verify.make_inputs()
-inputs.attention[:] = [a for a in inputs.attention if a[2].shape[-1] == 128][:1]
 kernel = next(k for k in verify.compiled_kernels()[0] if k.variant == "%s")
-print(json.dumps([r.__dict__ for t in verify.QTYPES for r in verify.check_kernel(kernel, t, inputs)]))
+print(json.dumps({"description": backendops.description(kernel.variant), "max_head": kernel.flash_attn_max_head,
+                  "results": [r.__dict__ for t in verify.QTYPES for r in verify.check_kernel(kernel, t, inputs)]}))
 """ % DEVICE
     res = run_py(code, timeout=1800)
     assert res.returncode == 0, res.stderr[-3000:]
-    mine = {(r["qtype"], r["check"]): r for r in json.loads(res.stdout.strip().splitlines()[-1])}
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    mine = {(r["qtype"], r["check"]): r for r in out["results"]}
+    software = "llvmpipe" in out["description"]
+    assert out["max_head"] == (128 if software else None), out["description"]
     for qtype in QTYPES:
         assert mine[qtype, "quantize"]["status"] == "exact", mine[qtype, "quantize"]
         assert mine[qtype, "dequantize"]["status"] == "exact", mine[qtype, "dequantize"]
-        assert mine[qtype, "flash_attn"]["status"] in ("ok", "exact"), mine[qtype, "flash_attn"]
-        assert mine[qtype, "flash_attn"]["rows"] > 0
+        fa = mine[qtype, "flash_attn"]
+        assert fa["status"] in ("ok", "exact"), fa
+        assert fa["rows"] > 0
+        assert ("head 256" in fa["detail"]) == software, fa

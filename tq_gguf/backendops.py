@@ -60,6 +60,7 @@ CDEF_REG = """
 size_t             ggml_backend_dev_count(void);
 ggml_backend_dev_t ggml_backend_dev_get(size_t index);
 const char *       ggml_backend_dev_name(ggml_backend_dev_t device);
+const char *       ggml_backend_dev_description(ggml_backend_dev_t device);
 ggml_backend_dev_t ggml_backend_dev_by_name(const char * name);
 """
 
@@ -90,6 +91,16 @@ def devices() -> list[str]:
     _, reg = _libs()
     return [ffi.string(reg.ggml_backend_dev_name(reg.ggml_backend_dev_get(i))).decode()
             for i in range(reg.ggml_backend_dev_count())]
+
+
+def description(device: str) -> str:
+    """ggml's description of a device ("llvmpipe (LLVM 15.0.6, 256 bits)", "NVIDIA H100 ...")."""
+    _, reg = _libs()
+    for i in range(reg.ggml_backend_dev_count()):
+        dev = reg.ggml_backend_dev_get(i)
+        if ffi.string(reg.ggml_backend_dev_name(dev)).decode() == device:
+            return ffi.string(reg.ggml_backend_dev_description(dev)).decode()
+    raise NativeLibraryError(f"ggml has no device {device!r} (it has: {', '.join(devices())})")
 
 
 class _Graph:

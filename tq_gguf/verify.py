@@ -20,7 +20,12 @@ run here, and each turbo type, four checks:
               rows: |out - ref| <= 2^-8 * max_j |v_j| per coordinate. Backends may round Q, the
               scores or the softmax weights to fp16 inside the op (2^-11 relative each); 2^-8 is
               eight such steps. A decode that is wrong by one codebook level moves the output by
-              percents of max |v|, far beyond it.
+              percents of max |v|, far beyond it. Where the scores are large (Qwen2.5's outlier
+              rows: |q|·|k| in the thousands) a device that keeps dequantized K in fp16
+              (ggml-vulkan) misses this bound with a stock q8_0 cache too; there the turbo
+              type is held to STOCK_MARGIN times the device's own q8_0 error on that input, and
+              the result names the input and both figures. On a software Vulkan device
+              (lavapipe) head sizes above 128 are left out, and the result says which.
 
 Inputs: random rows (a spread of norms, outlier channels), the spec's edge cases
 (zeros, NaN, Inf, overflowing and subnormal scales) and the real K/V rows of the
@@ -36,7 +41,7 @@ GET_ROWS for dequantize, FLASH_ATTN_EXT), so every backend ggml registers has a 
 from __future__ import annotations
 
 import zipfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -51,6 +56,16 @@ KV_ROWS = Path(__file__).resolve().parent.parent / "tests" / "data" / "kv_rows.n
 FINITE_LIMIT = 1e20  # rows beyond this magnitude overflow the dot product's float32 sums
 N_QUERIES = 4
 MAX_KEYS = 128
+# Mesa's lavapipe (llvmpipe) compiles each flash-attention pipeline with LLVM on first use; at head
+# size 256 that took past 8 GB and 25 CPU-minutes (docs/BACKENDS.md), so on a software device the
+# flash-attention check stops at this head size and says so.
+SOFTWARE_DEVICE_MAX_HEAD = 128
+SOFTWARE_DEVICES = ("llvmpipe",)
+# A GPU flash attention may round scores more coarsely than FLASH_ATTN_TOLERANCE allows on inputs
+# with large |q|·|k| (ggml-vulkan keeps dequantized K in fp16: Qwen2.5's outlier rows miss the
+# tolerance 6.5x with a stock q8_0 cache). There a turbo type is held to the device's own q8_0
+# error on the same input, times this margin, and the result says so.
+STOCK_MARGIN = 1.25
 
 
 class VerifyError(TqError):
@@ -71,6 +86,10 @@ class Kernel:
     dequantize: Callable[[np.ndarray, str, int], np.ndarray] | None
     dot: Callable[[np.ndarray, np.ndarray, str], np.ndarray] | None
     flash_attn: Callable[[np.ndarray, np.ndarray, np.ndarray, str], np.ndarray] | None = None
+    flash_attn_max_head: int | None = None  # larger heads are not run (see SOFTWARE_DEVICE_MAX_HEAD)
+    # the same op over a stock q8_0 cache on the same device: where that misses the tolerance too,
+    # the device's flash attention rounds more than the tolerance allows (see STOCK_MARGIN)
+    flash_attn_q8_0: Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray] | None = None
 
 
 @dataclass(frozen=True)
@@ -119,7 +138,7 @@ class Report:
         lines += [f"inputs: {i}" for i in self.inputs]
         lines += [f"note: {n}" for n in self.notes]
         for r in self.results:
-            if r.status in ("FAIL", "skipped"):
+            if r.status in ("FAIL", "skipped") or (r.status in ("ok", "exact") and r.detail):
                 lines.append(f"{r.status}: {r.backend} {r.variant} {r.qtype} {r.check}: {r.detail}")
         return lines
 
@@ -252,6 +271,21 @@ def _device_flash_attn(device: str):
     return flash_attn
 
 
+def _q8_0_error(kernel: Kernel, q: np.ndarray, k: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """|error| of the device's flash attention over a q8_0 cache, against exact attention over
+    the q8_0 values it read."""
+    from . import ggml
+
+    q8 = _type_id("q8_0")
+
+    def deq(x):
+        return ggml.dequantize(ggml.quantize(x, q8), q8, x.size).reshape(x.shape)
+
+    k_deq, v_deq = deq(k), deq(v)
+    want = attention(np.asarray(q, np.float64) @ np.asarray(k_deq, np.float64).T / np.sqrt(k.shape[-1]), v_deq)
+    return np.abs(kernel.flash_attn_q8_0(q, k, v).astype(np.float64) - want)
+
+
 def _device_kernels(backend: str) -> list[Kernel]:
     """A GPU backend's devices, through ggml graphs of one op each (tq_gguf.backendops)."""
     from . import backendops
@@ -263,7 +297,11 @@ def _device_kernels(backend: str) -> list[Kernel]:
         def dequantize(raw, qtype, n):
             return backendops.get_rows(device, raw, qtype, n)
 
-        return Kernel(backend, device, quantize, dequantize, None, _device_flash_attn(device))
+        software = any(name in backendops.description(device) for name in SOFTWARE_DEVICES)
+        flash_attn = _device_flash_attn(device)
+        return Kernel(backend, device, quantize, dequantize, None, flash_attn,
+                      SOFTWARE_DEVICE_MAX_HEAD if software else None,
+                      lambda q, k, v: flash_attn(q, k, v, "q8_0"))
 
     return [device_kernel(d) for d in backendops.devices() if d.startswith(backend)]
 
@@ -416,15 +454,31 @@ def check_kernel(kernel: Kernel, qtype: str, inputs: Inputs) -> list[Result]:
     if kernel.flash_attn is None:
         out.append(na("flash_attn"))
     else:
-        ratios = []
+        ratios, left_out, stock_bounds = [], [], []
         for name, q, k, v in inputs.attention:
+            if kernel.flash_attn_max_head is not None and k.shape[-1] > kernel.flash_attn_max_head:
+                left_out.append(f"{name} (head {k.shape[-1]})")
+                continue
             scale = 1.0 / np.sqrt(k.shape[-1])
             k_deq, v_deq = ref.dequantize(ref.quantize(k, qtype), qtype), ref.dequantize(ref.quantize(v, qtype), qtype)
             want = attention(np.asarray(q, np.float64) @ np.asarray(k_deq, np.float64).T * scale, v_deq)
             got = kernel.flash_attn(q, k, v, qtype).astype(np.float64)
             tol = FLASH_ATTN_TOLERANCE * np.abs(np.asarray(v_deq, np.float64)).max()
-            ratios.append((name, np.abs(got - want) / tol))
-        out.append(_tolerance_result(kernel, qtype, "flash_attn", ratios))
+            ratio = np.abs(got - want) / tol
+            if ratio.max() > 1 and kernel.flash_attn_q8_0 is not None:
+                stock = float(_q8_0_error(kernel, q, k, v).max() / tol)
+                bound = max(1.0, STOCK_MARGIN * stock)
+                stock_bounds.append(f"{name} held to {bound:.3g}x the tolerance "
+                                    f"(the device's q8_0 flash attention: {stock:.3g}x)")
+                ratio = ratio / bound
+            ratios.append((name, ratio))
+        why = "; ".join(stock_bounds + ([f"not run on this software device above head size "
+                                         f"{kernel.flash_attn_max_head}: " + ", ".join(left_out)] if left_out else []))
+        if ratios:
+            result = _tolerance_result(kernel, qtype, "flash_attn", ratios)
+            out.append(replace(result, detail="; ".join(d for d in (result.detail, why) if d)))
+        else:
+            out.append(Result(kernel.backend, kernel.variant, qtype, "flash_attn", "skipped", detail=why))
     return out
 
 
