@@ -242,7 +242,6 @@ def test_a_head_size_limit_leaves_those_heads_out_and_says_so(native_lib, inputs
     assert fa.status == "skipped" and f"head {heads[0]}" in fa.detail, fa
 
 
-
 def test_a_device_is_held_to_its_own_q8_0_error_only_where_that_misses_the_tolerance(native_lib, inputs):
     """Where the device's stock q8_0 flash attention misses the tolerance on an input, a turbo
     type may miss it by as much (times STOCK_MARGIN) and no more; where q8_0 meets it, so must turbo."""

@@ -96,11 +96,10 @@ def devices() -> list[str]:
 def description(device: str) -> str:
     """ggml's description of a device ("llvmpipe (LLVM 15.0.6, 256 bits)", "NVIDIA H100 ...")."""
     _, reg = _libs()
-    for i in range(reg.ggml_backend_dev_count()):
-        dev = reg.ggml_backend_dev_get(i)
-        if ffi.string(reg.ggml_backend_dev_name(dev)).decode() == device:
-            return ffi.string(reg.ggml_backend_dev_description(dev)).decode()
-    raise NativeLibraryError(f"ggml has no device {device!r} (it has: {', '.join(devices())})")
+    dev = reg.ggml_backend_dev_by_name(device.encode())
+    if dev == ffi.NULL:
+        raise NativeLibraryError(f"ggml has no device {device!r} (it has: {', '.join(devices())})")
+    return ffi.string(reg.ggml_backend_dev_description(dev)).decode()
 
 
 class _Graph:

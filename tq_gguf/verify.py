@@ -281,8 +281,7 @@ def _q8_0_error(kernel: Kernel, q: np.ndarray, k: np.ndarray, v: np.ndarray) -> 
     def deq(x):
         return ggml.dequantize(ggml.quantize(x, q8), q8, x.size).reshape(x.shape)
 
-    k_deq, v_deq = deq(k), deq(v)
-    want = attention(np.asarray(q, np.float64) @ np.asarray(k_deq, np.float64).T / np.sqrt(k.shape[-1]), v_deq)
+    want = attention_over(q, deq(k), deq(v))
     return np.abs(kernel.flash_attn_q8_0(q, k, v).astype(np.float64) - want)
 
 
@@ -367,6 +366,12 @@ def attention(scores: np.ndarray, v: np.ndarray) -> np.ndarray:
     s = np.asarray(scores, np.float64)
     p = np.exp(s - s.max(axis=-1, keepdims=True))
     return (p / p.sum(axis=-1, keepdims=True)) @ np.asarray(v, np.float64)
+
+
+def attention_over(q: np.ndarray, k_deq: np.ndarray, v_deq: np.ndarray) -> np.ndarray:
+    """Exact (float64) scaled dot-product attention of queries q over dequantized cache rows."""
+    scale = 1.0 / np.sqrt(k_deq.shape[-1])
+    return attention(np.asarray(q, np.float64) @ np.asarray(k_deq, np.float64).T * scale, v_deq)
 
 
 def _mismatch(name_rows: list[tuple[str, int]], n_total: int, what: str) -> str:
@@ -459,9 +464,8 @@ def check_kernel(kernel: Kernel, qtype: str, inputs: Inputs) -> list[Result]:
             if kernel.flash_attn_max_head is not None and k.shape[-1] > kernel.flash_attn_max_head:
                 left_out.append(f"{name} (head {k.shape[-1]})")
                 continue
-            scale = 1.0 / np.sqrt(k.shape[-1])
-            k_deq, v_deq = ref.dequantize(ref.quantize(k, qtype), qtype), ref.dequantize(ref.quantize(v, qtype), qtype)
-            want = attention(np.asarray(q, np.float64) @ np.asarray(k_deq, np.float64).T * scale, v_deq)
+            v_deq = ref.dequantize(ref.quantize(v, qtype), qtype)
+            want = attention_over(q, ref.dequantize(ref.quantize(k, qtype), qtype), v_deq)
             got = kernel.flash_attn(q, k, v, qtype).astype(np.float64)
             tol = FLASH_ATTN_TOLERANCE * np.abs(np.asarray(v_deq, np.float64)).max()
             ratio = np.abs(got - want) / tol
