@@ -86,15 +86,44 @@ def current_key(backend: str = "cpu") -> str:
     return buildkey.build_key(backend, defines_for(backend), paths.PATCHES_DIR, paths.NATIVE_DIR)
 
 
+# What each backend's build needs beyond CMake and a C/C++ compiler, as (what, how it is
+# found, Debian package). `.ci/apt-packages` installs the same packages; docs/BACKENDS.md
+# lists them.
+CMAKE_PREFIXES = ("/usr", "/usr/local")
+BACKEND_NEEDS: dict[str, tuple[tuple[str, str, str], ...]] = {
+    "cpu": (),
+    "vulkan": (
+        ("the shader compiler glslc", "tool:glslc", "glslc"),
+        ("the Vulkan headers and loader", "file:include/vulkan/vulkan.h", "libvulkan-dev"),
+        ("the SPIR-V headers (CMake package SPIRV-Headers)",
+         "file:share/cmake/SPIRV-Headers/SPIRV-HeadersConfig.cmake", "spirv-headers"),
+    ),
+    "cuda": (("the CUDA compiler nvcc", "tool:nvcc", "the CUDA toolkit"),),
+    "metal": (),
+}
+
+
+def _present(probe: str) -> bool:
+    kind, what = probe.split(":", 1)
+    if kind == "tool":
+        return shutil.which(what) is not None
+    prefixes = [*os.environ.get("CMAKE_PREFIX_PATH", "").split(os.pathsep), *CMAKE_PREFIXES]
+    return any(p and (Path(p) / what).exists() for p in prefixes)
+
+
 def check_toolchain(backend: str) -> None:
-    """Fail early, with the fix, when a backend's compiler is not installed."""
-    needs = {"cpu": [], "vulkan": ["glslc"], "cuda": ["nvcc"], "metal": []}[backend]
+    """Fail early, naming the package, when something a backend's build needs is missing."""
     if backend == "metal" and platform.system() != "Darwin":
         raise BuildError("the Metal backend can only be compiled on macOS; use --backend cpu, vulkan or cuda here")
-    for tool in ["cmake", "git", *needs]:
+    for tool in ("cmake", "git"):
         if shutil.which(tool) is None:
-            hint = {"glslc": "apt-get install glslc libvulkan-dev", "nvcc": "install the CUDA toolkit"}.get(tool, f"apt-get install {tool}")
-            raise BuildError(f"the {backend} build needs `{tool}`, which is not on PATH ({hint})")
+            raise BuildError(f"the {backend} build needs `{tool}`, which is not on PATH (apt-get install {tool})")
+    missing = [(what, pkg) for what, probe, pkg in BACKEND_NEEDS[backend] if not _present(probe)]
+    if missing:
+        names = "; ".join(what for what, _ in missing)
+        debs = [pkg for _, pkg in missing if " " not in pkg]
+        hint = f"apt-get install {' '.join(debs)}" if debs else " and ".join(pkg for _, pkg in missing)
+        raise BuildError(f"the {backend} build needs {names}, not found ({hint}; see docs/BACKENDS.md)")
 
 
 def build_info_path() -> Path | None:
