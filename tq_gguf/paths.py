@@ -10,8 +10,15 @@ import os
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-PATCHES_DIR = REPO_ROOT / "patches"
-NATIVE_DIR = REPO_ROOT / "native"
+# An installed wheel carries what `tq-gguf build` and `verify` read under tq_gguf/_data/,
+# laid out as in the repository (setup.py copies it there); a checkout reads the repository.
+PACKAGE_DATA = Path(__file__).resolve().parent / "_data"
+SOURCE_ROOT = PACKAGE_DATA if (PACKAGE_DATA / "patches").is_dir() else REPO_ROOT
+# (path inside SOURCE_ROOT, whole folder?) for everything the wheel must carry.
+SHIPPED = (("patches", True), ("native", True), ("tests/data/kv_rows.npz", False))
+PATCHES_DIR = SOURCE_ROOT / "patches"
+NATIVE_DIR = SOURCE_ROOT / "native"
+KV_ROWS = SOURCE_ROOT / "tests" / "data" / "kv_rows.npz"
 
 
 def cache_root() -> Path:

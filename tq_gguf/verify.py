@@ -47,12 +47,13 @@ from typing import Callable
 
 import numpy as np
 
+from . import paths
 from .errors import TqError
 
 QTYPES = ("turbo2", "turbo3", "turbo4")
 CHECKS = ("quantize", "dequantize", "dot", "attention", "flash_attn")
 FLASH_ATTN_TOLERANCE = 2.0**-8  # of max |v|; see the module docstring
-KV_ROWS = Path(__file__).resolve().parent.parent / "tests" / "data" / "kv_rows.npz"
+KV_ROWS = paths.KV_ROWS
 FINITE_LIMIT = 1e20  # rows beyond this magnitude overflow the dot product's float32 sums
 N_QUERIES = 4
 MAX_KEYS = 128
