@@ -16,10 +16,11 @@ import pytest
 
 from tq_gguf import cachetypes, ggml
 from tq_gguf import reference as ref
+from tq_gguf.cachetypes import TURBO_TYPES
 
 pytestmark = pytest.mark.native
 
-QTYPES = ["turbo2", "turbo3", "turbo4"]
+QTYPES = list(TURBO_TYPES)
 KV_ROWS = Path(__file__).parent / "data" / "kv_rows.npz"
 
 

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from tq_gguf.reference import rotate
+from tq_gguf.reference.quants import QTYPES
 from tq_gguf.reference.attention import float_attention, turbo_attention
 from tq_gguf.reference.qjl import QJLProd, mse_reconstruct, one_bit_centroid
 
@@ -36,7 +37,7 @@ def test_error_shrinks_with_bits(head):
     q, k, v = head
     ref = float_attention(q, k, v)
     errs = {}
-    for qt in ("turbo2", "turbo3", "turbo4"):
+    for qt in QTYPES:
         out = turbo_attention(q, k, v, qt, qt)
         errs[qt] = np.linalg.norm(out - ref) / np.linalg.norm(ref)
     assert errs["turbo4"] < errs["turbo3"] < errs["turbo2"] < 0.6

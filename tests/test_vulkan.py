@@ -33,7 +33,7 @@ pytestmark = pytest.mark.native
 TESTS_DIR = Path(__file__).parent
 PATCH = paths.PATCHES_DIR / "0005-vulkan-turbo.patch"
 DEVICE = "Vulkan0"
-QTYPES = ["turbo2", "turbo3", "turbo4"]
+QTYPES = list(TURBO_TYPES)
 
 
 def vulkan_env() -> dict[str, str]:
@@ -253,6 +253,7 @@ def test_verify_harness_passes_on_vulkan(vulkan):
     code = """
 import json
 from tq_gguf import backendops, verify
+from tq_gguf.cachetypes import TURBO_TYPES
 inputs = verify.make_inputs()
 kernel = next(k for k in verify.compiled_kernels()[0] if k.variant == "%s")
 print(json.dumps({"description": backendops.description(kernel.variant), "max_head": kernel.flash_attn_max_head,

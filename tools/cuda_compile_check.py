@@ -38,7 +38,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tq_gguf import build, paths  # noqa: E402
+from tq_gguf import build, cachetypes, paths  # noqa: E402
 from tq_gguf.nativesrc import BUILD_ID_HEADER  # noqa: E402
 from tq_gguf.errors import TqError  # noqa: E402
 
@@ -66,7 +66,7 @@ def instance_files() -> list[str]:
 
 def fa_defines() -> list[str]:
     """The GGML_CUDA_FA_<K>_<V> switches ggml/cmake/common.cmake would define."""
-    types = ["q4_0", "q4_1", "q5_0", "q5_1", "q8_0", "bf16", "f16", "turbo2", "turbo3", "turbo4"]
+    types = ["q4_0", "q4_1", "q5_0", "q5_1", "q8_0", "bf16", "f16", *cachetypes.TURBO_TYPES]
     pairs = set(fa_pairs())
     out = [f'-DGGML_CUDA_FA_QUANTS="{",".join(fa_pairs())}"']
     for v in types:

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from . import buildkey, nativesrc, patches, paths, sdist, upstream
+from . import buildkey, cachetypes, nativesrc, patches, paths, sdist, upstream
 from .errors import BuildError
 from .treesync import sync_tree
 
@@ -50,16 +50,21 @@ COMMON_DEFINES: dict[str, str] = {
     "CMAKE_BUILD_RPATH_USE_ORIGIN": "ON",
 }
 
+# Vector FlashAttention kernels are compiled per K-V pair; besides upstream's default
+# pairs, every turbo pair that keeps K at least as precise as V (docs/FORMAT.md 11.3).
+# Other pairs still run, by converting K and V to f16 first.
+CUDA_FA_PAIRS = (
+    "q4_0-q4_0", "q8_0-q8_0", "f16-f16", "bf16-bf16",
+    *(f"{t}-{t}" for t in cachetypes.TURBO_TYPES),
+    *(f"q8_0-{t}" for t in cachetypes.TURBO_TYPES),
+    *(f"{k}-{v}" for k in cachetypes.TURBO_TYPES for v in cachetypes.TURBO_TYPES
+      if cachetypes.get(k).index_bits > cachetypes.get(v).index_bits),
+)
+
 BACKEND_DEFINES: dict[str, dict[str, str]] = {
     "cpu": {},
     "vulkan": {"GGML_VULKAN": "ON"},
-    # Vector FlashAttention kernels are compiled per K-V pair; besides upstream's default
-    # pairs, the turbo pairs that keep K at least as precise as V (docs/FORMAT.md 11.3).
-    # Other pairs still run, by converting K and V to f16 first.
-    "cuda": {"GGML_CUDA": "ON",
-             "GGML_CUDA_FA_QUANTS": "q4_0-q4_0,q8_0-q8_0,f16-f16,bf16-bf16,"
-                                    "turbo2-turbo2,turbo3-turbo3,turbo4-turbo4,q8_0-turbo2,q8_0-turbo3,q8_0-turbo4,"
-                                    "turbo3-turbo2,turbo4-turbo2,turbo4-turbo3"},
+    "cuda": {"GGML_CUDA": "ON", "GGML_CUDA_FA_QUANTS": ",".join(CUDA_FA_PAIRS)},
     "metal": {"GGML_METAL": "ON", "GGML_METAL_EMBED_LIBRARY": "ON"},
 }
 BACKENDS = tuple(BACKEND_DEFINES)

@@ -1,7 +1,9 @@
 """KV-cache types: what each one is called, costs and needs.
 
-Names, block sizes and bytes per block are format facts (docs/FORMAT.md, ggml's
-type traits; a test checks them against the library). The ggml enum value
+Names, block sizes, bytes per block and (turbo types) index bits are format facts
+(docs/FORMAT.md, ggml's type traits; a test checks them against the library). This
+table is where the package learns them: the NumPy reference, verify, the CLI and the
+build derive theirs from it (docs/ADDING_A_TYPE.md). The ggml enum value
 behind a name is read from the built library at run time (`CacheType.ggml_id`),
 so Python never depends on where the patched ggml.h placed the turbo types.
 """
@@ -19,7 +21,11 @@ class CacheType:
     name: str
     block_size: int   # values per block
     type_size: int    # bytes per block
-    turbo: bool = False
+    index_bits: int = 0  # turbo types: bits of the codebook index per value (0: not a turbo type)
+
+    @property
+    def turbo(self) -> bool:
+        return self.index_bits > 0
 
     @property
     def ggml_id(self) -> int:
@@ -61,10 +67,14 @@ CACHE_TYPES: dict[str, CacheType] = {t.name: t for t in (
     CacheType("q4_1", 32, 20),
     CacheType("q4_0", 32, 18),
     CacheType("iq4_nl", 32, 18),
-    CacheType("turbo4", 64, 34, turbo=True),
-    CacheType("turbo3", 64, 26, turbo=True),
-    CacheType("turbo2", 64, 18, turbo=True),
+    CacheType("turbo4", 64, 34, index_bits=4),
+    CacheType("turbo3", 64, 26, index_bits=3),
+    CacheType("turbo2", 64, 18, index_bits=2),
 )}
+
+# The turbo types, fewest bits first.
+TURBO_TYPES: tuple[str, ...] = tuple(sorted((t.name for t in CACHE_TYPES.values() if t.turbo),
+                                            key=lambda n: CACHE_TYPES[n].index_bits))
 
 
 def get(name: str) -> CacheType:

@@ -8,10 +8,12 @@ from pathlib import Path
 
 import click
 
+from .cachetypes import TURBO_TYPES
+
 
 @click.command()
-@click.option("--type", "types", multiple=True, type=click.Choice(["turbo2", "turbo3", "turbo4"]),
-              help="check only these types (repeatable) [default: all three]")
+@click.option("--type", "types", multiple=True, type=click.Choice(TURBO_TYPES),
+              help="check only these types (repeatable) [default: every turbo type]")
 @click.option("--rows", "rows_path", type=click.Path(dir_okay=False, path_type=Path),
               help="an .npz of real K/V rows (rows x width, width a multiple of 64) "
                    "[default: tests/data/kv_rows.npz when present]")

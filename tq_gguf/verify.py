@@ -47,10 +47,10 @@ from typing import Callable
 
 import numpy as np
 
-from . import paths
+from . import cachetypes, paths
 from .errors import TqError
 
-QTYPES = ("turbo2", "turbo3", "turbo4")
+QTYPES = cachetypes.TURBO_TYPES
 CHECKS = ("quantize", "dequantize", "dot", "attention", "flash_attn")
 FLASH_ATTN_TOLERANCE = 2.0**-8  # of max |v|; see the module docstring
 KV_ROWS = paths.KV_ROWS

@@ -12,18 +12,18 @@ The quantizer does not rotate: rotation is a graph-level transform
 
 from __future__ import annotations
 
-from typing import Literal
-
 import numpy as np
 
+from ..cachetypes import CACHE_TYPES, TURBO_TYPES
 from .codebooks import CENTROIDS, MIDPOINTS
 
-QType = Literal["turbo2", "turbo3", "turbo4"]
+QType = str  # a name in TURBO_TYPES
 
-BLOCK_SIZE = 64
-QTYPES: tuple[QType, ...] = ("turbo2", "turbo3", "turbo4")
-TYPE_SIZE: dict[str, int] = {"turbo2": 18, "turbo3": 26, "turbo4": 34}
-BITS: dict[str, int] = {"turbo2": 2, "turbo3": 3, "turbo4": 4}
+# The format facts come from the one type table (tq_gguf.cachetypes).
+QTYPES: tuple[QType, ...] = TURBO_TYPES
+BLOCK_SIZE = CACHE_TYPES[QTYPES[0]].block_size
+TYPE_SIZE: dict[str, int] = {q: CACHE_TYPES[q].type_size for q in QTYPES}
+BITS: dict[str, int] = {q: CACHE_TYPES[q].index_bits for q in QTYPES}
 
 # Input conditioning (FORMAT.md, "Quantization", step 2): after it every
 # intermediate value is zero or a normal float32, so hardware that flushes
@@ -184,7 +184,8 @@ class _Turbo:
 
 
 class Turbo2(_Turbo):
-    qtype, bits, type_size = "turbo2", 2, 18
+    qtype = "turbo2"
+    bits, type_size = BITS[qtype], TYPE_SIZE[qtype]
 
     @classmethod
     def pack(cls, idx: np.ndarray) -> np.ndarray:
@@ -196,7 +197,8 @@ class Turbo2(_Turbo):
 
 
 class Turbo3(_Turbo):
-    qtype, bits, type_size = "turbo3", 3, 26
+    qtype = "turbo3"
+    bits, type_size = BITS[qtype], TYPE_SIZE[qtype]
 
     @classmethod
     def pack(cls, idx: np.ndarray) -> np.ndarray:
@@ -208,7 +210,8 @@ class Turbo3(_Turbo):
 
 
 class Turbo4(_Turbo):
-    qtype, bits, type_size = "turbo4", 4, 34
+    qtype = "turbo4"
+    bits, type_size = BITS[qtype], TYPE_SIZE[qtype]
 
     @classmethod
     def pack(cls, idx: np.ndarray) -> np.ndarray:
