@@ -16,19 +16,13 @@ import struct
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
 from tq_gguf import cachetypes, ggufheader, ggufinfo, models, plan
 from tq_gguf.cacheconfig import PRESETS, CacheConfig
-from tq_gguf.cli import main
+
+from helpers import run_cli
 
 MODEL_NAMES = ("smollm2-135m", "gemma3-270m", "qwen2.5-coder-1.5b")
-
-
-def run_cli(*args):
-    result = CliRunner().invoke(main, [str(a) for a in args])
-    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
-    return result
 
 
 def synthetic_gguf(path, arch: str = "llama", n_layer: int = 4, heads: int = 4, heads_kv=2, head: int = 64,

@@ -57,7 +57,7 @@ def info_lines(data: dict | None = None) -> list[str]:
         else "llama_cpp         not installed (run `tq-gguf build`)",
     ]
     status = backendstatus.lines()
-    lines += [f"{'build backends' if i == 0 else '':<18}{line}" for i, line in enumerate(status)]
+    lines += [f"{'backend status' if i == 0 else '':<18}{line}" for i, line in enumerate(status)]
     build = data["build"]
     if build is None:
         lines.append("native build      none installed (run `tq-gguf build`)")
