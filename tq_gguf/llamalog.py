@@ -1,58 +1,64 @@
-"""llama.cpp's log, with its error lines kept so that a refusal can say why.
+"""llama.cpp's log: silenced, or watched for the error lines that say why it refused something.
 
 llama.cpp reports why it will not load a model (an unknown architecture, a missing
-tensor) only in its log, which llama-cpp-python hides while loading; the C API
-returns just NULL. Our callback records the error lines, then hands every line to
-llama-cpp-python's own callback, so `verbose=True` prints as before, unless
-silence() was called (lowlevel.Context keeps the log quiet).
+tensor) or create a context only in its log; the C API returns just NULL, and
+llama-cpp-python hides the log while loading. capture() puts a callback in front of
+whichever one is set for the length of a call, keeps the error lines, passes every
+line on unchanged (so `verbose=True` prints as before) and restores the old callback.
+
+llama_cpp is imported inside the functions: it is importable only once the build is
+installed, and callers check that first (ggml.lib()) so a missing build is explained.
 """
 
 from __future__ import annotations
 
 import ctypes
 import re
-from collections import deque
+import sys
 from contextlib import contextmanager
 from typing import Callable, Iterator
 
 GGML_LOG_LEVEL_ERROR = 4  # ggml.h's enum ggml_log_level
 
-_recent: deque[str] = deque(maxlen=32)
-_state = {"installed": None, "quiet": False}  # the ctypes callback (kept alive) and the quiet flag
+# "llama_model_load: error loading model: ..." starts with the C function's name
+_FUNCTION_PREFIX = re.compile(r"^\w+: ")
 
-
-def _install() -> None:
-    """Route llama.cpp's log through _on_log (once). Imports llama_cpp: call only after the
-    build check (ggml.lib()), which explains a missing or stale build."""
-    if _state["installed"] is not None:
-        return
-    import llama_cpp
-    from llama_cpp import _logger
-
-    def on_log(level: int, text: bytes, user_data) -> None:
-        if level == GGML_LOG_LEVEL_ERROR:
-            _recent.append(text.decode("utf-8", "replace").strip())
-        if not _state["quiet"]:
-            _logger.llama_log_callback(level, text, user_data)
-
-    _state["installed"] = llama_cpp.llama_log_callback(on_log)
-    llama_cpp.llama_log_set(_state["installed"], ctypes.c_void_p(0))
+_silent = None  # the no-op callback, kept alive while llama.cpp holds it
 
 
 def silence() -> None:
-    """Print nothing of llama.cpp's log from now on in this process (errors are still kept)."""
-    _state["quiet"] = True
-    _install()
+    """Print none of llama.cpp's log from now on in this process."""
+    global _silent
+    import llama_cpp
+
+    if _silent is None:
+        _silent = llama_cpp.llama_log_callback(lambda level, text, user_data: None)
+        llama_cpp.llama_log_set(_silent, ctypes.c_void_p(0))
 
 
 @contextmanager
 def capture() -> Iterator[Callable[[], str]]:
     """Yields a function that gives the reason llama.cpp logged inside the block: its first
-    error line (the cause; later ones report the failure upward), without the C function's
-    name ("" if it logged none)."""
-    _install()
-    _recent.clear()
-    yield lambda: next((_ERROR_PREFIX.sub("", line) for line in _recent if line), "")
+    error line (the cause; later ones report the failure upward) without the C function's
+    name, or "" if it logged none."""
+    import llama_cpp
 
+    previous = llama_cpp.llama_log_callback()
+    user_data = ctypes.c_void_p()
+    llama_cpp.llama_log_get(ctypes.byref(previous), ctypes.byref(user_data))
+    errors: list[str] = []
 
-_ERROR_PREFIX = re.compile(r"^\w+: ")  # "llama_model_load: error loading model: ..." names the C function
+    def on_log(level: int, text: bytes, data) -> None:
+        if level == GGML_LOG_LEVEL_ERROR:
+            errors.append(text.decode("utf-8", "replace").strip())
+        if previous:
+            previous(level, text, data)
+        else:  # no callback set: llama.cpp's own default is to print to stderr
+            sys.stderr.write(text.decode("utf-8", "replace"))
+
+    callback = llama_cpp.llama_log_callback(on_log)
+    llama_cpp.llama_log_set(callback, user_data)
+    try:
+        yield lambda: next((_FUNCTION_PREFIX.sub("", line) for line in errors if line), "")
+    finally:
+        llama_cpp.llama_log_set(previous, user_data)
