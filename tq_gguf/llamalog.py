@@ -37,10 +37,10 @@ def silence() -> None:
 
 
 @contextmanager
-def capture() -> Iterator[Callable[[], str]]:
+def capture(quiet: bool = False) -> Iterator[Callable[[], str]]:
     """Yields a function that gives the reason llama.cpp logged inside the block: its first
     error line (the cause; later ones report the failure upward) without the C function's
-    name, or "" if it logged none."""
+    name, or "" if it logged none. `quiet`: pass no line on, for the block only."""
     import llama_cpp
 
     previous = llama_cpp.llama_log_callback()
@@ -51,6 +51,8 @@ def capture() -> Iterator[Callable[[], str]]:
     def on_log(level: int, text: bytes, data) -> None:
         if level == GGML_LOG_LEVEL_ERROR:
             errors.append(text.decode("utf-8", "replace").strip())
+        if quiet:
+            return
         if previous:
             previous(level, text, data)
         else:  # no callback set: llama.cpp's own default is to print to stderr

@@ -30,11 +30,10 @@ def check_loads(model_path: str | Path) -> None:
     ggml.lib()  # a missing or stale build is reported as such, before llama_cpp is imported
     import llama_cpp  # deferred: importable only once the build is installed
 
-    quiet_logs()
     llama_cpp.llama_backend_init()
     params = llama_cpp.llama_model_default_params()
     params.vocab_only = True
-    with llamalog.capture() as reason:
+    with llamalog.capture(quiet=True) as reason:
         model = llama_cpp.llama_model_load_from_file(str(model_path).encode(), params)
     if not model:
         raise ModelError(_refusal(f"llama.cpp cannot load {model_path}", reason()))
