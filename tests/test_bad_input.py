@@ -3,24 +3,17 @@
 from __future__ import annotations
 
 import pytest
-from click.testing import CliRunner
 
 from tq_gguf import cachetypes, ggufinfo, models
-from tq_gguf.cli import main
 from tq_gguf.errors import CacheTypeError, ModelError
 
+from helpers import run_cli
 from test_cli_inspect_plan_tag import synthetic_gguf
 
 
 def tiny_gguf(path, n: int = 4096):
     """One llama layer, 2 heads of 64, 1 KV head, and a tensor of n float32 values."""
     return synthetic_gguf(path, n_layer=1, heads=2, heads_kv=1, head=64, n_values=n)
-
-
-def run_cli(*args):
-    result = CliRunner().invoke(main, list(args))
-    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
-    return result
 
 
 def test_unknown_cache_type():

@@ -10,23 +10,17 @@ from __future__ import annotations
 import json
 
 import pytest
-from click.testing import CliRunner
 
 from tq_gguf import cachetypes, ggufinfo
 from tq_gguf.cacheconfig import CacheConfig
-from tq_gguf.cli import main
 from tq_gguf.cli_eval import eval_lines
 from tq_gguf.evaluate import Evaluation, Score, parse_kld
+
+from helpers import run_cli
 
 pytestmark = [pytest.mark.native, pytest.mark.model]
 
 EVAL_CONFIGS = "f16/f16,q8_0/q8_0,q8_0/turbo4,q8_0/turbo2,max"
-
-
-def run_cli(*args):
-    result = CliRunner().invoke(main, [str(a) for a in args])
-    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
-    return result
 
 
 def bits(k: str, v: str) -> float:

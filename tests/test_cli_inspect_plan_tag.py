@@ -16,19 +16,13 @@ import struct
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
-from tq_gguf import cachetypes, ggufinfo, models, plan
+from tq_gguf import cachetypes, ggufheader, ggufinfo, models, plan
 from tq_gguf.cacheconfig import PRESETS, CacheConfig
-from tq_gguf.cli import main
+
+from helpers import run_cli
 
 MODEL_NAMES = ("smollm2-135m", "gemma3-270m", "qwen2.5-coder-1.5b")
-
-
-def run_cli(*args):
-    result = CliRunner().invoke(main, [str(a) for a in args])
-    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
-    return result
 
 
 def synthetic_gguf(path, arch: str = "llama", n_layer: int = 4, heads: int = 4, heads_kv=2, head: int = 64,
@@ -501,7 +495,7 @@ def tagged(smollm2, tmp_path_factory):
 
 
 def test_tag_copies_everything_else_unchanged(smollm2, tagged):
-    before, after = ggufinfo.read_kv_fields(smollm2), ggufinfo.read_kv_fields(tagged)
+    before, after = ggufheader.read_values(smollm2), ggufheader.read_values(tagged)
     value = b"q8_0/turbo2:b2"
     assert after.pop(ggufinfo.TQ_CACHE_KEY) == struct.pack("<IQ", 8, len(value)) + value  # a GGUF string
     assert after == before  # every other key: same type, same bytes
@@ -514,7 +508,7 @@ def test_tag_replaces_a_tag(tagged, tmp_path):
     out = tmp_path / "retagged.gguf"
     data = json.loads(run_cli("tag", tagged, "--cache", "quality", "-o", out, "--json").output)
     assert data["tq_cache"] == "q8_0/turbo4" and data["preset"] == "quality"
-    before, after = ggufinfo.read_kv_fields(tagged), ggufinfo.read_kv_fields(out)
+    before, after = ggufheader.read_values(tagged), ggufheader.read_values(out)
     assert list(before) == list(after)  # replaced in place, not added twice
     assert ggufinfo.read(out).tq_cache == "q8_0/turbo4"
 

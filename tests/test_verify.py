@@ -8,19 +8,13 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
 from tq_gguf import ggml, verify
 from tq_gguf import reference as ref
-from tq_gguf.cli import main
+
+from helpers import run_cli
 
 pytestmark = pytest.mark.native
-
-
-def run_cli(*args):
-    result = CliRunner().invoke(main, [str(a) for a in args])
-    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
-    return result
 
 
 @pytest.fixture(scope="module")

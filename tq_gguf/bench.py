@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
-from . import ggufinfo, llamatool
+from . import ggufinfo, llamatool, lowlevel
 from .cacheconfig import CacheConfig
 from .errors import CacheTypeError, TqError
 
@@ -107,6 +107,7 @@ def runs(model_path: Path, configs: Sequence[CacheConfig],
     ordered = list(dict.fromkeys([*baselines, *configs]))
     for config in ordered:
         check_uniform(config).validate(info, flash_attn=True)
+    lowlevel.check_loads(model_path)
     return ordered
 
 

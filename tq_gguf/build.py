@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from . import buildkey, cachetypes, nativesrc, patches, paths, sdist, upstream
+from . import backendstatus, buildkey, cachetypes, nativesrc, patches, paths, sdist, upstream
 from .errors import BuildError
 from .treesync import sync_tree
 
@@ -258,6 +258,9 @@ def install_wheel(wheel: Path) -> None:
 def build(backend: str = "cpu", jobs: int | None = None, force: bool = False,
           echo: Callable[[str], None] = print) -> BuildResult:
     defines = defines_for(backend)
+    note = backendstatus.caveat(backend)
+    if note:  # before anything can fail: a user should hear it even when the toolchain is missing
+        echo(note)
     check_toolchain(backend)
     jobs = jobs or os.cpu_count() or 1
     key = buildkey.build_key(backend, defines, paths.PATCHES_DIR, paths.NATIVE_DIR)

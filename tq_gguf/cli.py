@@ -7,6 +7,7 @@ import sys
 
 import click
 
+from . import backendstatus
 from .cli_options import cache_options
 from .errors import TqError
 
@@ -28,8 +29,15 @@ def main() -> None:
     """TurboQuant KV-cache compression (turbo2/turbo3/turbo4) for llama.cpp."""
 
 
-@main.command()
-@click.option("--backend", type=click.Choice(["cpu", "vulkan", "cuda", "metal"]), default="cpu", show_default=True)
+def _backend_epilog() -> str:
+    # \b keeps click from rewrapping the table into one paragraph
+    return "\b\nBackends, and how far their turbo kernels are proven:\n" + \
+        "\n".join(f"  {line}" for line in backendstatus.lines())
+
+
+@main.command(epilog=_backend_epilog())
+@click.option("--backend", type=click.Choice(list(backendstatus.STATUS)), default="cpu", show_default=True,
+              help="the ggml backend to compile the turbo kernels for (status below)")
 @click.option("--jobs", "-j", type=click.IntRange(min=1), help="parallel compile jobs [default: all cores]")
 @click.option("--force", is_flag=True, help="rebuild even if a cached build matches")
 @click.option("--json", "as_json", is_flag=True, help="progress on stderr, then one JSON object describing the build")

@@ -284,10 +284,10 @@ def tag(model: str, spec: str, output: str, force: bool, as_json: bool) -> None:
     key and all tensor data are copied unchanged. tq_gguf.Llama uses the tag when it
     is given no cache config; stock llama.cpp loads the file and ignores the key.
     """
-    from . import ggufinfo, models
+    from . import ggufinfo, gguftag, models
     from .cacheconfig import CacheConfig
 
-    info, written = ggufinfo.tag(models.resolve(model), output, spec, force=force)
+    info, written = gguftag.tag(models.resolve(model), output, spec, force=force)
     preset = CacheConfig.parse(written).preset
     if as_json:
         _echo_json({"input": str(info.path), "output": output, "key": ggufinfo.TQ_CACHE_KEY,

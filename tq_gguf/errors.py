@@ -20,7 +20,11 @@ class NativeLibraryError(TqError):
 
 
 class ModelError(TqError):
-    """A model is missing, unknown, corrupt or truncated."""
+    """A model is missing, unknown, corrupt or truncated, or llama.cpp refuses to load it."""
+
+
+class LlamaCppError(TqError):
+    """llama.cpp refused a context or an operation on one (its reason, when it logs one, is in the message)."""
 
 
 class CacheTypeError(TqError, ValueError):

@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
-from . import ggufinfo, llamatool
+from . import ggufinfo, llamatool, lowlevel
 from .cacheconfig import CacheConfig
 from .errors import TqError
 from .evaltext import RELNOTES_DIR, git_release_notes
@@ -158,6 +158,7 @@ def checked(model_path: Path, configs: Sequence[CacheConfig], n_ctx: int = DEFAU
     unique = list(dict.fromkeys(configs))
     for config in unique:
         config.validate(info, flash_attn=True)
+    lowlevel.check_loads(model_path)
     return unique
 
 

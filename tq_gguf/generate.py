@@ -106,13 +106,20 @@ def complete(llm: "Llama", prompt: str, *, n_predict: int, seed: int = 0, temp: 
     import llama_cpp
 
     pieces: list[str] = []
-    for chunk in llm.create_completion(prompt, max_tokens=n_predict, temperature=temp, seed=seed, stream=True):
-        piece = chunk["choices"][0]["text"]
-        if not piece:  # the closing chunk only carries finish_reason
-            continue
-        pieces.append(piece)
-        if echo:
-            echo(piece, nl=False)
+    try:
+        for chunk in llm.create_completion(prompt, max_tokens=n_predict, temperature=temp, seed=seed, stream=True):
+            piece = chunk["choices"][0]["text"]
+            if not piece:  # the closing chunk only carries finish_reason
+                continue
+            pieces.append(piece)
+            if echo:
+                echo(piece, nl=False)
+    except ValueError as exc:
+        # llama-cpp-python refuses a prompt longer than the context with a ValueError.
+        if "context window" not in str(exc):
+            raise
+        raise TqError(f"the prompt does not fit the {llm.n_ctx()}-token context: {exc}; "
+                      f"give a larger --ctx") from None
     perf = llama_cpp.llama_perf_context(llm.ctx)
     return RunStats(
         text="".join(pieces), cache_k=llm.cache_k.name, cache_v=llm.cache_v.name, config=str(llm.cache_config),

@@ -3,7 +3,7 @@
 `read(path)` returns a ModelInfo: the attention shape llama.cpp derives from the
 metadata (layers, query and KV heads per layer, head sizes, which layers attend
 through a sliding window and how wide it is), the file type and size, and the
-`tq.cache` tag. `tag(src, dst, config)` writes a copy of a GGUF carrying that tag.
+`tq.cache` tag (written by tq_gguf.gguftag). It reads the header only (ggufheader).
 
 The sliding-window layers are not stored in most GGUFs: llama.cpp decides them
 per architecture (src/models/<arch>.cpp at the pinned commit); SWA_RULES
@@ -13,16 +13,14 @@ differently are named in ModelInfo.kv_layout instead of being sized wrongly.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from . import ggufheader
 from .errors import ModelError
 
-GGUF_MAGIC = b"GGUF"
 TQ_CACHE_KEY = "tq.cache"  # the recommended cache config spec, written by `tq-gguf tag`
 
 
@@ -146,98 +144,51 @@ class ModelInfo:
         return total
 
 
-class _Truncated(Exception):
-    def __init__(self, needed: int):
-        self.needed = needed
-
-
-def _reader(path: Path):
-    """A GGUFReader that reports a file cut inside its tensor data as such (the plain reader
-    only fails to reshape the last tensor's view)."""
-    import math
-
-    from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, GGUFReader
-
-    class CheckedReader(GGUFReader):
-        def _build_tensors(self, start_offs, fields):
-            end = start_offs
-            for f in fields:
-                _, _, _, dims, raw_dtype, offset = f.parts
-                block, size = GGML_QUANT_SIZES[GGMLQuantizationType(int(raw_dtype[0]))]
-                n_bytes = math.prod(int(d) for d in dims) * size // block
-                end = max(end, start_offs + int(offset[0]) + n_bytes)
-            if end > len(self.data):
-                raise _Truncated(end)
-            super()._build_tensors(start_offs, fields)
-
-    return CheckedReader(path)
-
-
 def read(path: str | Path) -> ModelInfo:
-    """The model facts of a GGUF. Parsing a large vocabulary takes seconds, so results are kept
-    per file (path, size, modification time, inode): reading an unchanged file again is free."""
+    """The model facts of a GGUF, from its header alone (ggufheader skips the vocabulary).
+    Results are kept per file (path, size, modification time, inode), so the several
+    reads of one command cost one."""
     path = Path(path)
     try:
         st = path.stat()
     except OSError:
         st = None
     if st is None or path.is_dir():
-        return _read(path)
+        return info_of(ggufheader.read_checked(path))
     return _read_cached(path, (st.st_size, st.st_mtime_ns, st.st_ino))
 
 
 @lru_cache(maxsize=16)
 def _read_cached(path: Path, stamp: tuple[int, int, int]) -> ModelInfo:
-    return _read(path)
+    return info_of(ggufheader.read_checked(path))
 
 
-def _read(path: Path) -> ModelInfo:
-    reader, size = _open(path)
-    return _Metadata(path, reader).info(size)
-
-
-def _open(path: Path):
-    """(GGUFReader, file size), or a ModelError saying what is wrong with the file."""
-    if not path.exists():
-        raise ModelError(f"model file {path} does not exist")
-    if path.is_dir():
-        raise ModelError(f"{path} is a directory, not a GGUF file")
-    try:
-        size = path.stat().st_size
-        with open(path, "rb") as f:
-            magic = f.read(4)
-    except OSError as exc:
-        raise ModelError(f"cannot read {path}: {exc.strerror}") from None
-    if magic != GGUF_MAGIC:
-        raise ModelError(f"{path} is not a GGUF file (starts with {magic!r}, expected {GGUF_MAGIC!r})")
-    try:
-        reader = _reader(path)
-    except _Truncated as cut:
-        raise ModelError(f"{path} is a truncated GGUF: its tensors need {cut.needed} bytes but the file has {size}") \
-            from None
-    except Exception as exc:  # the reader fails in many ways on cut or corrupt headers
-        raise ModelError(f"{path} is a corrupt or truncated GGUF: {exc}") from None
-    return reader, size
+def info_of(header: ggufheader.Header) -> ModelInfo:
+    """The ModelInfo of a header already read."""
+    return _Metadata(header).info()
 
 
 class _Metadata:
-    """Typed access to a reader's fields: a key of the wrong type is a ModelError naming it."""
+    """Typed access to a header's keys: a key of the wrong type is a ModelError naming it."""
 
-    def __init__(self, path: Path, reader):
-        self.path = path
-        self.reader = reader
+    def __init__(self, header: ggufheader.Header):
+        self.path = header.path
+        self.header = header
+        self.fields = header.fields
 
     def get(self, key: str, default: Any = None) -> Any:
-        field = self.reader.get_field(key)
+        field = self.fields.get(key)
         if field is None:
             return default
-        try:
-            return field.contents()
-        except (UnicodeDecodeError, ValueError, IndexError) as exc:
-            raise ModelError(f"{self.path} has an unreadable {key}: {exc}") from None
+        if field.skipped:
+            raise ModelError(f"{self.path}: {key} holds {field.count} values, more than a model setting can")
+        values = field.value if isinstance(field.value, list) else [field.value]
+        if any(isinstance(v, bytes) for v in values):
+            raise ModelError(f"{self.path} has an unreadable {key}: a string that is not UTF-8 text")
+        return field.value
 
     def uint(self, key: str, default: int | None = None) -> int | None:
-        if self.reader.get_field(key) is None:
+        if key not in self.fields:
             return default
         value = self.get(key)
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
@@ -252,7 +203,7 @@ class _Metadata:
             raise ModelError(f"{self.path}: {key} is {value!r}, expected an integer or {n_layer} of them")
         return tuple(values)
 
-    def info(self, size: int) -> ModelInfo:
+    def info(self) -> ModelInfo:
         arch = self.get("general.architecture")
         if not isinstance(arch, str) or not arch:
             raise ModelError(f"{self.path} has no general.architecture; not a model GGUF")
@@ -281,15 +232,15 @@ class _Metadata:
             n_layer=n_layer, n_embd=n_embd, n_head=max(heads), n_head_kv=max(heads_kv),
             head_dim_k=head_k, head_dim_v=head_v,
             n_ctx_train=self.uint(f"{arch}.context_length", 0), sliding_window=window,
-            n_tensors=len(self.reader.tensors), file_size=size, tq_cache=tq_cache,
+            n_tensors=len(self.header.tensors), file_size=self.header.file_size, tq_cache=tq_cache,
             n_head_kv_layers=() if uniform_kv else heads_kv,
             head_dim_k_swa=self.uint(f"{arch}.attention.key_length_swa"),
             head_dim_v_swa=self.uint(f"{arch}.attention.value_length_swa"),
             swa_layers=swa_layers, swa_window=swa_window,
             swa_chunked=bool(swa_layers) and SWA_RULES[arch].chunked,
             n_layer_nextn=nextn, kv_layout=self._kv_layout(arch, heads), notes=notes,
-            file_type=self.uint("general.file_type"), gguf_version=self.uint("GGUF.version"),
-            n_metadata=sum(1 for key in self.reader.fields if not key.startswith("GGUF.")),
+            file_type=self.uint("general.file_type"), gguf_version=self.header.version,
+            n_metadata=len(self.fields),
         )
 
     def _swa(self, arch: str, n_layer: int, window: int | None) -> tuple[tuple[int, ...], int, tuple[str, ...]]:
@@ -323,7 +274,7 @@ class _Metadata:
             else:
                 layers = tuple(il for il in range(n_layer) if il % pattern < pattern - 1)
             which = "first" if rule.dense_first else "last"
-            source = f"{key} = {pattern}" if key in self.reader.fields else f"llama.cpp's {arch} pattern"
+            source = f"{key} = {pattern}" if key in self.fields else f"llama.cpp's {arch} pattern"
             how = f"{source}: the {which} layer of every {pattern} attends fully" if pattern else f"{source}: every layer"
         else:
             raise ModelError(f"{self.path}: {key} is {pattern!r}, expected an integer or one flag per layer")
@@ -337,7 +288,7 @@ class _Metadata:
     def _kv_layout(self, arch: str, heads: tuple[int, ...]) -> str | None:
         if arch in _NO_CACHE:
             return f"llama.cpp keeps no KV cache for {arch} models (non-causal attention)"
-        if arch in _RECURRENT or any(k.startswith((f"{arch}.ssm.", f"{arch}.wkv.")) for k in self.reader.fields):
+        if arch in _RECURRENT or any(k.startswith((f"{arch}.ssm.", f"{arch}.wkv.")) for k in self.fields):
             return f"{arch} models keep recurrent state beside (or instead of) a KV cache"
         if self.get(f"{arch}.attention.kv_lora_rank") is not None or arch in _SPARSE:
             return f"{arch} models cache a compressed latent (MLA) rather than per-head K and V"
@@ -348,96 +299,3 @@ class _Metadata:
         if not heads[0]:
             return f"{self.path} has no {arch}.attention.head_count; a model without attention heads has no KV cache"
         return None
-
-
-def read_kv_fields(path: str | Path) -> dict[str, bytes]:
-    """Every metadata key with its serialized value bytes (type and payload), as stored in the file."""
-    from gguf import GGUFReader
-
-    reader = GGUFReader(path)
-    out = {}
-    for name, field in reader.fields.items():
-        if name.startswith("GGUF."):
-            continue
-        # parts[0:2] are the key's length and name; the rest is the type and the value
-        out[name] = b"".join(part.tobytes() for part in field.parts[2:])
-    return out
-
-
-def _raw_value(field) -> Any:
-    """A field's value for GGUFWriter: strings as their stored bytes, so nothing is re-encoded."""
-    from gguf import GGUFValueType
-
-    main = field.types[0]
-    if main == GGUFValueType.STRING:
-        return field.parts[field.data[0]].tobytes()
-    if main == GGUFValueType.ARRAY and field.types[-1] == GGUFValueType.STRING:
-        return [field.parts[i].tobytes() for i in field.data]
-    return field.contents()
-
-
-def tag(src: str | Path, dst: str | Path, spec: str, force: bool = False) -> tuple[ModelInfo, str]:
-    """Copy the GGUF `src` to `dst` with `tq.cache` set to the cache config `spec`.
-
-    The config is checked against the model first; every other key and all tensor
-    data are copied unchanged (an existing tq.cache is replaced in place). Returns the
-    source's ModelInfo and the canonical spec written."""
-    import gguf
-
-    from .cacheconfig import CacheConfig
-
-    src, dst = Path(src), Path(dst)
-    reader, size = _open(src)
-    info = _Metadata(src, reader).info(size)
-    config = CacheConfig.parse(spec)
-    config.validate(info, native=False)  # a tag describes the model; the local build does not matter
-    value = str(config)
-    if dst.exists():
-        if dst.is_dir():
-            raise ModelError(f"{dst} is a directory; give the output GGUF's file name")
-        if os.path.samefile(src, dst):
-            raise ModelError(f"refusing to overwrite the input {src}; write the tagged copy to another file")
-        if not force:
-            raise ModelError(f"{dst} already exists; pass --force to replace it")
-    if not dst.parent.is_dir():
-        raise ModelError(f"cannot write {dst}: directory {dst.parent} does not exist")
-
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".partial", dir=dst.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    os.chmod(tmp, src.stat().st_mode & 0o777)  # mkstemp makes it private; the copy should be as readable as the input
-    writer = gguf.GGUFWriter(tmp, arch=info.arch, endianess=reader.endianess)
-    try:
-        alignment = reader.get_field(gguf.Keys.General.ALIGNMENT)
-        if alignment is not None:
-            writer.data_alignment = alignment.contents()
-        for name, field in reader.fields.items():
-            # GGUFWriter writes the header counts and general.architecture itself
-            if name.startswith("GGUF.") or name == gguf.Keys.General.ARCHITECTURE:
-                continue
-            if name == TQ_CACHE_KEY:
-                writer.add_key_value(name, value, gguf.GGUFValueType.STRING)
-                continue
-            main = field.types[0]
-            sub = field.types[-1] if main == gguf.GGUFValueType.ARRAY else None
-            try:
-                writer.add_key_value(name, _raw_value(field), main, sub_type=sub)
-            except ValueError as exc:
-                raise ModelError(f"cannot copy {name} from {src}: {exc}") from None
-        if reader.get_field(TQ_CACHE_KEY) is None:
-            writer.add_key_value(TQ_CACHE_KEY, value, gguf.GGUFValueType.STRING)
-        for t in reader.tensors:
-            writer.add_tensor_info(t.name, t.data.shape, t.data.dtype, t.data.nbytes, t.tensor_type)
-        writer.write_header_to_file()
-        writer.write_kv_data_to_file()
-        writer.write_ti_data_to_file()
-        for t in reader.tensors:
-            writer.write_tensor_data(t.data, tensor_endianess=reader.endianess)
-        writer.close()
-        tmp.replace(dst)
-    except OSError as exc:
-        raise ModelError(f"cannot write {dst}: {exc.strerror or exc}") from None
-    finally:
-        writer.close()
-        tmp.unlink(missing_ok=True)  # after a failure; a finished copy has been renamed already
-    return info, value

@@ -56,5 +56,7 @@ def run(name: str, args: Sequence[str], on_stdout: Callable[[str], None] | None 
     stdout = b"".join(chunks).decode(errors="replace")
     if returncode != 0:
         reasons = error_lines(stderr) or stderr.strip().splitlines()[-3:]
+        if not reasons:  # the tools' log thread can lose its last lines when they exit early
+            raise ToolError(f"{name} failed (exit status {returncode}) and its log gave no reason")
         raise ToolError(f"{name} failed (exit status {returncode}): " + "; ".join(reasons))
     return stdout, stderr

@@ -13,21 +13,31 @@ from pathlib import Path
 
 import numpy as np
 
-from . import ggufinfo
+from . import ggml, ggufinfo, llamalog
 from .cacheconfig import CacheConfig
-
-
-_QUIET = None
+from .errors import LlamaCppError, ModelError
 
 
 def quiet_logs() -> None:
-    """Route llama.cpp's log lines nowhere (the Llama class does the same with verbose=False)."""
-    global _QUIET
-    import llama_cpp
+    """Print none of llama.cpp's log lines (the Llama class does the same with verbose=False)."""
+    llamalog.silence()
 
-    if _QUIET is None:
-        _QUIET = llama_cpp.llama_log_callback(lambda level, text, user_data: None)
-        llama_cpp.llama_log_set(_QUIET, ctypes.c_void_p(0))
+
+def check_loads(model_path: str | Path) -> None:
+    """ModelError with llama.cpp's reason unless it accepts the model's metadata and vocabulary
+    (tensors are not read). For callers that hand the model to llama.cpp's tools, whose own
+    account of a refusal can be lost (llamatool)."""
+    ggml.lib()  # a missing or stale build is reported as such, before llama_cpp is imported
+    import llama_cpp  # deferred: importable only once the build is installed
+
+    llama_cpp.llama_backend_init()
+    params = llama_cpp.llama_model_default_params()
+    params.vocab_only = True
+    with llamalog.capture(quiet=True) as reason:
+        model = llama_cpp.llama_model_load_from_file(str(model_path).encode(), params)
+    if not model:
+        raise ModelError(_refusal(f"llama.cpp cannot load {model_path}", reason()))
+    llama_cpp.llama_model_free(model)
 
 
 class Context:
@@ -36,7 +46,10 @@ class Context:
 
     The cache is `cache_k`/`cache_v`, or `cache` (a preset, `K/V[:bN]` spec or CacheConfig),
     which takes precedence and may give layers different types. `info` saves reading the
-    model's metadata again (seconds for a large vocabulary) when it is already at hand."""
+    model's metadata again when it is already at hand.
+
+    Everything llama.cpp refuses is a TqError: ModelError for a model it cannot load,
+    LlamaCppError for a context or an operation, each with the reason it logged."""
 
     def __init__(self, model_path: str | Path, cache_k: str = "f16", cache_v: str = "f16", n_ctx: int = 512,
                  n_threads: int = 2, cb_eval=None, cache: str | CacheConfig | None = None,
@@ -51,9 +64,11 @@ class Context:
         self.cache_config, _ = resolve_config(self.info, cache=cache, flash_attn=True)
         quiet_logs()
         llama_cpp.llama_backend_init()
-        self.model = llama_cpp.llama_model_load_from_file(str(model_path).encode(), llama_cpp.llama_model_default_params())
+        with llamalog.capture() as reason:
+            self.model = llama_cpp.llama_model_load_from_file(str(model_path).encode(),
+                                                              llama_cpp.llama_model_default_params())
         if not self.model:
-            raise RuntimeError(f"cannot load {model_path}")
+            raise ModelError(_refusal(f"llama.cpp cannot load {model_path}", reason()))
         params = llama_cpp.llama_context_default_params()
         params.n_ctx = n_ctx
         params.n_batch = n_ctx
@@ -69,10 +84,13 @@ class Context:
         params.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED
         if cb_eval is not None:
             params.cb_eval = cb_eval
-        self.ctx = llama_cpp.llama_init_from_model(self.model, params)
+        with llamalog.capture() as reason:
+            self.ctx = llama_cpp.llama_init_from_model(self.model, params)
         if not self.ctx:
             llama_cpp.llama_model_free(self.model)
-            raise RuntimeError(f"cannot create a context with cache {self.cache_config}")
+            self.model = None
+            raise LlamaCppError(_refusal(f"llama.cpp cannot create a {n_ctx}-token context with cache "
+                                         f"{self.cache_config} for {model_path}", reason()))
         self.vocab = llama_cpp.llama_model_get_vocab(self.model)
         self.n_vocab = llama_cpp.llama_vocab_n_tokens(self.vocab)
 
@@ -85,8 +103,11 @@ class Context:
     def decode(self, tokens: list[int]) -> np.ndarray:
         """Append tokens after the last cached position; returns the last token's logits."""
         arr = (self._ll.llama_token * len(tokens))(*tokens)
-        if self._ll.llama_decode(self.ctx, self._ll.llama_batch_get_one(arr, len(tokens))) != 0:
-            raise RuntimeError("llama_decode failed")
+        with llamalog.capture() as reason:
+            status = self._ll.llama_decode(self.ctx, self._ll.llama_batch_get_one(arr, len(tokens)))
+        if status != 0:
+            raise LlamaCppError(_refusal(f"llama.cpp could not decode {len(tokens)} tokens (status {status})",
+                                         reason()))
         ptr = self._ll.llama_get_logits_ith(self.ctx, -1)
         return np.ctypeslib.as_array(ctypes.cast(ptr, ctypes.POINTER(ctypes.c_float)), shape=(self.n_vocab,)).copy()
 
@@ -97,7 +118,7 @@ class Context:
     def remove(self, p0: int, p1: int) -> None:
         """Remove positions [p0, p1) of sequence 0; the rest keep their positions."""
         if not self._ll.llama_memory_seq_rm(self._ll.llama_get_memory(self.ctx), 0, p0, p1):
-            raise RuntimeError("llama_memory_seq_rm failed")
+            raise LlamaCppError(f"llama.cpp could not remove positions {p0}..{p1 - 1} from the cache")
 
     def clear(self) -> None:
         """Empty the cache, so the context can start over without being rebuilt."""
@@ -108,7 +129,7 @@ class Context:
         decode (for a turbo K cache: dequantize, unrotate, RoPE, rotate, quantize)."""
         mem = self._ll.llama_get_memory(self.ctx)
         if not self._ll.llama_memory_can_shift(mem):
-            raise RuntimeError("this context's memory cannot shift positions")
+            raise LlamaCppError("this context's memory cannot shift positions")
         self._ll.llama_memory_seq_add(mem, 0, p0, p1, delta)
 
     def drop_and_shift(self, n_drop: int, n_past: int, n_keep: int = 0) -> None:
@@ -130,3 +151,7 @@ class Context:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _refusal(what: str, reason: str) -> str:
+    return f"{what}: {reason}" if reason else what

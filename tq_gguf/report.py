@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from importlib import metadata
 
-from . import __version__, cachetypes, upstream
+from . import __version__, backendstatus, cachetypes, upstream
 from .errors import TqError
 
 
@@ -35,6 +35,10 @@ def info_data() -> dict:
             available = {ct.name for ct in cachetypes.available()}
         except TqError as exc:
             data["native_library_error"] = str(exc)
+    data["backend_status"] = {
+        "backends": {name: {"status": s.status, "has_run": s.has_run} for name, s in backendstatus.STATUS.items()},
+        "details": backendstatus.BACKENDS_DOC,
+    }
     data["cache_types"] = [
         {"name": ct.name, "bits_per_value": ct.bits_per_value, "in_build": ct.name in available}
         for ct in cachetypes.CACHE_TYPES.values()
@@ -52,6 +56,8 @@ def info_lines(data: dict | None = None) -> list[str]:
         f"llama_cpp         {data['llama_cpp_installed']} installed" if data["llama_cpp_installed"]
         else "llama_cpp         not installed (run `tq-gguf build`)",
     ]
+    status = backendstatus.lines()
+    lines += [f"{'backend status' if i == 0 else '':<18}{line}" for i, line in enumerate(status)]
     build = data["build"]
     if build is None:
         lines.append("native build      none installed (run `tq-gguf build`)")

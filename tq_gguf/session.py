@@ -17,9 +17,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from . import cachetypes, ggml, ggufinfo
+from . import cachetypes, ggml, ggufinfo, llamalog
 from .cacheconfig import CacheConfig, resolve
-from .errors import CacheTypeError, TqError
+from .errors import CacheTypeError, LlamaCppError, ModelError, TqError
 from .plan import padded_ctx
 
 # The recommended configuration: keys need precision (q8_0), values compress well
@@ -76,6 +76,16 @@ class CacheInfo:
         return asdict(self) | {"ratio_to_f16": self.ratio_to_f16}
 
 
+def _refusal(model_path, message: str, reason: str) -> TqError:
+    """The TqError for a ValueError llama-cpp-python raised while building a session."""
+    why = f": {reason}" if reason else ""
+    if message.startswith("Failed to load model"):
+        return ModelError(f"llama.cpp cannot load {model_path}{why}")
+    if message.startswith("Failed to create llama_context"):
+        return LlamaCppError(f"llama.cpp cannot create a context for {model_path}{why}")
+    return LlamaCppError(f"llama-cpp-python refused {model_path}: {message}{why}")
+
+
 def _llama_base():
     ggml.lib()  # a missing or stale native build fails here, with the fix in the message
     import llama_cpp
@@ -99,10 +109,16 @@ class Llama(_llama_base()):  # type: ignore[misc]
         # buffer from the n_ctx it was given: a prompt between the two would overflow the buffer
         # instead of being refused. Asking for the padded size keeps both the same.
         n_ctx = padded_ctx(n_ctx)
-        super().__init__(
-            model_path=str(model_path), n_ctx=n_ctx, flash_attn=flash_attn, verbose=verbose,
-            **self.cache_config.llama_kwargs(self.model_info.n_layer), **kwargs,
-        )
+        # llama-cpp-python raises a bare ValueError when llama.cpp refuses the model or the
+        # context; the reason is only in llama.cpp's log, which llamalog keeps.
+        with llamalog.capture() as reason:
+            try:
+                super().__init__(
+                    model_path=str(model_path), n_ctx=n_ctx, flash_attn=flash_attn, verbose=verbose,
+                    **self.cache_config.llama_kwargs(self.model_info.n_layer), **kwargs,
+                )
+            except ValueError as exc:
+                raise _refusal(model_path, str(exc), reason()) from None
 
     @property
     def cache_k(self) -> cachetypes.CacheType:
