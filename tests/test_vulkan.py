@@ -27,6 +27,7 @@ import numpy as np
 import pytest
 
 from tq_gguf import paths
+from tq_gguf.cachetypes import TURBO_TYPES
 
 pytestmark = pytest.mark.native
 
@@ -253,7 +254,6 @@ def test_verify_harness_passes_on_vulkan(vulkan):
     code = """
 import json
 from tq_gguf import backendops, verify
-from tq_gguf.cachetypes import TURBO_TYPES
 inputs = verify.make_inputs()
 kernel = next(k for k in verify.compiled_kernels()[0] if k.variant == "%s")
 print(json.dumps({"description": backendops.description(kernel.variant), "max_head": kernel.flash_attn_max_head,
