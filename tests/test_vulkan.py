@@ -19,22 +19,17 @@ import json
 import os
 import re
 import subprocess
-import sys
-from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from gpu_device import QTYPES, Device, assert_quantize_and_decode_exact, assert_rows_and_copies_pass, verify_harness
 from tq_gguf import paths
-from tq_gguf.cachetypes import TURBO_TYPES
 
 pytestmark = pytest.mark.native
 
-TESTS_DIR = Path(__file__).parent
 PATCH = paths.PATCHES_DIR / "0005-vulkan-turbo.patch"
-DEVICE = "Vulkan0"
-QTYPES = list(TURBO_TYPES)
 
 
 def vulkan_env() -> dict[str, str]:
@@ -47,28 +42,14 @@ def vulkan_env() -> dict[str, str]:
     return env
 
 
-def run_py(code: str, timeout: int = 1800) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout,
-                          env=vulkan_env(), cwd=str(paths.REPO_ROOT))
-
-
-@lru_cache(maxsize=None)
-def vulkan_skip_reason() -> str | None:
-    from tq_gguf import ggml
-
-    if "Vulkan" not in ggml.backends():
-        return "the installed build has no Vulkan backend (tq-gguf build --backend vulkan)"
-    res = run_py("from tq_gguf import backendops; print(' '.join(backendops.devices()))", timeout=300)
-    if res.returncode != 0:
-        return f"listing ggml devices failed: {res.stderr[-500:]}"
-    if DEVICE not in res.stdout.split():
-        return f"no Vulkan device (ggml lists: {res.stdout.strip()}); install a driver, e.g. mesa-vulkan-drivers"
-    return None
+VULKAN = Device("Vulkan0", "Vulkan", "tq-gguf build --backend vulkan; without a GPU, apt-get install mesa-vulkan-drivers",
+                vulkan_env())
+DEVICE = VULKAN.name
 
 
 @pytest.fixture(scope="module")
 def vulkan(native_lib):
-    reason = vulkan_skip_reason()
+    reason = VULKAN.skip_reason()
     if reason:
         pytest.skip(reason)
 
@@ -95,24 +76,9 @@ def test_shader_codebooks_are_the_normative_ones():
 
 # --- test-backend-ops -----------------------------------------------------------------
 
-def backend_ops(op: str, pattern: str = "turbo", timeout: int = 2400) -> tuple[int, int, str]:
-    from tq_gguf.build import tool_path
-
-    res = subprocess.run([str(tool_path("test-backend-ops")), "test", "-b", DEVICE, "-o", op, "-p", pattern],
-                         capture_output=True, text=True, timeout=timeout, env=vulkan_env())
-    out = res.stdout + res.stderr
-    assert res.returncode == 0, out[-4000:]
-    m = re.search(r"(\d+)/(\d+) tests passed", out)
-    assert m, out[-3000:]
-    return int(m.group(1)), int(m.group(2)), out
-
-
 @pytest.mark.parametrize("op", ["SET_ROWS", "GET_ROWS", "CPY"])
 def test_backend_ops_rows_and_copies(vulkan, op):
-    passed, total, out = backend_ops(op)
-    assert passed == total, out[-3000:]
-    for qtype in QTYPES:
-        assert re.search(rf"{op}\(type[^)]*{qtype}.*OK", out), f"no passing {op} case for {qtype} on {DEVICE}"
+    assert_rows_and_copies_pass(VULKAN, op)
 
 
 # lavapipe compiles each flash-attention pipeline (head size x K type x V type x tiling) on
@@ -127,7 +93,7 @@ FA_PAIRINGS = r"hsk=128,hsv=128,nh=4,nr23=\[2,1\],kv=113,nb=1,.*type_{side}={qty
 @pytest.mark.parametrize("qtype", QTYPES)
 def test_backend_ops_flash_attn_pairings(vulkan, qtype, side):
     """A turbo K (or V) with every other cache type, against the CPU backend."""
-    passed, total, out = backend_ops("FLASH_ATTN_EXT", pattern=FA_PAIRINGS.format(side=side, qtype=qtype))
+    passed, total, out = VULKAN.backend_ops("FLASH_ATTN_EXT", pattern=FA_PAIRINGS.format(side=side, qtype=qtype))
     assert passed == total, out[-3000:]
     assert total == 6, total
     for other in ["f16", "q8_0", "q4_0"] + QTYPES:
@@ -137,50 +103,15 @@ def test_backend_ops_flash_attn_pairings(vulkan, qtype, side):
 
 def test_backend_ops_flash_attn_head_size_192(vulkan):
     """Head size 192 (3 blocks) with softcap and sinks, q8_0 K and turbo V."""
-    passed, total, out = backend_ops("FLASH_ATTN_EXT", pattern=r"hsk=192,.*turbo")
+    passed, total, out = VULKAN.backend_ops("FLASH_ATTN_EXT", pattern=r"hsk=192,.*turbo")
     assert passed == total, out[-3000:]
     assert total == 3, total
 
 
 # --- exact bytes against the reference -------------------------------------------------
 
-WORKER = r"""
-import json, sys
-import numpy as np
-sys.path.insert(0, {tests!r})
-from test_native_turbo import edge_blocks, random_rows, real_rows
-from tq_gguf import backendops
-from tq_gguf import reference as ref
-
-cases = [("random", random_rows()), ("edge", edge_blocks())]
-cases += [("real%d" % i, r) for i, r in enumerate(real_rows())]
-report = {{}}
-for qtype in {qtypes!r}:
-    for name, rows in cases:
-        rows = np.ascontiguousarray(rows, dtype=np.float32)
-        want = ref.quantize(rows, qtype)
-        got = backendops.set_rows({device!r}, rows, qtype)
-        bad_q = int(np.count_nonzero(np.any(got != want, axis=1)))
-        vals = backendops.get_rows({device!r}, want, qtype, rows.shape[1])
-        exp = ref.dequantize(want, qtype)
-        same = (vals.view(np.uint32) == exp.view(np.uint32)) | (np.isnan(vals) & np.isnan(exp))
-        bad_d = int(np.count_nonzero(~np.all(same, axis=1)))
-        report["%s/%s" % (qtype, name)] = [int(rows.shape[0]), bad_q, bad_d]
-print("REPORT " + json.dumps(report))
-"""
-
-
 def test_quantize_and_decode_are_exact(vulkan):
-    res = run_py(WORKER.format(tests=str(TESTS_DIR), qtypes=QTYPES, device=DEVICE))
-    assert res.returncode == 0, (res.stdout + res.stderr)[-4000:]
-    line = next(l for l in res.stdout.splitlines() if l.startswith("REPORT "))
-    report = json.loads(line[len("REPORT "):])
-    n_real = len(np.load(TESTS_DIR / "data" / "kv_rows.npz").files)
-    assert len(report) == len(QTYPES) * (2 + n_real), sorted(report)
-    bad = {k: v for k, v in report.items() if v[1] or v[2]}
-    assert not bad, f"rows differing from the reference (rows, bad quantized, bad decoded): {bad}"
-    print(report)
-    assert sum(v[0] for v in report.values()) > 2000
+    assert_quantize_and_decode_exact(VULKAN)
 
 
 # --- no FMA contraction, by construction ------------------------------------------------
@@ -235,7 +166,7 @@ print("FA " + json.dumps([nmse, float(np.abs(a).max()), list(a.shape)]))
 
 def test_backendops_flash_attn_matches_cpu(vulkan):
     """tq_gguf.backendops.flash_attn: turbo4 K and turbo3 V on Vulkan against the CPU backend."""
-    res = run_py(FA_WORKER.format(device=DEVICE))
+    res = VULKAN.run_py(FA_WORKER.format(device=DEVICE))
     assert res.returncode == 0, (res.stdout + res.stderr)[-4000:]
     nmse, scale, shape = json.loads(next(l for l in res.stdout.splitlines() if l.startswith("FA "))[3:])
     assert shape == [3, 4, 128]
@@ -251,24 +182,9 @@ def test_verify_harness_passes_on_vulkan(vulkan):
     the device's stock q8_0 misses it (Qwen2.5's outlier rows), within that q8_0 error. On
     lavapipe the harness itself leaves head size 256 out and says so (compiling that pipeline
     takes lavapipe's LLVM past 8 GB and half an hour), so `tq-gguf verify` finishes there."""
-    code = """
-import json
-from tq_gguf import backendops, verify
-inputs = verify.make_inputs()
-kernel = next(k for k in verify.compiled_kernels()[0] if k.variant == "%s")
-print(json.dumps({"description": backendops.description(kernel.variant), "max_head": kernel.flash_attn_max_head,
-                  "results": [r.__dict__ for t in verify.QTYPES for r in verify.check_kernel(kernel, t, inputs)]}))
-""" % DEVICE
-    res = run_py(code, timeout=1800)
-    assert res.returncode == 0, res.stderr[-3000:]
-    out = json.loads(res.stdout.strip().splitlines()[-1])
-    mine = {(r["qtype"], r["check"]): r for r in out["results"]}
+    out, mine = verify_harness(VULKAN)
     software = "llvmpipe" in out["description"]
     assert out["max_head"] == (128 if software else None), out["description"]
     for qtype in QTYPES:
-        assert mine[qtype, "quantize"]["status"] == "exact", mine[qtype, "quantize"]
-        assert mine[qtype, "dequantize"]["status"] == "exact", mine[qtype, "dequantize"]
         fa = mine[qtype, "flash_attn"]
-        assert fa["status"] in ("ok", "exact"), fa
-        assert fa["rows"] > 0
         assert ("head 256" in fa["detail"]) == software, fa

@@ -1,0 +1,132 @@
+"""Checks of the turbo types on one ggml GPU device, shared by test_vulkan.py and test_cuda.py.
+
+Every check runs in a child process: ggml enumerates devices once per process, and a
+driver fault must fail one check, not the whole test session.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from tq_gguf import paths
+from tq_gguf.cachetypes import TURBO_TYPES
+
+TESTS_DIR = Path(__file__).parent
+QTYPES = list(TURBO_TYPES)
+
+
+@dataclass(frozen=True)
+class Device:
+    name: str                 # ggml's device name, e.g. Vulkan0, CUDA0
+    backend: str              # ggml's backend name, e.g. Vulkan, CUDA
+    build_hint: str           # how to get a build with this backend
+    env: dict[str, str] = field(default_factory=dict)
+
+    def run_py(self, code: str, timeout: int = 1800) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout,
+                              env=self.env, cwd=str(paths.REPO_ROOT))
+
+    def skip_reason(self) -> str | None:
+        """Why this machine cannot run the device's checks, or None."""
+        from tq_gguf import ggml
+
+        if self.backend not in ggml.backends():
+            return f"the installed build has no {self.backend} backend ({self.build_hint})"
+        res = self.run_py("from tq_gguf import backendops; print(' '.join(backendops.devices()))", timeout=300)
+        if res.returncode != 0:
+            return f"listing ggml devices failed: {res.stderr[-500:]}"
+        if self.name not in res.stdout.split():
+            return f"no {self.name} device here (ggml lists: {res.stdout.strip()})"
+        return None
+
+    def backend_ops(self, op: str, pattern: str = "turbo", timeout: int = 2400) -> tuple[int, int, str]:
+        """test-backend-ops on this device against the CPU: (passed, total, output)."""
+        from tq_gguf.build import tool_path
+
+        res = subprocess.run([str(tool_path("test-backend-ops")), "test", "-b", self.name, "-o", op, "-p", pattern],
+                             capture_output=True, text=True, timeout=timeout, env=self.env)
+        out = res.stdout + res.stderr
+        assert res.returncode == 0, out[-4000:]
+        m = re.search(r"(\d+)/(\d+) tests passed", out)
+        assert m, out[-3000:]
+        return int(m.group(1)), int(m.group(2)), out
+
+
+def assert_rows_and_copies_pass(device: Device, op: str) -> None:
+    passed, total, out = device.backend_ops(op)
+    assert passed == total, out[-3000:]
+    for qtype in QTYPES:
+        assert re.search(rf"{op}\(type[^)]*{qtype}.*OK", out), f"no passing {op} case for {qtype} on {device.name}"
+
+
+_EXACT_WORKER = r"""
+import json, sys
+import numpy as np
+sys.path.insert(0, {tests!r})
+from test_native_turbo import edge_blocks, random_rows, real_rows
+from tq_gguf import backendops
+from tq_gguf import reference as ref
+
+cases = [("random", random_rows()), ("edge", edge_blocks())]
+cases += [("real%d" % i, r) for i, r in enumerate(real_rows())]
+report = {{}}
+for qtype in {qtypes!r}:
+    for name, rows in cases:
+        rows = np.ascontiguousarray(rows, dtype=np.float32)
+        want = ref.quantize(rows, qtype)
+        got = backendops.set_rows({device!r}, rows, qtype)
+        bad_q = int(np.count_nonzero(np.any(got != want, axis=1)))
+        vals = backendops.get_rows({device!r}, want, qtype, rows.shape[1])
+        exp = ref.dequantize(want, qtype)
+        same = (vals.view(np.uint32) == exp.view(np.uint32)) | (np.isnan(vals) & np.isnan(exp))
+        bad_d = int(np.count_nonzero(~np.all(same, axis=1)))
+        report["%s/%s" % (qtype, name)] = [int(rows.shape[0]), bad_q, bad_d]
+print("REPORT " + json.dumps(report))
+"""
+
+
+def assert_quantize_and_decode_exact(device: Device) -> None:
+    """SET_ROWS gives the reference's bytes and GET_ROWS its float32 values, bit for bit, on
+    random rows, the spec's edge cases and real K/V rows of three models."""
+    res = device.run_py(_EXACT_WORKER.format(tests=str(TESTS_DIR), qtypes=QTYPES, device=device.name))
+    assert res.returncode == 0, (res.stdout + res.stderr)[-4000:]
+    line = next(l for l in res.stdout.splitlines() if l.startswith("REPORT "))
+    report = json.loads(line[len("REPORT "):])
+    n_real = len(np.load(paths.KV_ROWS).files)
+    assert len(report) == len(QTYPES) * (2 + n_real), sorted(report)
+    bad = {k: v for k, v in report.items() if v[1] or v[2]}
+    assert not bad, f"rows differing from the reference (rows, bad quantized, bad decoded): {bad}"
+    assert sum(v[0] for v in report.values()) > 2000
+
+
+_VERIFY_WORKER = """
+import json
+from tq_gguf import backendops, verify
+inputs = verify.make_inputs()
+kernel = next(k for k in verify.compiled_kernels()[0] if k.variant == "%s")
+print(json.dumps({"description": backendops.description(kernel.variant), "max_head": kernel.flash_attn_max_head,
+                  "results": [r.__dict__ for t in verify.QTYPES for r in verify.check_kernel(kernel, t, inputs)]}))
+"""
+
+
+def verify_harness(device: Device) -> tuple[dict, dict]:
+    """`tq-gguf verify`'s harness on the device: (output, {(qtype, check): result}), with
+    quantize and dequantize asserted exact and flash attention within its tolerance."""
+    res = device.run_py(_VERIFY_WORKER % device.name, timeout=1800)
+    assert res.returncode == 0, res.stderr[-3000:]
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    mine = {(r["qtype"], r["check"]): r for r in out["results"]}
+    for qtype in QTYPES:
+        assert mine[qtype, "quantize"]["status"] == "exact", mine[qtype, "quantize"]
+        assert mine[qtype, "dequantize"]["status"] == "exact", mine[qtype, "dequantize"]
+        fa = mine[qtype, "flash_attn"]
+        assert fa["status"] in ("ok", "exact"), fa
+        assert fa["rows"] > 0
+    return out, mine
