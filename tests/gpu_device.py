@@ -70,7 +70,7 @@ _EXACT_WORKER = r"""
 import json, sys
 import numpy as np
 sys.path.insert(0, {tests!r})
-from test_native_turbo import edge_blocks, random_rows, real_rows
+from helpers import edge_blocks, random_rows, real_rows
 from tq_gguf import backendops
 from tq_gguf import reference as ref
 

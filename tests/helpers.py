@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import traceback
 
+import numpy as np
 from click.testing import CliRunner, Result
 
+from tq_gguf import paths
+from tq_gguf import reference as ref
 from tq_gguf.cli import main
 
 
@@ -17,3 +20,91 @@ def run_cli(*args, input: str | None = None) -> Result:
         raise AssertionError("the CLI raised instead of reporting an error:\n"
                              + "".join(traceback.format_exception(*result.exc_info)))
     return result
+
+
+# -- GGUF files --------------------------------------------------------------------------
+
+def synthetic_gguf(path, arch: str = "llama", n_layer: int = 4, heads: int = 4, heads_kv=2, head: int = 64,
+                   extra: dict | None = None, n_values: int = 4096):
+    """A small GGUF with the keys llama.cpp reads for the KV cache (and one tensor)."""
+    import gguf
+
+    w = gguf.GGUFWriter(str(path), arch)
+    w.add_block_count(n_layer)
+    w.add_embedding_length(heads * head)
+    w.add_head_count(heads)
+    if isinstance(heads_kv, list):
+        w.add_key_value(f"{arch}.attention.head_count_kv", heads_kv, gguf.GGUFValueType.ARRAY,
+                        sub_type=gguf.GGUFValueType.UINT32)
+    else:
+        w.add_head_count_kv(heads_kv)
+    w.add_context_length(2048)
+    w.add_file_type(gguf.LlamaFileType.ALL_F32)
+    for key, (value, vtype) in (extra or {}).items():
+        w.add_key_value(key, value, vtype, sub_type=gguf.GGUFValueType.BOOL if isinstance(value, list) else None)
+    w.add_tensor("token_embd.weight", np.ones((n_values // 128, 128), dtype=np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return path
+
+
+def u32(value):
+    import gguf
+
+    return value, gguf.GGUFValueType.UINT32
+
+
+# -- row sets the kernels are checked on ---------------------------------------------------
+
+def edge_blocks() -> np.ndarray:
+    """One 64-value block per row, each a case docs/FORMAT.md defines."""
+    rng = np.random.default_rng(7)
+    base = rng.standard_normal(64).astype(np.float32)
+    rows = []
+
+    def put(**at):
+        b = base.copy()
+        for i, v in at.items():
+            b[int(i[1:])] = v
+        rows.append(b)
+
+    rows.append(np.zeros(64, np.float32))                       # all-zero block
+    rows.append(np.full(64, -0.0, np.float32))                  # negative zeros
+    spike = np.zeros(64, np.float32); spike[17] = 3.0; rows.append(spike)
+    spike = np.zeros(64, np.float32); spike[0] = -1e-3; rows.append(spike)
+    rows.append(np.full(64, 1.0, np.float32))                   # every u equal
+    put(i3=np.nan)
+    put(i63=np.inf)
+    put(i0=-np.inf)
+    rows.append(base * np.float32(1e30))                        # beyond the clamp: scale saturates
+    rows.append(base * np.float32(2.0**61))
+    rows.append(base * np.float32(9000.0))                      # norm near the fp16 limit
+    rows.append(base * np.float32(65504.0 / 8))
+    rows.append(base * np.float32(1e-6))                        # scale in fp16 subnormals
+    rows.append(base * np.float32(1e-9))                        # scale rounds to zero
+    rows.append(base * np.float32(1e-40))                       # float32 subnormal inputs, flushed
+    put(i9=np.float32(2.0**-63), i10=np.float32(2.0**-64), i11=np.float32(-(2.0**-63)))
+    mids = ref.MIDPOINTS[4]
+    tie = np.zeros(64, np.float32); tie[: len(mids)] = mids; tie[40] = 1.0; rows.append(tie)  # near midpoints
+    return np.stack(rows).astype(np.float32)
+
+
+def random_rows(n: int = 200, width: int = 256) -> np.ndarray:
+    rng = np.random.default_rng(1234)
+    x = rng.standard_normal((n, width)).astype(np.float32)
+    x[::7] *= rng.lognormal(0, 3, size=(len(x[::7]), 1)).astype(np.float32)  # spread of norms
+    x[::11, 5] *= 50  # outlier channels, as in real keys
+    return ref.rotate(x)
+
+
+def real_rows() -> list[np.ndarray]:
+    data = np.load(paths.KV_ROWS)
+    return [ref.rotate(data[k]) for k in sorted(data.files)]
+
+
+def inputs() -> list[tuple[str, np.ndarray]]:
+    cases = [("random", random_rows()), ("edge", edge_blocks())]
+    cases += [(f"real{i}", rows) for i, rows in enumerate(real_rows())]
+    return cases

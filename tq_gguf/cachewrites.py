@@ -9,7 +9,7 @@ before the cache's rotation.
 
 This is the evidence that the graph, not only the kernels, does what docs/FORMAT.md
 says: the stored bytes are the reference quantization of the rows fed in, and those
-rows are the reference rotation of the attention inputs (tests/test_graph_conformance.py).
+rows are the reference rotation of the attention inputs (tests/model/test_graph_conformance.py).
 """
 
 from __future__ import annotations

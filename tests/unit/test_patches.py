@@ -10,7 +10,7 @@ import pytest
 from tq_gguf import patches, paths, sdist
 from tq_gguf.errors import PatchError
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 MAKE_PATCHES = REPO / "tools" / "make_patches.py"
 
 

@@ -1,5 +1,4 @@
 import shutil
-from pathlib import Path
 
 from tq_gguf import buildkey, paths
 from tq_gguf.build import defines_for

@@ -8,7 +8,6 @@ import pytest
 from tq_gguf import build, ggml
 from tq_gguf.errors import NativeLibraryError
 
-pytestmark = pytest.mark.native
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from tq_gguf import reference as ref
-from test_native_turbo import edge_blocks
+from helpers import edge_blocks
 
 BITS = {"turbo2": 2, "turbo3": 3, "turbo4": 4}
 LANES = np.arange(32)

@@ -12,7 +12,7 @@ import pytest
 
 from tq_gguf.reference.codebooks import CENTROIDS, DISTORTION, MIDPOINTS
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 HEADER = REPO / "native" / "tq-codebooks.h"
 MODULE = REPO / "tq_gguf" / "reference" / "codebooks.py"
 

@@ -5,7 +5,7 @@ SET_ROWS, GET_ROWS, CPY and FLASH_ATTN_EXT case; SET_ROWS bytes and GET_ROWS flo
 for bit against the NumPy reference; the verify harness on the device. They need a build
 with the CUDA backend and a GPU, so on a machine without one they skip and say why
 (docs/BACKENDS.md gives the one command for a GPU machine). Here CUDA is only compiled
-(tests/test_cuda_compile.py).
+(tests/unit/test_cuda_compile.py).
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ import pytest
 
 from gpu_device import QTYPES, Device, assert_quantize_and_decode_exact, assert_rows_and_copies_pass, verify_harness
 
-pytestmark = pytest.mark.native
 
 CUDA = Device("CUDA0", "CUDA", "tq-gguf build --backend cuda, on a machine with an NVIDIA GPU", dict(os.environ))
 

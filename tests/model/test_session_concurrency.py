@@ -16,7 +16,6 @@ import pytest
 
 from test_session_state import continue_greedy, last_logits
 
-pytestmark = [pytest.mark.native, pytest.mark.model]
 
 CONFIGS = ["q8_0/turbo3", "turbo4/turbo2:b2", "f16/f16"]
 N_PROMPT = 60

@@ -29,7 +29,6 @@ from tq_gguf.cacheconfig import CacheConfig
 from tq_gguf.evaltext import git_release_notes
 from tq_gguf.reference import quants, rotation
 
-pytestmark = [pytest.mark.native, pytest.mark.model]
 
 N_TOKENS = 40
 # Each turbo type on K and on V; SmolLM2 has head 64, Gemma 3 head 256 (one KV head,

@@ -18,7 +18,6 @@ from tq_gguf.evaluate import Evaluation, Score, parse_kld
 
 from helpers import run_cli
 
-pytestmark = [pytest.mark.native, pytest.mark.model]
 
 EVAL_CONFIGS = "f16/f16,q8_0/q8_0,q8_0/turbo4,q8_0/turbo2,max"
 

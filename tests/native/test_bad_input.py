@@ -8,7 +8,7 @@ from tq_gguf import cachetypes, ggufinfo, models
 from tq_gguf.errors import CacheTypeError, ModelError
 
 from helpers import run_cli
-from test_cli_inspect_plan_tag import synthetic_gguf
+from helpers import synthetic_gguf
 
 
 def tiny_gguf(path, n: int = 4096):

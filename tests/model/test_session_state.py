@@ -13,7 +13,6 @@ import ctypes
 import numpy as np
 import pytest
 
-pytestmark = [pytest.mark.native, pytest.mark.model]
 
 N_CTX = 256
 N_PROMPT = 100

@@ -14,7 +14,6 @@ import pytest
 
 from tq_gguf.build import tool_path
 
-pytestmark = pytest.mark.native
 
 OPS = "SET_ROWS,GET_ROWS,CPY,FLASH_ATTN_EXT"
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-pytestmark = [pytest.mark.native, pytest.mark.model]
 
 Q8_MEAN_KL_BOUND = 0.016
 Q8_TOP1_BOUND = 0.87

@@ -14,47 +14,14 @@ import json
 import re
 import struct
 
-import numpy as np
 import pytest
 
 from tq_gguf import cachetypes, ggufheader, ggufinfo, models, plan
 from tq_gguf.cacheconfig import PRESETS, CacheConfig
 
-from helpers import run_cli
+from helpers import run_cli, synthetic_gguf, u32
 
 MODEL_NAMES = ("smollm2-135m", "gemma3-270m", "qwen2.5-coder-1.5b")
-
-
-def synthetic_gguf(path, arch: str = "llama", n_layer: int = 4, heads: int = 4, heads_kv=2, head: int = 64,
-                   extra: dict | None = None, n_values: int = 4096):
-    """A small GGUF with the keys llama.cpp reads for the KV cache (and one tensor)."""
-    import gguf
-
-    w = gguf.GGUFWriter(str(path), arch)
-    w.add_block_count(n_layer)
-    w.add_embedding_length(heads * head)
-    w.add_head_count(heads)
-    if isinstance(heads_kv, list):
-        w.add_key_value(f"{arch}.attention.head_count_kv", heads_kv, gguf.GGUFValueType.ARRAY,
-                        sub_type=gguf.GGUFValueType.UINT32)
-    else:
-        w.add_head_count_kv(heads_kv)
-    w.add_context_length(2048)
-    w.add_file_type(gguf.LlamaFileType.ALL_F32)
-    for key, (value, vtype) in (extra or {}).items():
-        w.add_key_value(key, value, vtype, sub_type=gguf.GGUFValueType.BOOL if isinstance(value, list) else None)
-    w.add_tensor("token_embd.weight", np.ones((n_values // 128, 128), dtype=np.float32))
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
-    return path
-
-
-def u32(value):
-    import gguf
-
-    return value, gguf.GGUFValueType.UINT32
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ import pytest
 from tq_gguf.cli import main
 
 from helpers import run_cli
-from test_cli_inspect_plan_tag import synthetic_gguf
+from helpers import synthetic_gguf
 
 # Each command that takes a model, with the cheapest arguments that reach the model.
 COMMANDS = {

@@ -10,7 +10,7 @@ from gguf import GGUFReader
 from tq_gguf import ggufheader, ggufinfo, gguftag
 from tq_gguf.errors import ModelError
 
-from test_cli_inspect_plan_tag import synthetic_gguf
+from helpers import synthetic_gguf
 
 
 def vocab_gguf(path, n_tokens: int, endianess=gguf.GGUFEndian.LITTLE):

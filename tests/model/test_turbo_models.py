@@ -13,7 +13,6 @@ import pytest
 
 from test_end_to_end import log_softmax, logits
 
-pytestmark = [pytest.mark.native, pytest.mark.model]
 
 KL_BOUND = {"q8_0/turbo4": 0.03, "q8_0/turbo3": 0.08, "q8_0/turbo2": 0.30, "turbo4/turbo4": 0.15}
 

@@ -13,7 +13,7 @@ import pytest
 
 from tq_gguf.reference import QTYPES, TYPE_SIZE, dequantize, quantize
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 CC = shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
 
 SPEC_C = r"""

@@ -14,7 +14,6 @@ from tq_gguf import reference as ref
 
 from helpers import run_cli
 
-pytestmark = pytest.mark.native
 
 
 @pytest.fixture(scope="module")

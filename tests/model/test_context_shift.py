@@ -49,7 +49,6 @@ import pytest
 
 from test_turbo_models import mean_kl
 
-pytestmark = [pytest.mark.native, pytest.mark.model]
 
 N_PAST, N_DROP, N_NEXT = 300, 100, 32
 

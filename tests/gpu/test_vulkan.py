@@ -27,7 +27,6 @@ import pytest
 from gpu_device import QTYPES, Device, assert_quantize_and_decode_exact, assert_rows_and_copies_pass, verify_harness
 from tq_gguf import paths
 
-pytestmark = pytest.mark.native
 
 PATCH = paths.PATCHES_DIR / "0005-vulkan-turbo.patch"
 

@@ -9,75 +9,22 @@ tools/dump_kv.py) and the spec's edge cases.
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from tq_gguf import cachetypes, ggml
+from tq_gguf import cachetypes, ggml, paths
 from tq_gguf import reference as ref
 from tq_gguf.cachetypes import TURBO_TYPES
 
-pytestmark = pytest.mark.native
+from helpers import edge_blocks, inputs, random_rows
+
 
 QTYPES = list(TURBO_TYPES)
-KV_ROWS = Path(__file__).parent / "data" / "kv_rows.npz"
 
 
 def type_id(qtype: str) -> int:
     return cachetypes.get(qtype).ggml_id
-
-
-def edge_blocks() -> np.ndarray:
-    """One 64-value block per row, each a case docs/FORMAT.md defines."""
-    rng = np.random.default_rng(7)
-    base = rng.standard_normal(64).astype(np.float32)
-    rows = []
-
-    def put(**at):
-        b = base.copy()
-        for i, v in at.items():
-            b[int(i[1:])] = v
-        rows.append(b)
-
-    rows.append(np.zeros(64, np.float32))                       # all-zero block
-    rows.append(np.full(64, -0.0, np.float32))                  # negative zeros
-    spike = np.zeros(64, np.float32); spike[17] = 3.0; rows.append(spike)
-    spike = np.zeros(64, np.float32); spike[0] = -1e-3; rows.append(spike)
-    rows.append(np.full(64, 1.0, np.float32))                   # every u equal
-    put(i3=np.nan)
-    put(i63=np.inf)
-    put(i0=-np.inf)
-    rows.append(base * np.float32(1e30))                        # beyond the clamp: scale saturates
-    rows.append(base * np.float32(2.0**61))
-    rows.append(base * np.float32(9000.0))                      # norm near the fp16 limit
-    rows.append(base * np.float32(65504.0 / 8))
-    rows.append(base * np.float32(1e-6))                        # scale in fp16 subnormals
-    rows.append(base * np.float32(1e-9))                        # scale rounds to zero
-    rows.append(base * np.float32(1e-40))                       # float32 subnormal inputs, flushed
-    put(i9=np.float32(2.0**-63), i10=np.float32(2.0**-64), i11=np.float32(-(2.0**-63)))
-    mids = ref.MIDPOINTS[4]
-    tie = np.zeros(64, np.float32); tie[: len(mids)] = mids; tie[40] = 1.0; rows.append(tie)  # near midpoints
-    return np.stack(rows).astype(np.float32)
-
-
-def random_rows(n: int = 200, width: int = 256) -> np.ndarray:
-    rng = np.random.default_rng(1234)
-    x = rng.standard_normal((n, width)).astype(np.float32)
-    x[::7] *= rng.lognormal(0, 3, size=(len(x[::7]), 1)).astype(np.float32)  # spread of norms
-    x[::11, 5] *= 50  # outlier channels, as in real keys
-    return ref.rotate(x)
-
-
-def real_rows() -> list[np.ndarray]:
-    data = np.load(KV_ROWS)
-    return [ref.rotate(data[k]) for k in sorted(data.files)]
-
-
-def inputs() -> list[tuple[str, np.ndarray]]:
-    cases = [("random", random_rows()), ("edge", edge_blocks())]
-    cases += [(f"real{i}", rows) for i, rows in enumerate(real_rows())]
-    return cases
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +43,7 @@ def test_type_traits(native_lib):
 
 
 def test_kv_rows_fixture_covers_all_models():
-    names = {k.split("/")[0] for k in np.load(KV_ROWS).files}
+    names = {k.split("/")[0] for k in np.load(paths.KV_ROWS).files}
     assert names == {"smollm2-135m", "gemma3-270m", "qwen2.5-coder-1.5b"}
 
 
@@ -162,3 +109,9 @@ def test_rotation_matrix_is_the_reference_rotation(native_lib):
     x = np.random.default_rng(3).standard_normal((10, 64)).astype(np.float32)
     np.testing.assert_allclose(x @ native.T, ref.rotate(x), rtol=0, atol=1e-5)
     np.testing.assert_allclose((x @ native.T) @ native, x, rtol=0, atol=1e-5)  # R^T undoes R
+
+
+def test_type_facts_match_the_library(native_lib):
+    for ct in cachetypes.available():
+        assert ggml.type_name(ct.ggml_id) == ct.name
+        assert ggml.type_traits(ct.ggml_id) == (ct.block_size, ct.type_size), ct.name

@@ -21,7 +21,6 @@ import pytest
 from tq_gguf import ggufinfo
 from tq_gguf.cacheconfig import CacheConfig
 
-pytestmark = [pytest.mark.native, pytest.mark.model]
 
 TQ_GGUF = str(Path(sys.executable).parent / "tq-gguf")
 N_CTX = 512
