@@ -39,6 +39,16 @@
 #define TQ_FA_GROUP    8    // query heads per pass over the rows (larger groups take several passes)
 #define TQ_FA_MAX_D    1024 // largest K/V head size taken (stack scratch)
 #define TQ_FA_MAX_QROW (TQ_FA_MAX_D*sizeof(float)) // a query row in any vec_dot_type
+#define TQ_FA_MAX_DV_BLOCKED 256 // V head sizes whose tile of rows is held as float (below)
+
+// The V accumulation of a tile is register-blocked: a slice of GGML_F32_EPR output values of
+// every head stays in registers while the tile's rows are added, so each expanded V row is
+// loaded once per slice for the whole group (as ggml's simd_gemm, for a group of query heads).
+#if defined(GGML_SIMD) && !defined(__ARM_FEATURE_SVE) && !defined(__riscv_v_intrinsic)
+#define TQ_FA_BLOCKED 1
+#else
+#define TQ_FA_BLOCKED 0
+#endif
 
 // GGML_TQ_FA_FAST=0 turns both fast paths off (decode and prefill run ggml's per-head
 // one-query path, as before them), for timing the two in one build.
@@ -80,6 +90,57 @@ static inline float tq_fa_dot(const float * GGML_RESTRICT x, const float * GGML_
     return s;
 #endif
 }
+
+// the largest of n scores (four chains: the comparisons do not wait on each other)
+static inline float tq_fa_max(const float * x, int n) {
+    float m[4] = { -INFINITY, -INFINITY, -INFINITY, -INFINITY };
+    int j = 0;
+    for (; j + 4 <= n; j += 4) {
+        for (int r = 0; r < 4; ++r) {
+            m[r] = MAX(m[r], x[j + r]);
+        }
+    }
+    for (; j < n; ++j) {
+        m[0] = MAX(m[0], x[j]);
+    }
+    return MAX(MAX(m[0], m[1]), MAX(m[2], m[3]));
+}
+
+#if TQ_FA_BLOCKED
+// acc[h][0..DV) += sum over j < nt of w[h][j] * vt[j*DV ..], NH heads at a time in registers
+static inline void tq_fa_accumulate_nh(const int NH, int nt, int64_t DV, float * const * acc,
+                                       const float (*w)[TQ_FA_TILE], const float * vt) {
+    for (int64_t d = 0; d < DV; d += GGML_F32_EPR) {
+        GGML_F32_VEC a[TQ_FA_GROUP];
+        for (int h = 0; h < NH; ++h) {
+            a[h] = GGML_F32_VEC_LOAD(acc[h] + d);
+        }
+        for (int j = 0; j < nt; ++j) {
+            const GGML_F32_VEC v = GGML_F32_VEC_LOAD(vt + j*DV + d);
+            for (int h = 0; h < NH; ++h) {
+                a[h] = GGML_F32_VEC_FMA(a[h], v, GGML_F32_VEC_SET1(w[h][j]));
+            }
+        }
+        for (int h = 0; h < NH; ++h) {
+            GGML_F32_VEC_STORE(acc[h] + d, a[h]);
+        }
+    }
+}
+
+// a constant head count per call, so the compiler keeps a[] in registers
+static void tq_fa_accumulate(int g, int nt, int64_t DV, float * const * acc, const float (*w)[TQ_FA_TILE], const float * vt) {
+    int h = 0;
+    for (; h + 4 <= g; h += 4) {
+        tq_fa_accumulate_nh(4, nt, DV, acc + h, w + h, vt);
+    }
+    switch (g - h) {
+        case 3: tq_fa_accumulate_nh(3, nt, DV, acc + h, w + h, vt); break;
+        case 2: tq_fa_accumulate_nh(2, nt, DV, acc + h, w + h, vt); break;
+        case 1: tq_fa_accumulate_nh(1, nt, DV, acc + h, w + h, vt); break;
+        default: break;
+    }
+}
+#endif
 
 ggml_to_float_t ggml_tq_cpu_fa_to_float(enum ggml_type type) {
     if (ggml_tq_is_turbo(type)) {
@@ -195,8 +256,13 @@ void ggml_tq_cpu_fa_decode(const struct ggml_tensor * dst, int64_t ic0, int64_t 
     float   k32[TQ_FA_MAX_D];                    // one K row as float (turbo K)
     float   v32[TQ_FA_MAX_D];                    // one V row as float
     uint8_t qbuf[TQ_FA_GROUP][TQ_FA_MAX_QROW];   // queries in K's vec_dot_type (non-turbo K)
-    float   sc[TQ_FA_GROUP][TQ_FA_TILE];         // scores of a tile, then softmax weights
-    float   pw[TQ_FA_GROUP][TQ_FA_TILE];
+    float   sc[TQ_FA_GROUP][TQ_FA_TILE];         // scores of a tile
+    float   pw[TQ_FA_GROUP][TQ_FA_TILE];         // softmax weights of a tile
+#if TQ_FA_BLOCKED
+    float   pu[TQ_FA_GROUP][TQ_FA_TILE];         // weights of the rows in vt
+    float   vt[TQ_FA_TILE*TQ_FA_MAX_DV_BLOCKED]; // the tile's used V rows as float
+    const bool blocked = DV <= TQ_FA_MAX_DV_BLOCKED && DV % GGML_F32_EPR == 0;
+#endif
 
     const void  * qp   [TQ_FA_GROUP];
     const ggml_fp16_t * mp[TQ_FA_GROUP];
@@ -269,10 +335,7 @@ void ggml_tq_cpu_fa_decode(const struct ggml_tensor * dst, int64_t ic0, int64_t 
                 // online softmax, one step per tile and head
                 bool any = false;
                 for (int h = 0; h < g; ++h) {
-                    float mt = -INFINITY;
-                    for (int j = 0; j < nt; ++j) {
-                        mt = MAX(mt, sc[h][j]);
-                    }
+                    const float mt = tq_fa_max(sc[h], nt);
                     if (mt == -INFINITY) { // every key of the tile masked for this head
                         memset(pw[h], 0, nt*sizeof(float));
                         continue;
@@ -293,6 +356,32 @@ void ggml_tq_cpu_fa_decode(const struct ggml_tensor * dst, int64_t ic0, int64_t 
                 }
 
                 // values: one V row, every head of the group
+#if TQ_FA_BLOCKED
+                if (blocked) {
+                    int nu = 0;
+                    for (int j = 0; j < nt; ++j) {
+                        bool used = false;
+                        for (int h = 0; h < g; ++h) {
+                            used |= pw[h][j] != 0.0f;
+                        }
+                        if (!used) {
+                            continue;
+                        }
+                        const char * v_data = v_head + (it + j)*v->nb[1];
+                        if (v_to_float) {
+                            v_to_float(v_data, vt + nu*DV, DV);
+                        } else {
+                            memcpy(vt + nu*DV, v_data, DV*sizeof(float));
+                        }
+                        for (int h = 0; h < g; ++h) {
+                            pu[h][nu] = pw[h][j];
+                        }
+                        nu++;
+                    }
+                    tq_fa_accumulate(g, nu, DV, acc, (const float (*)[TQ_FA_TILE]) pu, vt);
+                    continue;
+                }
+#endif
                 for (int j = 0; j < nt; ++j) {
                     bool used = false;
                     for (int h = 0; h < g; ++h) {
