@@ -279,6 +279,11 @@ TQ_AVX2 static inline __m256 tq_lookup_avx2(__m256i k, __m256 lo, __m256 hi) {
     return _mm256_blendv_ps(a, b, _mm256_castsi256_ps(_mm256_cmpgt_epi32(k, _mm256_set1_epi32(7))));
 }
 
+// the same for a codebook of at most 8 centroids (turbo2, turbo3): one permute
+TQ_AVX2 static inline __m256 tq_lookup8_avx2(enum ggml_type type, __m256i k, __m256 lo, __m256 hi) {
+    return type == GGML_TYPE_TURBO4 ? tq_lookup_avx2(k, lo, hi) : _mm256_permutevar8x32_ps(lo, k);
+}
+
 // indices of elements 8r .. 8r + 7
 TQ_AVX2 static inline __m256i tq_unpack8_avx2(enum ggml_type type, const void * block, int r) {
     switch (type) {
@@ -371,7 +376,7 @@ TQ_AVX2 static void tq_dequantize_row_avx2(enum ggml_type type, const void * GGM
     for (int64_t b = 0; b < k/QK_TURBO; ++b, x += bsize, y += QK_TURBO) {
         const __m256 d = _mm256_set1_ps(GGML_FP16_TO_FP32(tq_block_d(x)));
         for (int r = 0; r < 8; ++r) {
-            _mm256_storeu_ps(y + 8*r, _mm256_mul_ps(d, tq_lookup_avx2(tq_unpack8_avx2(type, x, r), cb_lo, cb_hi)));
+            _mm256_storeu_ps(y + 8*r, _mm256_mul_ps(d, tq_lookup8_avx2(type, tq_unpack8_avx2(type, x, r), cb_lo, cb_hi)));
         }
     }
 }
@@ -387,7 +392,7 @@ TQ_AVX2 static float tq_vec_dot_avx2(enum ggml_type type, int n, const void * GG
     for (int b = 0; b < n/QK_TURBO; ++b, x += bsize, q += QK_TURBO) {
         __m256 p[8];
         for (int r = 0; r < 8; ++r) {
-            p[r] = _mm256_mul_ps(tq_lookup_avx2(tq_unpack8_avx2(type, x, r), cb_lo, cb_hi), _mm256_loadu_ps(q + 8*r));
+            p[r] = _mm256_mul_ps(tq_lookup8_avx2(type, tq_unpack8_avx2(type, x, r), cb_lo, cb_hi), _mm256_loadu_ps(q + 8*r));
         }
         sum += GGML_FP16_TO_FP32(tq_block_d(x))*tq_tree64_avx2(p);
     }
