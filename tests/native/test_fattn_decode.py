@@ -18,7 +18,6 @@ import pytest
 from tq_gguf import backendops, ggml
 from tq_gguf.verify import FLASH_ATTN_TOLERANCE, attention
 
-pytestmark = pytest.mark.native
 
 TURBO = ("turbo2", "turbo3", "turbo4")
 PAIRS = ([(k, v) for k in TURBO for v in TURBO]
