@@ -163,11 +163,12 @@ class _Runner:
             self.llm = Llama(self.path, cache=config, n_ctx=self.n_ctx, flash_attn=True, seed=0,
                              **({"n_threads": self.threads, "n_threads_batch": self.threads} if self.threads else {}))
             self.config = config
-            if self.haystack is None:  # the tokenizer is the model's, whatever the cache
-                llm = self.llm
+            if self.haystack is None:
+                # The tokenizer is the model's whatever the cache, so one haystack serves every config;
+                # it tokenizes through whichever session is open (a closed one has no model left).
                 self.haystack = needle.Haystack(
-                    self.text, lambda s: llm.tokenize(s.encode(), add_bos=False, special=False),
-                    prefix=llm.tokenize(b"", add_bos=True, special=False), source=self.source)
+                    self.text, lambda s: self.llm.tokenize(s.encode(), add_bos=False, special=False),
+                    prefix=self.llm.tokenize(b"", add_bos=True, special=False), source=self.source)
         return self.llm
 
     def run(self, cell: Cell) -> dict:
