@@ -76,8 +76,8 @@ def test_sweep_reports_one_row_per_trial(first, default_model_path):
     for r in rows:
         by_cell.setdefault((r["length"], r["depth"]), set()).add((r["needle"], r["prompt_tokens"]))
     assert all(len(v) == 1 for v in by_cell.values())
-    # SmolLM2 with an f16 cache finds a needle this close (measured: all six)
-    assert sum(r["found"] for r in rows if r["config"] == "f16/f16") >= 5
+    # real answers reach the scorer: SmolLM2 with an f16 cache finds a needle just before the question
+    assert all(r["found"] for r in rows if r["config"] == "f16/f16" and r["depth"] == 1.0)
 
 
 def test_depths_reuse_the_haystack_before_the_needle(first):

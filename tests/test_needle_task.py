@@ -97,8 +97,8 @@ def test_depth_ends_put_the_needle_first_and_last():
     hay = Haystack(_text(200), words)
     first = hay.prompt(1000, 0, "number", "123456")
     last = hay.prompt(1000, 1, "number", "123456")
-    assert first.needle_at == 0 and first.depth == 0
-    assert last.depth == 1 and last.needle_at == last.haystack_tokens
+    assert first.needle_at == first.haystack_at == len(words(needle.instruction("number"))) and first.depth == 0
+    assert last.depth == 1 and last.needle_at == last.haystack_at + last.haystack_tokens
 
 
 def test_haystack_before_the_needle_is_shared_across_depths_and_secrets():

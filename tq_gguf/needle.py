@@ -1,9 +1,9 @@
 """The needle-in-a-haystack task: haystack, needle, prompt and scorer (no model runs here).
 
-A prompt of `length` tokens is a long text (the haystack) with one sentence
-holding a random secret (the needle) put in at a sentence boundary at a given
-depth (0: before the first haystack token, 1: after the last), then a question
-whose answer is the secret. `tq_gguf.needlerun` runs prompts through a session;
+A prompt of `length` tokens is an instruction to remember a secret, a long
+text (the haystack) with one sentence holding a random secret (the needle) put
+in at a sentence boundary at a given depth (0: before the first haystack token,
+1: after the last), then a question whose answer is the secret. `tq_gguf.needlerun` runs prompts through a session;
 this module only builds them and scores answers, so both can be tested without
 a model.
 
@@ -44,6 +44,14 @@ _NOUNS = ("falcon", "harbor", "lantern", "meadow", "orchard", "pebble", "quarry"
           "walnut", "beacon", "canyon", "dolphin", "ember", "forest", "glacier", "island", "jungle", "kettle")
 
 _NEEDLE = {"passphrase": "The secret passphrase is {}.", "number": "The secret number is {}."}
+# Said before the haystack, as RULER's retrieval tasks do: without it SmolLM2 with an f16 cache
+# misses needles in the first quarter of 1-2K prompts, which would hide what the cache does.
+_INSTRUCTION = {
+    "passphrase": "A secret passphrase is hidden in the following text. Memorize it: you will be asked for it "
+                  "after the text.\n\n",
+    "number": "A secret number is hidden in the following text. Memorize it: you will be asked for it "
+              "after the text.\n\n",
+}
 _QUESTION = {
     "passphrase": "\n\nQuestion: What is the secret passphrase in the text above?\nAnswer: The secret passphrase is",
     "number": "\n\nQuestion: What is the secret number in the text above?\nAnswer: The secret number is",
@@ -75,6 +83,10 @@ def make_secret(kind: str, seed: str) -> str:
 def needle_sentence(kind: str, secret: str) -> str:
     # The leading space joins it to the sentence before, as the haystack's own sentences are.
     return " " + _NEEDLE[kind].format(secret)
+
+
+def instruction(kind: str) -> str:
+    return _INSTRUCTION[kind]
 
 
 def question(kind: str) -> str:
@@ -145,7 +157,8 @@ class Prompt:
 class Haystack:
     """A text cut into sentences and tokenized sentence by sentence, as far as prompts need it.
 
-    `tokenize(text)` returns tokens without BOS; `prefix` (e.g. [BOS]) starts every prompt."""
+    `tokenize(text)` returns tokens without BOS; `prefix` (e.g. [BOS]) starts every prompt, then
+    the instruction, the haystack with the needle, and the question."""
 
     def __init__(self, text: str, tokenize: Tokenize, prefix: Sequence[int] = (), source: str = "text"):
         self.sentences = split_sentences(text)
@@ -163,8 +176,13 @@ class Haystack:
 
     def budget(self, length: int, kind: str) -> int:
         """Haystack tokens a prompt of `length` has room for."""
-        fixed = len(self.prefix) + NEEDLE_RESERVE + len(self.tokenize(question(kind))) + ANSWER_TOKENS
+        fixed = (len(self.head(kind)) + NEEDLE_RESERVE + len(self.tokenize(question(kind)))
+                 + ANSWER_TOKENS)
         return length - fixed
+
+    def head(self, kind: str) -> list[int]:
+        """What comes before the haystack."""
+        return [*self.prefix, *self.tokenize(instruction(kind))]
 
     def sentences_for(self, length: int, kind: str) -> int:
         """How many whole sentences fill the haystack of a prompt of `length` tokens."""
@@ -196,7 +214,7 @@ class Haystack:
             raise NeedleError(f"needle sentence takes {len(needle)} tokens, more than the {NEEDLE_RESERVE} reserved")
         before = [t for toks in self._tokens[:cut] for t in toks]
         after = [t for toks in self._tokens[cut:n] for t in toks]
-        head = self.prefix
+        head = self.head(kind)
         tokens = [*head, *before, *needle, *after, *self.tokenize(question(kind))]
         return Prompt(tokens=tokens, needle_at=len(head) + len(before), haystack_at=len(head),
                       haystack_tokens=len(before) + len(after), depth_asked=depth)
