@@ -85,12 +85,12 @@ def test_depths_reuse_the_haystack_before_the_needle(first):
     rows = {(r["config"], r["length"], r["depth"]): r for r in data["results"]}
     for config in CONFIGS:
         for length in LENGTHS:
-            # depth 1 runs first for a length and evaluates its whole prompt; depth 0.5 then only
-            # what follows its needle, about half
+            # depth 1 runs first for a length and evaluates its whole prompt (but the instruction,
+            # which the cell before shared); depth 0.5 then only what follows its needle, about half
             full = rows[config, length, 1.0]
             half = rows[config, length, 0.5]
-            assert full["evaluated_tokens"] == full["prompt_tokens"]
-            assert half["evaluated_tokens"] < 0.6 * half["prompt_tokens"]
+            assert full["evaluated_tokens"] > 0.9 * full["prompt_tokens"]
+            assert 0.4 * half["prompt_tokens"] < half["evaluated_tokens"] < 0.6 * half["prompt_tokens"]
 
 
 def test_progress_shows_cells_and_an_eta(first):
