@@ -188,3 +188,6 @@ main.add_command(cli_advise.advise)
 
 from . import cli_serve  # noqa: E402
 main.add_command(cli_serve.serve)
+
+from . import cli_needle  # noqa: E402
+main.add_command(cli_needle.needle_)

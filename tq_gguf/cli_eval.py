@@ -82,6 +82,10 @@ def eval_lines(evaluation) -> list[str]:
     for r in rows:
         cells = (c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths)))
         lines.append("  ".join(cells).rstrip())
+    if ev.base_logits:
+        lines += ["", f"f16 base logits: {format_size(ev.base_logits_bytes)} at {ev.base_logits} "
+                      f"({'reused' if ev.base_reused else 'computed now'}; kept for runs with this model, text, "
+                      f"--ctx and --chunks)"]
     return lines
 
 

@@ -1,9 +1,10 @@
 """Quality of KV-cache configs: perplexity and KL divergence against an f16 cache.
 
 llama-perplexity runs once with an f16/f16 cache and saves its logits
-(`--kl-divergence-base`); every config is then run on the same tokens and scored
-against those logits (`--kl-divergence`): mean KL divergence, how often the most
-likely token stays the same (top-1 agreement), perplexity and its ratio to f16's.
+(`--kl-divergence-base`, kept for later runs by tq_gguf.evalbase); every config
+is then run on the same tokens and scored against those logits
+(`--kl-divergence`): mean KL divergence, how often the most likely token stays
+the same (top-1 agreement), perplexity and its ratio to f16's.
 Flash attention is on throughout, as a quantized V cache needs it. Mixed configs
 (`K/V:bN`, presets such as `max`) reach the tool as per-layer type lists.
 
@@ -12,6 +13,7 @@ The default text is git's release notes (tq_gguf.evaltext).
 
 from __future__ import annotations
 
+import hashlib
 import math
 import re
 import tempfile
@@ -19,7 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
-from . import ggufinfo, llamatool, lowlevel
+from . import evalbase, ggufinfo, llamatool, lowlevel
 from .cacheconfig import CacheConfig
 from .errors import TqError
 from .evaltext import RELNOTES_DIR, git_release_notes
@@ -66,6 +68,9 @@ class Evaluation:
     kv_ctx: int
     base: Score
     scores: list[Score] = field(default_factory=list)
+    base_logits: str = ""        # the f16 logits file every config is scored against (tq_gguf.evalbase)
+    base_logits_bytes: int = 0
+    base_reused: bool = False    # read from an earlier run instead of computed now
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -181,16 +186,28 @@ def evaluate(model_path: Path, configs: Sequence[CacheConfig], *, text: Path | N
             source = f"git release notes ({RELNOTES_DIR})"
         else:
             source = str(text)
-        base_logits = Path(tmp) / "base.kld"
+        base = evalbase.locate(model_path, hashlib.sha256(text.read_bytes()).hexdigest(), n_ctx, chunks)
 
+        stats = base.stats()
+        reused = stats is not None
         counter = _ChunkCounter(str(BASE), progress)
-        out, err = llamatool.run("llama-perplexity", [
-            *common, *BASE.cli_args(info.n_layer), "-f", str(text), "--chunks", str(chunks),
-            "--kl-divergence-base", str(base_logits)], counter)
-        ppl, ppl_err, n_chunks = parse_base(out + err)
+        if not reused:
+            written = base.writing_path()
+            try:
+                out, err = llamatool.run("llama-perplexity", [
+                    *common, *BASE.cli_args(info.n_layer), "-f", str(text), "--chunks", str(chunks),
+                    "--kl-divergence-base", str(written)], counter)
+                ppl, ppl_err, n_chunks = parse_base(out + err)
+                base.keep(written, {"ppl": ppl, "ppl_err": ppl_err, "chunks": n_chunks})
+            finally:
+                written.unlink(missing_ok=True)
+            stats = base.stats()
         counter.finish(chunks)
-        result = Evaluation(model=str(model_path), n_ctx=n_ctx, chunks=n_chunks, text=source, kv_ctx=kv_ctx,
-                            base=_size_score(BASE, info, kv_ctx, ppl=ppl, ppl_err=ppl_err))
+        result = Evaluation(model=str(model_path), n_ctx=n_ctx, chunks=stats["chunks"], text=source, kv_ctx=kv_ctx,
+                            base=_size_score(BASE, info, kv_ctx, ppl=stats["ppl"], ppl_err=stats["ppl_err"]),
+                            base_logits=str(base.path), base_logits_bytes=base.size,
+                            base_reused=reused)
+        base_logits = base.path
 
         for config in configs:
             counter = _ChunkCounter(str(config), progress)

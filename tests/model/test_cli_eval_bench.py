@@ -106,10 +106,30 @@ def test_eval_table(evaluation):
     header = lines[2].split()
     assert header[:4] == ["config", "preset", "bits/val", "KV"]
     assert "PPL/f16" in header and "KLD" in header and "top-1" in header
-    rows = {line.split()[0] + (" base" if "(base)" in line else ""): line for line in lines[3:]}
+    table = lines[3:lines.index("", 3)]
+    rows = {line.split()[0] + (" base" if "(base)" in line else ""): line for line in table}
+    assert lines[-1].startswith("f16 base logits: ") and data["base_logits"] in lines[-1]
     assert "180.0 MiB" in rows["f16/f16 base"] and "0 (reference)" in rows["f16/f16 base"]
     assert "0.00000 ± 0.00000" in rows["f16/f16"] and "-0.00000" not in rows["f16/f16"]
     assert "max" in rows["q8_0/turbo2:b2"] and "95.6 MiB" in rows["q8_0/q8_0"]
+
+
+def test_the_f16_base_is_kept_and_reused_by_a_later_run(evaluation, default_model_path):
+    data, _, _ = evaluation
+    again = run_cli("eval", default_model_path, "--configs", "q8_0/turbo3", "--chunks", 1, "--ctx", 256, "-t", 1,
+                    "--json")
+    assert again.exit_code == 0, again.output
+    second = json.loads(again.stdout)
+    assert second["base_reused"] and second["base_logits"] == data["base_logits"]
+    assert second["base"] == data["base"]  # the stored perplexity, not a new run's
+    # llama-perplexity's base file: 2 bytes per vocabulary entry for each scored token (127 of the
+    # second half's 128: the first has no prediction scored), plus a little header
+    assert 120 * 49152 * 2 < second["base_logits_bytes"] < 130 * 49152 * 2
+    # another context is another base
+    other = run_cli("eval", default_model_path, "--configs", "q8_0/q8_0", "--chunks", 1, "--ctx", 128, "-t", 1,
+                    "--json")
+    assert other.exit_code == 0, other.output
+    assert json.loads(other.stdout)["base_logits"] != data["base_logits"]
 
 
 def test_parse_kld_single_chunk_uses_the_chunk_row():
