@@ -45,17 +45,6 @@ def quantize_throughput(reps: int = 20) -> dict[str, float]:
     return out
 
 
-def no_repack() -> None:
-    """llama-bench --repack 0 from here on: weights stay in their GGUF layout. On a VM that
-    reports AMX without enabling it, ggml's AMX kernels for repacked weights die with SIGILL."""
-    run = llamatool.run
-
-    def run_no_repack(name, args, on_stdout=None):
-        return run(name, [*args, "--repack", "0"] if name == "llama-bench" else args, on_stdout)
-
-    llamatool.run = run_no_repack
-
-
 def markdown(result: Bench) -> str:
     cols = result.columns
     lines = ["| K/V | " + " | ".join(result.column_name(c) for c in cols) + " |", "|---|" + "---|" * len(cols)]
@@ -76,17 +65,14 @@ def main() -> int:
     ap.add_argument("-t", "--threads", type=int, default=2)
     ap.add_argument("-r", "--reps", type=int, default=2)
     ap.add_argument("--json", type=Path)
-    ap.add_argument("--no-repack", action="store_true", help="llama-bench --repack 0 (see no_repack())")
     args = ap.parse_args()
-    if args.no_repack:
-        no_repack()
 
     path = models.resolve(args.model)
     result = bench(path, [CacheConfig.parse(c) for c in args.configs], depths=args.depths, n_prompt=args.n_prompt,
                    n_gen=args.n_gen, reps=args.reps, threads=args.threads,
                    baselines=[CacheConfig.parse(b) for b in BASELINES],
                    progress=lambda config: print(f"{config}: done", file=sys.stderr))
-    print(f"model {path.name}, {args.threads} threads, flash attention on{', --repack 0' if args.no_repack else ''}; "
+    print(f"model {path.name}, {args.threads} threads, flash attention on; "
           "tok/s (x f16/f16, x q8_0/q8_0)\n")
     print(markdown(result))
     q = quantize_throughput()
