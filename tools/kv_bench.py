@@ -21,7 +21,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tq_gguf import cachetypes, ggml, llamatool, models  # noqa: E402
+from tq_gguf import cachetypes, ggml, models  # noqa: E402
 from tq_gguf.bench import Bench, bench  # noqa: E402
 from tq_gguf.cacheconfig import CacheConfig  # noqa: E402
 
