@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Callable, Iterable
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator
 
 from . import models
 from .cacheconfig import BOUNDARY_TYPE, CacheConfig
@@ -100,13 +101,24 @@ def open_session(model: str | None, *, cache: str | None = None, cache_k: str | 
                  seed=seed, n_threads=n_threads, n_threads_batch=n_threads)
 
 
+
+@contextmanager
+def _fits_context(message: str) -> Iterator[None]:
+    """llama-cpp-python refuses a prompt longer than the context with a ValueError: one line instead."""
+    try:
+        yield
+    except ValueError as exc:
+        if "context window" not in str(exc):
+            raise
+        raise TqError(message) from None
+
 def complete(llm: "Llama", prompt: str, *, n_predict: int, seed: int = 0, temp: float = 0.0,
              echo: Echo | None = None) -> RunStats:
     """Continue `prompt` by `n_predict` tokens; streams text through `echo(text, nl=False)` when given."""
     import llama_cpp
 
     pieces: list[str] = []
-    try:
+    with _fits_context(f"the prompt does not fit the {llm.n_ctx()}-token context; give a larger --ctx"):
         for chunk in llm.create_completion(prompt, max_tokens=n_predict, temperature=temp, seed=seed, stream=True):
             piece = chunk["choices"][0]["text"]
             if not piece:  # the closing chunk only carries finish_reason
@@ -114,12 +126,6 @@ def complete(llm: "Llama", prompt: str, *, n_predict: int, seed: int = 0, temp: 
             pieces.append(piece)
             if echo:
                 echo(piece, nl=False)
-    except ValueError as exc:
-        # llama-cpp-python refuses a prompt longer than the context with a ValueError.
-        if "context window" not in str(exc):
-            raise
-        raise TqError(f"the prompt does not fit the {llm.n_ctx()}-token context: {exc}; "
-                      f"give a larger --ctx") from None
     perf = llama_cpp.llama_perf_context(llm.ctx)
     return RunStats(
         text="".join(pieces), cache_k=llm.cache_k.name, cache_v=llm.cache_v.name, config=str(llm.cache_config),
@@ -156,19 +162,14 @@ def chat(llm: "Llama", messages: Iterable[str], *, system: str | None = None, n_
             break
         history.append({"role": "user", "content": text})
         reply: list[str] = []
-        try:
+        with _fits_context(f"the conversation no longer fits the {llm.n_ctx()}-token context; "
+                           f"start again with a larger --ctx"):
             for chunk in llm.create_chat_completion(history, max_tokens=n_predict, temperature=temp, seed=seed,
                                                     stream=True):
                 piece = chunk["choices"][0]["delta"].get("content")
                 if piece:
                     reply.append(piece)
                     echo(piece, nl=False)
-        except ValueError as exc:
-            # llama-cpp-python refuses a prompt longer than the context with a ValueError.
-            if "context window" not in str(exc):
-                raise
-            raise TqError(f"the conversation no longer fits the {llm.n_ctx()}-token context; "
-                          f"start again with a larger --ctx") from None
         echo("")
         history.append({"role": "assistant", "content": "".join(reply)})
         turns += 1
