@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
-from . import ggufinfo, models, needle, needlereport, needlerun
+from . import needle
 from .cacheconfig import CacheConfig
+
+if TYPE_CHECKING:
+    from .needlerun import Progress
 
 DEFAULT_CONFIGS = "f16/f16,lossless,quality,balanced,compact,q8_0/q4_0,q4_0/q4_0"
 DEFAULT_DEPTHS = "0,0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9,1"
@@ -45,7 +49,7 @@ def _duration(seconds: float) -> str:
     return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
 
 
-def _progress(p: needlerun.Progress) -> None:
+def _progress(p: Progress) -> None:
     r = p.row
     verdict = "found" if r["found"] else f"missed (answered {r['answer']!r})"
     how = "cached" if p.reused else f"{r['seconds']:.1f} s, {r['evaluated_tokens']} tokens evaluated"
@@ -93,6 +97,9 @@ def needle_(model: str | None, configs: str | None, lengths: str | None, depths:
     tq-gguf needle smollm2-135m --quick
     tq-gguf needle smollm2-135m --configs f16/f16,balanced --lengths 2048,4096 --depths 0,0.5,1 --plot needle.png
     """
+    # deferred: `tq-gguf build` runs this CLI before numpy, gguf and cffi are installed
+    from . import ggufinfo, models, needlereport, needlerun
+
     path = models.resolve(model)
     info = ggufinfo.read(path)
     if quick:
