@@ -187,10 +187,23 @@ ggml_to_float_t ggml_tq_cpu_fa_to_float(enum ggml_type type) {
     return ggml_get_type_traits(type)->to_float;
 }
 
+// The tiled prefill adds in another order than the one-query path (and for q8_0 K it keeps
+// the query in float where that path rounds it to q8_0), so a prompt read in one batch and
+// the same prompt read after a reused prefix would give different tokens. Until the two
+// agree it is opt-in: GGML_TQ_FA_TILED=1.
+static bool tq_fa_tiled_enabled(void) {
+    static int enabled = -1;
+    if (enabled < 0) {
+        const char * s = getenv("GGML_TQ_FA_TILED");
+        enabled = (s != NULL && atoi(s) != 0) ? 1 : 0;
+    }
+    return enabled != 0;
+}
+
 bool ggml_tq_cpu_fa_tiled_supported(const struct ggml_tensor * dst) {
     const struct ggml_tensor * k = dst->src[1];
     const struct ggml_tensor * v = dst->src[2];
-    if (!tq_fa_fast_enabled() || (!ggml_tq_is_turbo(k->type) && !ggml_tq_is_turbo(v->type))) {
+    if (!tq_fa_fast_enabled() || !tq_fa_tiled_enabled() || (!ggml_tq_is_turbo(k->type) && !ggml_tq_is_turbo(v->type))) {
         return false;
     }
     if (k->type != GGML_TYPE_F32 && ggml_tq_cpu_fa_to_float(k->type) == NULL) {

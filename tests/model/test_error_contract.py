@@ -28,6 +28,8 @@ COMMANDS = {
     "bench": lambda model, tmp: ["bench", model, "--configs", "q8_0/q8_0", "--depths", "0",
                                  "-p", "16", "-n", "4", "-r", "1"],
     "run": lambda model, tmp: ["run", model, "-p", "hi", "-n", "1"],
+    "needle": lambda model, tmp: ["needle", model, "--configs", "f16/f16", "--lengths", "256", "--depths", "0",
+                                  "--trials", "1", "--allow-beyond-train"],
     # port 0: the check that the address is free binds any free port; the model fails after it,
     # before the server starts
     "serve": lambda model, tmp: ["serve", model, "--port", "0"],

@@ -7,10 +7,9 @@ V next to f16/q8_0/q4_0, at head sizes 64 to 576.
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
-
-import pytest
 
 from tq_gguf.build import tool_path
 
@@ -18,8 +17,9 @@ from tq_gguf.build import tool_path
 OPS = "SET_ROWS,GET_ROWS,CPY,FLASH_ATTN_EXT"
 
 
-def run_backend_ops(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([str(tool_path("test-backend-ops")), *args], capture_output=True, text=True, timeout=900)
+def run_backend_ops(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([str(tool_path("test-backend-ops")), *args], capture_output=True, text=True, timeout=900,
+                          env={**os.environ, **(env or {})})
 
 
 def test_turbo_cases_pass_on_cpu(native_lib):
@@ -35,3 +35,15 @@ def test_turbo_cases_pass_on_cpu(native_lib):
     for op in OPS.split(","):
         assert re.search(rf"{op}\(.*turbo.*OK", out), f"no passing {op} case with a turbo type"
 
+
+
+def test_turbo_flash_attn_with_the_tiled_prefill(native_lib):
+    """The opt-in tiled prefill over turbo caches (GGML_TQ_FA_TILED=1, native/cpu/tq-fattn.c)
+    passes the same flash-attention cases, prefill batches of 64+ queries among them."""
+    res = run_backend_ops("test", "-b", "CPU", "-o", "FLASH_ATTN_EXT", "-p", "turbo", "-j", "2",
+                          env={"GGML_TQ_FA_TILED": "1"})
+    out = res.stdout + res.stderr
+    assert res.returncode == 0, out[-3000:]
+    m = re.search(r"(\d+)/(\d+) tests passed", out)
+    assert m and m.group(1) == m.group(2), out[-2000:]
+    assert int(m.group(2)) >= 200, m.group(2)
