@@ -11,7 +11,7 @@ trial. Each prompt then shares with the one before it the haystack up to the
 needle, and llama-cpp-python's prefix matching keeps that part of the KV cache:
 a depth-d cell evaluates only the (1 - d) of the haystack after its needle. This
 is exact because attention is causal: the kept cells hold what a fresh session
-would compute for those tokens (tests/test_needle.py compares the logits).
+would compute for those tokens (tests/model/test_needle.py compares the logits).
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ query as the op uses it: rounded to q8_0 or f16 for such K, as ggml's path does)
 the flash-attention tolerance of `tq-gguf verify` (2^-8 of max |v| per coordinate),
 for GQA ratios 1 to 8, head sizes 64/128/256, caches of 512 to 8192 cells and turbo
 K/V next to each other, q8_0 and f16. test-backend-ops holds the same kernel to
-ggml's per-head reference path (tests/test_backend_ops.py).
+ggml's per-head reference path (tests/native/test_backend_ops.py).
 """
 
 from __future__ import annotations
