@@ -50,13 +50,16 @@
 #define TQ_FA_BLOCKED 0
 #endif
 
-// GGML_TQ_FA_FAST=0 turns both fast paths off (decode and prefill run ggml's per-head
-// one-query path, as before them), for timing the two in one build.
+// GGML_TQ_FA_FAST=1 turns the grouped decode on (and lets GGML_TQ_FA_TILED=1 turn on the
+// tiled prefill). Off by default: the grouped decode adds in another order than ggml's
+// per-head one-query path, which batched prompts take, so a session restored from a saved
+// state (which decodes its last prompt token alone) could answer differently from a fresh
+// one. Until the two paths agree bit for bit, the exact path is the default.
 static bool tq_fa_fast_enabled(void) {
     static int enabled = -1;
     if (enabled < 0) {
         const char * s = getenv("GGML_TQ_FA_FAST");
-        enabled = (s == NULL || atoi(s) != 0) ? 1 : 0;
+        enabled = (s != NULL && atoi(s) != 0) ? 1 : 0;
     }
     return enabled != 0;
 }

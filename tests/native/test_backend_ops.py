@@ -37,11 +37,12 @@ def test_turbo_cases_pass_on_cpu(native_lib):
 
 
 
-def test_turbo_flash_attn_with_the_tiled_prefill(native_lib):
-    """The opt-in tiled prefill over turbo caches (GGML_TQ_FA_TILED=1, native/cpu/tq-fattn.c)
-    passes the same flash-attention cases, prefill batches of 64+ queries among them."""
+def test_turbo_flash_attn_on_the_opt_in_fast_paths(native_lib):
+    """The opt-in grouped decode and tiled prefill over turbo caches (GGML_TQ_FA_FAST=1,
+    GGML_TQ_FA_TILED=1; native/cpu/tq-fattn.c) pass the same flash-attention cases: decode
+    over 512-8192 cells at GQA 1-8, and prefill batches of 64+ queries."""
     res = run_backend_ops("test", "-b", "CPU", "-o", "FLASH_ATTN_EXT", "-p", "turbo", "-j", "2",
-                          env={"GGML_TQ_FA_TILED": "1"})
+                          env={"GGML_TQ_FA_FAST": "1", "GGML_TQ_FA_TILED": "1"})
     out = res.stdout + res.stderr
     assert res.returncode == 0, out[-3000:]
     m = re.search(r"(\d+)/(\d+) tests passed", out)
