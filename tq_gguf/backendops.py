@@ -62,6 +62,9 @@ ggml_backend_dev_t ggml_backend_dev_get(size_t index);
 const char *       ggml_backend_dev_name(ggml_backend_dev_t device);
 const char *       ggml_backend_dev_description(ggml_backend_dev_t device);
 ggml_backend_dev_t ggml_backend_dev_by_name(const char * name);
+typedef struct ggml_backend_reg * ggml_backend_reg_t;
+ggml_backend_reg_t ggml_backend_dev_backend_reg(ggml_backend_dev_t device);
+void *             ggml_backend_reg_get_proc_address(ggml_backend_reg_t reg, const char * name);
 """
 
 ffi = FFI()
@@ -105,7 +108,7 @@ def description(device: str) -> str:
 class _Graph:
     """A no_alloc context on one backend; tensors are allocated by `alloc()`."""
 
-    def __init__(self, device: str, n_tensors: int = 16):
+    def __init__(self, device: str, n_tensors: int = 16, n_threads: int | None = None):
         self.base, reg = _libs()
         dev = reg.ggml_backend_dev_by_name(device.encode())
         if dev == ffi.NULL:
@@ -113,6 +116,12 @@ class _Graph:
         self.backend = self.base.ggml_backend_dev_init(dev, ffi.NULL)
         if self.backend == ffi.NULL:
             raise NativeLibraryError(f"ggml could not initialise device {device!r}")
+        if n_threads is not None:
+            set_n_threads = reg.ggml_backend_reg_get_proc_address(reg.ggml_backend_dev_backend_reg(dev),
+                                                                  b"ggml_backend_set_n_threads")
+            if set_n_threads == ffi.NULL:
+                raise NativeLibraryError(f"device {device!r} has no thread count to set")
+            ffi.cast("void (*)(ggml_backend_t, int)", set_n_threads)(self.backend, n_threads)
         size = n_tensors * self.base.ggml_tensor_overhead() + self.base.ggml_graph_overhead()
         params = ffi.new("struct ggml_init_params *", {"mem_size": size, "mem_buffer": ffi.NULL, "no_alloc": True})
         self.ctx = self.base.ggml_init(params[0])
@@ -201,13 +210,14 @@ def get_rows(device: str, raw: np.ndarray, type_name: str, n: int) -> np.ndarray
 
 
 def flash_attn(device: str, q: np.ndarray, k: np.ndarray, v: np.ndarray, k_type: str, v_type: str,
-               mask: np.ndarray | None = None, scale: float | None = None) -> np.ndarray:
+               mask: np.ndarray | None = None, scale: float | None = None,
+               n_threads: int | None = None) -> np.ndarray:
     """FLASH_ATTN_EXT on `device` with K and V stored as `k_type`/`v_type`.
 
     q: (n_head, n_q, d); k, v: (n_head_kv, n_kv, d) float32, quantized on the host with
     ggml's own CPU quantizer (identical bytes to the reference for the turbo types), so every
     device sees the same cache. mask: (n_q, n_kv) float32 or None. Returns (n_q, n_head, d_v)
-    float32, ggml's output layout.
+    float32, ggml's output layout. n_threads: the CPU backend's thread count (its default if None).
     """
     q = np.ascontiguousarray(q, dtype=np.float32)
     n_head, n_q, d = q.shape
@@ -223,7 +233,7 @@ def flash_attn(device: str, q: np.ndarray, k: np.ndarray, v: np.ndarray, k_type:
             return x.astype(np.float16)
         return ggml.quantize(x.reshape(-1, x.shape[-1]), type_id(type_name))
 
-    with _Graph(device) as g:
+    with _Graph(device, n_threads=n_threads) as g:
         tq = g.tensor("f32", d, n_q, n_head)
         tk = g.tensor(k_type, dk, n_kv, n_head_kv)
         tv = g.tensor(v_type, dv, n_kv, n_head_kv)

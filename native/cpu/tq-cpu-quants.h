@@ -47,18 +47,17 @@ void ggml_vec_dot_turbo4_f32_generic(int n, float * GGML_RESTRICT s, size_t bs, 
 // The dequantizer the CPU backend uses for a turbo type (flash attention's V rows).
 ggml_to_float_t ggml_tq_cpu_to_float(enum ggml_type type);
 
-// Single-token FLASH_ATTN_EXT with a turbo K and/or V (tq-fattn.c): one pass over each
-// K/V row serves every query head of its GQA group. _supported says whether dst can
-// take it; _decode computes KV cells [ic0, ic1) of every query head into ggml's
-// split-KV partials ([M, S, VKQ[DV]] at partials + q_head*partial_stride).
-bool ggml_tq_cpu_fa_decode_supported(const struct ggml_tensor * dst);
-// Prefill: ggml's tiled flash attention takes turbo caches (and their partner types) with
-// K/V rows expanded by ggml_tq_cpu_fa_to_float (NULL for f32 rows, which are used as they are).
-// GGML_TQ_FA_FAST=0 in the environment turns both paths off (for timing them against ggml's).
-bool ggml_tq_cpu_fa_tiled_supported(const struct ggml_tensor * dst);
+// FLASH_ATTN_EXT with a turbo K and/or V (tq-fattn.c): one pass over each K/V row serves
+// every query row of its KV head in the pass, and a query row's result does not depend on
+// the batch or the thread count. _supported says whether dst can take it; _work_size is the
+// shared work buffer it needs (bytes, on top of ggml's); ggml_tq_cpu_fa computes dst on
+// every thread of the op. GGML_TQ_FA=0 in the environment turns it off (for timing).
+struct ggml_compute_params;
+bool   ggml_tq_cpu_fa_supported(const struct ggml_tensor * dst);
+size_t ggml_tq_cpu_fa_work_size(const struct ggml_tensor * dst);
+void   ggml_tq_cpu_fa(const struct ggml_compute_params * params, struct ggml_tensor * dst);
+// The row expander flash attention uses for a K/V type (NULL for f32 rows, used as they are).
 ggml_to_float_t ggml_tq_cpu_fa_to_float(enum ggml_type type);
-void ggml_tq_cpu_fa_decode(const struct ggml_tensor * dst, int64_t ic0, int64_t ic1,
-                           float * partials, int64_t partial_stride);
 
 // Ops the CPU backend runs on turbo tensors; everything else is refused up front.
 bool ggml_tq_op_uses_turbo(const struct ggml_tensor * op);

@@ -1,31 +1,39 @@
-// tq-gguf: single-token decode of FLASH_ATTN_EXT over a turbo KV cache, one pass
-// over each K/V row for every query head of its GQA group.
+// tq-gguf: FLASH_ATTN_EXT on the CPU when K, V or both are turbo (the partner may be any
+// type with a to_float: q8_0, f16, f32, ...).
 //
-// ggml's reference path (ops.cpp, ggml_compute_forward_flash_attn_ext_f16_one_chunk)
-// takes one query head at a time, so each head of a group of G unpacks the same
-// K and V rows again: G codebook lookups per value. Here a KV chunk (one per
-// thread, as ggml's split-KV decode) is walked once per KV head:
+// Why a kernel of our own. ggml's reference path (ops.cpp,
+// ggml_compute_forward_flash_attn_ext_f16_one_chunk) takes one query row at a time, so
+// every head of a GQA group of G unpacks the same K and V rows again, and a prompt of N
+// tokens unpacks them N*G times. Here a pass takes up to TQ_FA_ROWS query rows that share
+// one KV head (the heads of a group, and in a batch several positions) and walks their KV
+// range once:
 //
 //   for each tile of TQ_FA_TILE keys:
-//     K row -> float once (centroid lookups: the SIMD dequantizer of the type),
-//              then one dot product per query head of the group;
-//     per head: mask, ALiBi slope, softcap, one online-softmax step for the tile
-//              (vectorized exp: ggml_vec_soft_max_f32);
-//     V row -> float once, then one multiply-add per query head.
+//     K row -> float once (turbo: the SIMD dequantizer of the type), one dot per query row;
+//     per row: mask, ALiBi slope, softcap, one online-softmax step for the tile;
+//     V row -> float once, one multiply-add per query row (register-blocked).
 //
-// K types that are not turbo (q8_0, f16, ...) keep their own vec_dot against the
-// query converted to the type's vec_dot_type (as the reference does); the V rows
-// are still expanded once per group. The result goes to ggml's partials buffer
-// ([M, S, VKQ[DV]] per query head and chunk), which ggml's reduction combines.
+// Batch invariance. A query row's result depends only on that row, the K/V rows and its
+// mask row: never on how many queries share the op, on which rows share a pass, or on the
+// thread count. So a prompt read in one batch and the same prompt continued from a saved
+// state (its last token decoded alone) give the same floats. Three rules make it so:
+//   - the KV range is cut into chunks of TQ_FA_CHUNK cells counted from cell 0;
+//   - within a chunk, each tile of TQ_FA_TILE keys (from the chunk's start) takes one
+//     online-softmax step, and every per-row operation is the same function whoever
+//     shares the pass (a row whose weight for a key is 0 adds exactly 0);
+//   - chunk results are merged in ascending order by one function, tq_fa_merge.
+// Single-token decode spreads (KV head, chunk) items over the threads and merges after a
+// barrier; a batch gives each thread whole passes and merges as it goes.
 //
-// The numerics differ from the reference only in float order (a float dot of the
-// dequantized K row instead of the per-block halving tree, exp once per tile
-// maximum); test-backend-ops holds the two paths to its flash-attention tolerance
-// (tests/test_backend_ops.py, tests/test_fattn_decode.py).
+// The numerics differ from the reference only in float order (a float dot of the expanded
+// K row, with the query kept in float where the reference rounds it to K's vec_dot type;
+// exp once per tile maximum); test-backend-ops holds the two paths to its flash-attention
+// tolerance (tests/native/test_backend_ops.py, tests/native/test_fattn_decode.py).
 #include "tq-cpu-quants.h"
 
 #include "ggml-impl.h"
 #include "ggml-cpu.h"
+#include "ggml-cpu-impl.h"
 #include "vec.h"
 
 #if defined(__AVX2__) || defined(__AVX512F__)
@@ -36,47 +44,35 @@
 #include <string.h>
 
 #define TQ_FA_TILE     32   // keys per online-softmax step (a multiple of 16)
-#define TQ_FA_GROUP    8    // query heads per pass over the rows (larger groups take several passes)
+#define TQ_FA_CHUNK    256  // cells per chunk (a multiple of TQ_FA_TILE): the unit of merging
+#define TQ_FA_ROWS     16   // query rows per pass over the K/V rows
 #define TQ_FA_MAX_D    1024 // largest K/V head size taken (stack scratch)
-#define TQ_FA_MAX_QROW (TQ_FA_MAX_D*sizeof(float)) // a query row in any vec_dot_type
 #define TQ_FA_MAX_DV_BLOCKED 256 // V head sizes whose tile of rows is held as float (below)
 
 // The V accumulation of a tile is register-blocked: a slice of GGML_F32_EPR output values of
-// every head stays in registers while the tile's rows are added, so each expanded V row is
-// loaded once per slice for the whole group (as ggml's simd_gemm, for a group of query heads).
+// up to four rows stays in registers while the tile's rows are added, so each expanded V row is
+// loaded once per slice for four query rows (as ggml's simd_gemm, for a group of query rows).
 #if defined(GGML_SIMD) && !defined(__ARM_FEATURE_SVE) && !defined(__riscv_v_intrinsic)
 #define TQ_FA_BLOCKED 1
 #else
 #define TQ_FA_BLOCKED 0
 #endif
 
-// GGML_TQ_FA_FAST=1 turns the grouped decode on (and lets GGML_TQ_FA_TILED=1 turn on the
-// tiled prefill). Off by default: the grouped decode adds in another order than ggml's
-// per-head one-query path, which batched prompts take, so a session restored from a saved
-// state (which decodes its last prompt token alone) could answer differently from a fresh
-// one. Until the two paths agree bit for bit, the exact path is the default.
-static bool tq_fa_fast_enabled(void) {
+// GGML_TQ_FA=0 in the environment sends turbo caches back to ggml's per-row path: only for
+// timing the two against each other (tq-gguf bench --baseline-fa).
+static bool tq_fa_enabled(void) {
     static int enabled = -1;
     if (enabled < 0) {
-        const char * s = getenv("GGML_TQ_FA_FAST");
-        enabled = (s != NULL && atoi(s) != 0) ? 1 : 0;
+        const char * s = getenv("GGML_TQ_FA");
+        enabled = (s == NULL || atoi(s) != 0) ? 1 : 0;
     }
     return enabled != 0;
 }
 
-// q.k of a float K row (n a multiple of 64: whole turbo blocks), inlined: it runs once per
-// key and query head, where a call and its setup cost as much as the arithmetic
+// q.k of a float K row (n a multiple of 64), inlined: it runs once per key and query row,
+// where a call and its setup cost as much as the arithmetic
 static inline float tq_fa_dot(const float * GGML_RESTRICT x, const float * GGML_RESTRICT y, int n) {
-#if defined(__AVX512F__)
-    __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps(), a2 = _mm512_setzero_ps(), a3 = _mm512_setzero_ps();
-    for (int i = 0; i < n; i += 64) {
-        a0 = _mm512_fmadd_ps(_mm512_loadu_ps(x + i +  0), _mm512_loadu_ps(y + i +  0), a0);
-        a1 = _mm512_fmadd_ps(_mm512_loadu_ps(x + i + 16), _mm512_loadu_ps(y + i + 16), a1);
-        a2 = _mm512_fmadd_ps(_mm512_loadu_ps(x + i + 32), _mm512_loadu_ps(y + i + 32), a2);
-        a3 = _mm512_fmadd_ps(_mm512_loadu_ps(x + i + 48), _mm512_loadu_ps(y + i + 48), a3);
-    }
-    return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)));
-#elif defined(__AVX2__) && defined(__FMA__)
+#if defined(__AVX2__) && defined(__FMA__)
     __m256 a[4] = { _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps() };
     for (int i = 0; i < n; i += 32) {
         for (int r = 0; r < 4; ++r) {
@@ -110,11 +106,12 @@ static inline float tq_fa_max(const float * x, int n) {
 }
 
 #if TQ_FA_BLOCKED
-// acc[h][0..DV) += sum over j < nt of w[h][j] * vt[j*DV ..], NH heads at a time in registers
+// acc[h][0..DV) += sum over j < nt of w[h][j] * vt[j*DV ..], NH rows at a time in registers.
+// Each output value is a chain of FMAs over j in order, whatever NH is.
 static inline void tq_fa_accumulate_nh(const int NH, int nt, int64_t DV, float * const * acc,
                                        const float (*w)[TQ_FA_TILE], const float * vt) {
     for (int64_t d = 0; d < DV; d += GGML_F32_EPR) {
-        GGML_F32_VEC a[TQ_FA_GROUP];
+        GGML_F32_VEC a[4];
         for (int h = 0; h < NH; ++h) {
             a[h] = GGML_F32_VEC_LOAD(acc[h] + d);
         }
@@ -130,7 +127,7 @@ static inline void tq_fa_accumulate_nh(const int NH, int nt, int64_t DV, float *
     }
 }
 
-// a constant head count per call, so the compiler keeps a[] in registers
+// a constant row count per call, so the compiler keeps a[] in registers
 static void tq_fa_accumulate(int g, int nt, int64_t DV, float * const * acc, const float (*w)[TQ_FA_TILE], const float * vt) {
     int h = 0;
     for (; h + 4 <= g; h += 4) {
@@ -146,9 +143,9 @@ static void tq_fa_accumulate(int g, int nt, int64_t DV, float * const * acc, con
 #endif
 
 #if defined(__AVX512F__)
-// turbo K on AVX-512: per key and head only the 16-lane partial sums of q.k are formed;
-// 16 keys' partial sums are then added across lanes together (a transpose-and-add
-// network, 45 instructions for 16 scores instead of a horizontal sum per score)
+// On AVX-512 per key and row only the 16-lane partial sums of q.k are formed; 16 keys'
+// partial sums are then added across lanes together (a transpose-and-add network, 45
+// instructions for 16 scores instead of a horizontal sum per score)
 #define TQ_FA_PARTIALS 1
 
 static inline __m512 tq_fa_partial_avx512(const float * GGML_RESTRICT x, const float * GGML_RESTRICT y, int n) {
@@ -190,59 +187,25 @@ ggml_to_float_t ggml_tq_cpu_fa_to_float(enum ggml_type type) {
     return ggml_get_type_traits(type)->to_float;
 }
 
-// The tiled prefill adds in another order than the one-query path (and for q8_0 K it keeps
-// the query in float where that path rounds it to q8_0), so a prompt read in one batch and
-// the same prompt read after a reused prefix would give different tokens. Until the two
-// agree it is opt-in: GGML_TQ_FA_TILED=1.
-static bool tq_fa_tiled_enabled(void) {
-    static int enabled = -1;
-    if (enabled < 0) {
-        const char * s = getenv("GGML_TQ_FA_TILED");
-        enabled = (s != NULL && atoi(s) != 0) ? 1 : 0;
-    }
-    return enabled != 0;
-}
-
-bool ggml_tq_cpu_fa_tiled_supported(const struct ggml_tensor * dst) {
-    const struct ggml_tensor * k = dst->src[1];
-    const struct ggml_tensor * v = dst->src[2];
-    if (!tq_fa_fast_enabled() || !tq_fa_tiled_enabled() || (!ggml_tq_is_turbo(k->type) && !ggml_tq_is_turbo(v->type))) {
-        return false;
-    }
-    if (k->type != GGML_TYPE_F32 && ggml_tq_cpu_fa_to_float(k->type) == NULL) {
-        return false;
-    }
-    if (v->type != GGML_TYPE_F32 && ggml_tq_cpu_fa_to_float(v->type) == NULL) {
-        return false;
-    }
-    // a K row is expanded through the tile's V buffer (GGML_FA_TILE_KV >= 16 rows of DV)
-    return k->ne[0] <= 16*v->ne[0];
-}
-
-bool ggml_tq_cpu_fa_decode_supported(const struct ggml_tensor * dst) {
-    const struct ggml_tensor * q = dst->src[0];
-    const struct ggml_tensor * k = dst->src[1];
-    const struct ggml_tensor * v = dst->src[2];
+bool ggml_tq_cpu_fa_supported(const struct ggml_tensor * dst) {
+    const struct ggml_tensor * q     = dst->src[0];
+    const struct ggml_tensor * k     = dst->src[1];
+    const struct ggml_tensor * v     = dst->src[2];
     const struct ggml_tensor * mask  = dst->src[3];
     const struct ggml_tensor * sinks = dst->src[4];
 
-    if (!tq_fa_fast_enabled()) {
+    if (!tq_fa_enabled() || (!ggml_tq_is_turbo(k->type) && !ggml_tq_is_turbo(v->type))) {
         return false;
     }
-    if (!ggml_tq_is_turbo(k->type) && !ggml_tq_is_turbo(v->type)) {
+    if (q->type != GGML_TYPE_F32 || q->nb[0] != sizeof(float)) {
         return false;
     }
-    if (q->type != GGML_TYPE_F32 || q->ne[1] != 1 || q->ne[3] != 1 || q->nb[0] != sizeof(float)) {
+    // whole 64-value blocks (every turbo row is; the dot's SIMD steps rely on it)
+    if (k->ne[0] % 64 != 0 || v->ne[0] % 64 != 0 || k->ne[0] > TQ_FA_MAX_D || v->ne[0] > TQ_FA_MAX_D) {
         return false;
     }
-    if (k->ne[0] > TQ_FA_MAX_D || v->ne[0] > TQ_FA_MAX_D) {
-        return false;
-    }
-    // heads are grouped by KV head: K and V must share the grouping
-    if (q->ne[2] % k->ne[2] != 0 || q->ne[2] % v->ne[2] != 0 || q->ne[2]/k->ne[2] != q->ne[2]/v->ne[2]) {
-        return false;
-    }
-    if (k->ne[3] != 1 || v->ne[3] != 1) {
+    // a pass shares one KV head: K and V must group the query heads alike
+    if (q->ne[2] % k->ne[2] != 0 || k->ne[2] != v->ne[2] || q->ne[3] % k->ne[3] != 0 || k->ne[3] != v->ne[3]) {
         return false;
     }
     if (mask && mask->type != GGML_TYPE_F16) {
@@ -251,274 +214,408 @@ bool ggml_tq_cpu_fa_decode_supported(const struct ggml_tensor * dst) {
     if (sinks && sinks->type != GGML_TYPE_F32) {
         return false;
     }
-    if (!ggml_tq_is_turbo(k->type)) {
-        const struct ggml_type_traits_cpu * kt = ggml_get_type_traits_cpu(k->type);
-        const enum ggml_type vdt = kt->vec_dot_type;
-        if (!kt->vec_dot || !ggml_get_type_traits_cpu(vdt)->from_float ||
-            ggml_row_size(vdt, k->ne[0]) > TQ_FA_MAX_QROW) {
-            return false;
-        }
-    }
-    if (v->type != GGML_TYPE_F32 && ggml_tq_cpu_fa_to_float(v->type) == NULL) {
+    if (k->type != GGML_TYPE_F32 && ggml_tq_cpu_fa_to_float(k->type) == NULL) {
         return false;
     }
-    return true;
+    return v->type == GGML_TYPE_F32 || ggml_tq_cpu_fa_to_float(v->type) != NULL;
 }
 
-void ggml_tq_cpu_fa_decode(const struct ggml_tensor * dst, int64_t ic0, int64_t ic1,
-                           float * partials, int64_t partial_stride) {
-    const struct ggml_tensor * q     = dst->src[0];
-    const struct ggml_tensor * k     = dst->src[1];
-    const struct ggml_tensor * v     = dst->src[2];
-    const struct ggml_tensor * mask  = dst->src[3];
-    const struct ggml_tensor * sinks = dst->src[4];
+static int64_t tq_fa_n_chunks(const struct ggml_tensor * dst) {
+    return (dst->src[1]->ne[1] + TQ_FA_CHUNK - 1)/TQ_FA_CHUNK;
+}
 
-    const int64_t DK    = k->ne[0];
-    const int64_t DV    = v->ne[0];
-    const int64_t n_q   = q->ne[2]; // query heads
-    const int64_t n_kv  = k->ne[2]; // KV heads
-    const int64_t G     = n_q/n_kv; // query heads per KV head
+static bool tq_fa_is_decode(const struct ggml_tensor * dst) {
+    return dst->src[0]->ne[1] == 1 && dst->src[0]->ne[3] == 1;
+}
 
-    float scale         = 1.0f;
-    float max_bias      = 0.0f;
-    float logit_softcap = 0.0f;
-    memcpy(&scale,         (const float *) dst->op_params + 0, sizeof(float));
-    memcpy(&max_bias,      (const float *) dst->op_params + 1, sizeof(float));
-    memcpy(&logit_softcap, (const float *) dst->op_params + 2, sizeof(float));
-    if (logit_softcap != 0.0f) {
-        scale /= logit_softcap;
+size_t ggml_tq_cpu_fa_work_size(const struct ggml_tensor * dst) {
+    if (!ggml_tq_cpu_fa_supported(dst) || !tq_fa_is_decode(dst)) {
+        return 0;
     }
+    // decode: [M, S, VKQ[DV]] per query head and chunk
+    return sizeof(float)*dst->src[0]->ne[2]*tq_fa_n_chunks(dst)*(2 + dst->src[2]->ne[0]);
+}
 
-    const uint32_t n_head_log2 = 1u << (uint32_t) floor(log2((double) n_q));
-    const float m0 = powf(2.0f, -(max_bias       ) / n_head_log2);
-    const float m1 = powf(2.0f, -(max_bias / 2.0f) / n_head_log2);
+// What every query row of the op shares.
+struct tq_fa_op {
+    int64_t DK, DV;
+    float   scale, softcap, max_bias, m0, m1;
+    uint32_t n_head_log2;
+    ggml_to_float_t k_to_float, v_to_float; // NULL: f32 rows, used as they are
+    size_t  nbk1, nbv1;
+};
 
-    const bool k_turbo = ggml_tq_is_turbo(k->type);
-    const ggml_to_float_t k_to_float = k_turbo ? ggml_tq_cpu_to_float(k->type) : NULL;
-    const ggml_to_float_t v_to_float = ggml_tq_cpu_fa_to_float(v->type);
+// Up to TQ_FA_ROWS query rows over one KV head, with their chunk state.
+struct tq_fa_pass {
+    int n;
+    const float       * q   [TQ_FA_ROWS];
+    const ggml_fp16_t * mask[TQ_FA_ROWS]; // NULL: no mask
+    float               slope[TQ_FA_ROWS];
+    float             * acc [TQ_FA_ROWS]; // DV values: the chunk's accumulator
+    float               M   [TQ_FA_ROWS];
+    float               S   [TQ_FA_ROWS];
+};
 
-    const struct ggml_type_traits_cpu * kt = ggml_get_type_traits_cpu(k->type);
-    const ggml_vec_dot_t    kq_vec_dot   = kt->vec_dot;
-    const ggml_from_float_t q_to_vec_dot = k_turbo ? NULL : ggml_get_type_traits_cpu(kt->vec_dot_type)->from_float;
+static struct tq_fa_op tq_fa_op_of(const struct ggml_tensor * dst) {
+    const struct ggml_tensor * q = dst->src[0];
+    const struct ggml_tensor * k = dst->src[1];
+    const struct ggml_tensor * v = dst->src[2];
+    struct tq_fa_op op;
+    op.DK = k->ne[0];
+    op.DV = v->ne[0];
+    memcpy(&op.scale,    (const float *) dst->op_params + 0, sizeof(float));
+    memcpy(&op.max_bias, (const float *) dst->op_params + 1, sizeof(float));
+    memcpy(&op.softcap,  (const float *) dst->op_params + 2, sizeof(float));
+    if (op.softcap != 0.0f) {
+        op.scale /= op.softcap;
+    }
+    op.n_head_log2 = 1u << (uint32_t) floor(log2((double) q->ne[2]));
+    op.m0 = powf(2.0f, -(op.max_bias       ) / op.n_head_log2);
+    op.m1 = powf(2.0f, -(op.max_bias / 2.0f) / op.n_head_log2);
+    op.k_to_float = ggml_tq_cpu_fa_to_float(k->type);
+    op.v_to_float = ggml_tq_cpu_fa_to_float(v->type);
+    op.nbk1 = k->nb[1];
+    op.nbv1 = v->nb[1];
+    return op;
+}
 
-    float   k32[TQ_FA_MAX_D];                    // one K row as float (turbo K)
-    float   v32[TQ_FA_MAX_D];                    // one V row as float
-    uint8_t qbuf[TQ_FA_GROUP][TQ_FA_MAX_QROW];   // queries in K's vec_dot_type (non-turbo K)
-    float   sc[TQ_FA_GROUP][TQ_FA_TILE];         // scores of a tile
-    float   pw[TQ_FA_GROUP][TQ_FA_TILE];         // softmax weights of a tile
+// row r of a pass: query (iq1, iq2, iq3), its mask row and ALiBi slope
+static void tq_fa_add_row(struct tq_fa_pass * p, const struct tq_fa_op * op, const struct ggml_tensor * dst,
+                          int64_t iq1, int64_t iq2, int64_t iq3, float * acc) {
+    const struct ggml_tensor * q    = dst->src[0];
+    const struct ggml_tensor * mask = dst->src[3];
+    const int r = p->n++;
+    p->q[r]     = (const float *) ((const char *) q->data + iq1*q->nb[1] + iq2*q->nb[2] + iq3*q->nb[3]);
+    p->mask[r]  = mask ? (const ggml_fp16_t *) ((const char *) mask->data + iq1*mask->nb[1] +
+                                                (iq2 % mask->ne[2])*mask->nb[2] + (iq3 % mask->ne[3])*mask->nb[3]) : NULL;
+    p->slope[r] = op->max_bias > 0.0f ? (iq2 < op->n_head_log2 ? powf(op->m0, iq2 + 1)
+                                                               : powf(op->m1, 2*(iq2 - op->n_head_log2) + 1)) : 1.0f;
+    p->acc[r]   = acc;
+}
+
+// The pass's rows over KV cells [ic0, ic1) of one KV head: per row the chunk's maximum M,
+// sum S and accumulator (M = -inf, S = 0, acc = 0 when every cell is masked for the row).
+static void tq_fa_chunk(const struct tq_fa_op * op, struct tq_fa_pass * p,
+                        const char * k_head, const char * v_head, int64_t ic0, int64_t ic1) {
+    const int64_t DK = op->DK;
+    const int64_t DV = op->DV;
+    const int n = p->n;
+
+    float k32[TQ_FA_MAX_D];             // one K row as float
+    float v32[TQ_FA_MAX_D];             // one V row as float
+    float sc[TQ_FA_ROWS][TQ_FA_TILE];   // scores of a tile
+    float pw[TQ_FA_ROWS][TQ_FA_TILE];   // softmax weights of a tile
 #if TQ_FA_PARTIALS
-    __m512  part[TQ_FA_GROUP][TQ_FA_TILE];       // 16-lane partial sums of q.k (turbo K)
+    __m512 part[TQ_FA_ROWS][TQ_FA_TILE]; // 16-lane partial sums of q.k
 #endif
 #if TQ_FA_BLOCKED
-    float   pu[TQ_FA_GROUP][TQ_FA_TILE];         // weights of the rows in vt
-    float   vt[TQ_FA_TILE*TQ_FA_MAX_DV_BLOCKED]; // the tile's used V rows as float
+    float pu[TQ_FA_ROWS][TQ_FA_TILE];   // weights of the rows in vt
+    float vt[TQ_FA_TILE*TQ_FA_MAX_DV_BLOCKED]; // the tile's used V rows as float
     const bool blocked = DV <= TQ_FA_MAX_DV_BLOCKED && DV % GGML_F32_EPR == 0;
 #endif
 
-    const void  * qp   [TQ_FA_GROUP];
-    const ggml_fp16_t * mp[TQ_FA_GROUP];
-    float       * acc  [TQ_FA_GROUP];
-    float         slope[TQ_FA_GROUP];
-    float         M    [TQ_FA_GROUP];
-    float         S    [TQ_FA_GROUP];
+    for (int r = 0; r < n; ++r) {
+        p->M[r] = -INFINITY;
+        p->S[r] = 0.0f;
+        memset(p->acc[r], 0, DV*sizeof(float));
+    }
 
-    for (int64_t ik2 = 0; ik2 < n_kv; ++ik2) {
-        for (int64_t h0 = 0; h0 < G; h0 += TQ_FA_GROUP) {
-            const int g = (int) MIN(TQ_FA_GROUP, G - h0);
+    for (int64_t it = ic0; it < ic1; it += TQ_FA_TILE) {
+        const int nt = (int) MIN(TQ_FA_TILE, ic1 - it);
 
-            for (int h = 0; h < g; ++h) {
-                const int64_t iq2 = ik2*G + h0 + h;
-                slope[h] = max_bias > 0.0f ? (iq2 < n_head_log2 ? powf(m0, iq2 + 1) : powf(m1, 2*(iq2 - n_head_log2) + 1)) : 1.0f;
-                mp[h]    = mask ? (const ggml_fp16_t *) ((const char *) mask->data + (iq2 % mask->ne[2])*mask->nb[2]) : NULL;
-                acc[h]   = partials + iq2*partial_stride + 2;
-                M[h]     = -INFINITY;
-                S[h]     = 0.0f;
-                memset(acc[h], 0, DV*sizeof(float));
-                const float * pq = (const float *) ((const char *) q->data + iq2*q->nb[2]);
-                if (k_turbo) {
-                    qp[h] = pq;
-                } else {
-                    q_to_vec_dot(pq, qbuf[h], DK);
-                    qp[h] = qbuf[h];
-                }
+        // scores: one K row as float, a dot per query row that sees it
+        for (int j = 0; j < nt; ++j) {
+            const int64_t ic = it + j;
+            bool any = false;
+            for (int r = 0; r < n; ++r) {
+                const float mv = p->mask[r] ? p->slope[r]*GGML_CPU_FP16_TO_FP32(p->mask[r][ic]) : 0.0f;
+                sc[r][j] = mv; // the mask term, for now
+                any |= mv != -INFINITY;
             }
-
-            const char * k_head = (const char *) k->data + ik2*k->nb[2];
-            const char * v_head = (const char *) v->data + ik2*v->nb[2];
-
-            for (int64_t it = ic0; it < ic1; it += TQ_FA_TILE) {
-                const int nt = (int) MIN(TQ_FA_TILE, ic1 - it);
-
-                // scores: one K row, every head of the group
 #if TQ_FA_PARTIALS
-                if (k_turbo) {
-                    for (int j = 0; j < nt; ++j) {
-                        const int64_t ic = it + j;
-                        bool any = false;
-                        for (int h = 0; h < g; ++h) {
-                            const float mv = mp[h] ? slope[h]*GGML_CPU_FP16_TO_FP32(mp[h][ic]) : 0.0f;
-                            sc[h][j] = mv; // the mask term, for now
-                            any |= mv != -INFINITY;
-                            part[h][j] = _mm512_setzero_ps();
-                        }
-                        if (!any) {
-                            continue;
-                        }
-                        k_to_float(k_head + ic*k->nb[1], k32, DK);
-                        for (int h = 0; h < g; ++h) {
-                            if (sc[h][j] != -INFINITY) {
-                                part[h][j] = tq_fa_partial_avx512(k32, (const float *) qp[h], (int) DK);
-                            }
-                        }
-                    }
-                    for (int h = 0; h < g; ++h) {
-                        for (int j = nt; j < GGML_PAD(nt, 16); ++j) {
-                            part[h][j] = _mm512_setzero_ps();
-                        }
-                        for (int j0 = 0; j0 < nt; j0 += 16) {
-                            float raw[16];
-                            _mm512_storeu_ps(raw, tq_fa_hsum16_avx512(part[h] + j0));
-                            for (int j = j0; j < MIN(j0 + 16, nt); ++j) {
-                                if (sc[h][j] == -INFINITY) {
-                                    continue;
-                                }
-                                float s = raw[j - j0]*scale;
-                                if (logit_softcap != 0.0f) {
-                                    s = logit_softcap*tanhf(s);
-                                }
-                                sc[h][j] += s;
-                            }
-                        }
-                    }
-                } else
+            for (int r = 0; r < n; ++r) {
+                part[r][j] = _mm512_setzero_ps();
+            }
 #endif
-                for (int j = 0; j < nt; ++j) {
-                    const int64_t ic = it + j;
-                    bool any = false;
-                    for (int h = 0; h < g; ++h) {
-                        const float mv = mp[h] ? slope[h]*GGML_CPU_FP16_TO_FP32(mp[h][ic]) : 0.0f;
-                        sc[h][j] = mv; // the mask term, for now
-                        any |= mv != -INFINITY;
-                    }
-                    if (!any) {
-                        continue;
-                    }
-                    const char * k_data = k_head + ic*k->nb[1];
-                    if (k_turbo) {
-                        k_to_float(k_data, k32, DK);
-                    }
-                    for (int h = 0; h < g; ++h) {
-                        if (sc[h][j] == -INFINITY) {
-                            continue;
-                        }
-                        float s;
-                        if (k_turbo) {
-                            s = tq_fa_dot(k32, (const float *) qp[h], (int) DK);
-                        } else {
-                            kq_vec_dot((int) DK, &s, 0, k_data, 0, qp[h], 0, 1);
-                        }
-                        s = s*scale;
-                        if (logit_softcap != 0.0f) {
-                            s = logit_softcap*tanhf(s);
-                        }
-                        sc[h][j] += s;
-                    }
-                }
-
-                // online softmax, one step per tile and head
-                bool any = false;
-                for (int h = 0; h < g; ++h) {
-                    const float mt = tq_fa_max(sc[h], nt);
-                    if (mt == -INFINITY) { // every key of the tile masked for this head
-                        memset(pw[h], 0, nt*sizeof(float));
-                        continue;
-                    }
-                    any = true;
-                    if (mt > M[h]) {
-                        const float ms = expf(M[h] - mt); // 0 for the first finite score
-                        if (M[h] != -INFINITY) {
-                            ggml_vec_scale_f32((int) DV, acc[h], ms);
-                        }
-                        S[h] *= ms;
-                        M[h]  = mt;
-                    }
-                    S[h] += (float) ggml_vec_soft_max_f32(nt, pw[h], sc[h], M[h]);
-                }
-                if (!any) {
+            if (!any) {
+                continue;
+            }
+            const char * k_data = k_head + ic*op->nbk1;
+            const float * kf = (const float *) k_data;
+            if (op->k_to_float) {
+                op->k_to_float(k_data, k32, DK);
+                kf = k32;
+            }
+            for (int r = 0; r < n; ++r) {
+                if (sc[r][j] == -INFINITY) {
                     continue;
                 }
-
-                // values: one V row, every head of the group
-#if TQ_FA_BLOCKED
-                if (blocked) {
-                    int nu = 0;
-                    for (int j = 0; j < nt; ++j) {
-                        bool used = false;
-                        for (int h = 0; h < g; ++h) {
-                            used |= pw[h][j] != 0.0f;
-                        }
-                        if (!used) {
-                            continue;
-                        }
-                        const char * v_data = v_head + (it + j)*v->nb[1];
-                        if (v_to_float) {
-                            v_to_float(v_data, vt + nu*DV, DV);
-                        } else {
-                            memcpy(vt + nu*DV, v_data, DV*sizeof(float));
-                        }
-                        for (int h = 0; h < g; ++h) {
-                            pu[h][nu] = pw[h][j];
-                        }
-                        nu++;
-                    }
-                    tq_fa_accumulate(g, nu, DV, acc, (const float (*)[TQ_FA_TILE]) pu, vt);
-                    continue;
+#if TQ_FA_PARTIALS
+                part[r][j] = tq_fa_partial_avx512(kf, p->q[r], (int) DK);
+#else
+                float s = tq_fa_dot(kf, p->q[r], (int) DK)*op->scale;
+                if (op->softcap != 0.0f) {
+                    s = op->softcap*tanhf(s);
                 }
+                sc[r][j] += s;
 #endif
-                for (int j = 0; j < nt; ++j) {
-                    bool used = false;
-                    for (int h = 0; h < g; ++h) {
-                        used |= pw[h][j] != 0.0f;
-                    }
-                    if (!used) {
-                        continue;
-                    }
-                    const char * v_data = v_head + (it + j)*v->nb[1];
-                    const float * vf = (const float *) v_data;
-                    if (v_to_float) {
-                        v_to_float(v_data, v32, DV);
-                        vf = v32;
-                    }
-                    for (int h = 0; h < g; ++h) {
-                        if (pw[h][j] != 0.0f) {
-                            ggml_vec_mad_f32((int) DV, acc[h], vf, pw[h][j]);
-                        }
-                    }
-                }
-            }
-
-            // sinks: once, with the first chunk (as the reference)
-            if (sinks && ic0 == 0) {
-                for (int h = 0; h < g; ++h) {
-                    const int64_t iq2 = ik2*G + h0 + h;
-                    const float s = ((const float *) sinks->data)[iq2];
-                    float ms = 1.0f;
-                    float vs = 1.0f;
-                    if (s > M[h]) {
-                        ms = expf(M[h] - s);
-                        M[h] = s;
-                        ggml_vec_scale_f32((int) DV, acc[h], ms);
-                    } else {
-                        vs = expf(s - M[h]);
-                    }
-                    S[h] = S[h]*ms + vs;
-                }
-            }
-
-            for (int h = 0; h < g; ++h) {
-                acc[h][-2] = M[h];
-                acc[h][-1] = S[h];
             }
         }
+#if TQ_FA_PARTIALS
+        for (int r = 0; r < n; ++r) {
+            for (int j = nt; j < GGML_PAD(nt, 16); ++j) {
+                part[r][j] = _mm512_setzero_ps();
+            }
+            for (int j0 = 0; j0 < nt; j0 += 16) {
+                float raw[16];
+                _mm512_storeu_ps(raw, tq_fa_hsum16_avx512(part[r] + j0));
+                for (int j = j0; j < MIN(j0 + 16, nt); ++j) {
+                    if (sc[r][j] == -INFINITY) {
+                        continue;
+                    }
+                    float s = raw[j - j0]*op->scale;
+                    if (op->softcap != 0.0f) {
+                        s = op->softcap*tanhf(s);
+                    }
+                    sc[r][j] += s;
+                }
+            }
+        }
+#endif
+
+        // online softmax, one step per tile and row
+        bool any = false;
+        for (int r = 0; r < n; ++r) {
+            const float mt = tq_fa_max(sc[r], nt);
+            if (mt == -INFINITY) { // every key of the tile masked for this row
+                memset(pw[r], 0, nt*sizeof(float));
+                continue;
+            }
+            any = true;
+            if (mt > p->M[r]) {
+                const float ms = expf(p->M[r] - mt); // 0 for the first finite score
+                if (p->M[r] != -INFINITY) {
+                    ggml_vec_scale_f32((int) DV, p->acc[r], ms);
+                }
+                p->S[r] *= ms;
+                p->M[r]  = mt;
+            }
+            p->S[r] += (float) ggml_vec_soft_max_f32(nt, pw[r], sc[r], p->M[r]);
+        }
+        if (!any) {
+            continue;
+        }
+
+        // values: one V row as float, a multiply-add per query row
+#if TQ_FA_BLOCKED
+        if (blocked) {
+            int nu = 0;
+            for (int j = 0; j < nt; ++j) {
+                bool used = false;
+                for (int r = 0; r < n; ++r) {
+                    used |= pw[r][j] != 0.0f;
+                }
+                if (!used) {
+                    continue;
+                }
+                const char * v_data = v_head + (it + j)*op->nbv1;
+                if (op->v_to_float) {
+                    op->v_to_float(v_data, vt + nu*DV, DV);
+                } else {
+                    memcpy(vt + nu*DV, v_data, DV*sizeof(float));
+                }
+                for (int r = 0; r < n; ++r) {
+                    pu[r][nu] = pw[r][j];
+                }
+                nu++;
+            }
+            tq_fa_accumulate(n, nu, DV, p->acc, (const float (*)[TQ_FA_TILE]) pu, vt);
+            continue;
+        }
+#endif
+        for (int j = 0; j < nt; ++j) {
+            bool used = false;
+            for (int r = 0; r < n; ++r) {
+                used |= pw[r][j] != 0.0f;
+            }
+            if (!used) {
+                continue;
+            }
+            const char * v_data = v_head + (it + j)*op->nbv1;
+            const float * vf = (const float *) v_data;
+            if (op->v_to_float) {
+                op->v_to_float(v_data, v32, DV);
+                vf = v32;
+            }
+            for (int r = 0; r < n; ++r) {
+                ggml_vec_mad_f32((int) DV, p->acc[r], vf, pw[r][j]);
+            }
+        }
+    }
+}
+
+// (M, S, acc) of the chunks so far, then chunk (m, s, a): the one merge both paths use.
+// An empty chunk (m = -inf) changes nothing; the first non-empty one is taken as it is.
+static void tq_fa_merge(int64_t DV, float * M, float * S, float * acc, float m, float s, const float * a) {
+    if (m == -INFINITY) {
+        return;
+    }
+    if (*M == -INFINITY) {
+        *M = m;
+        *S = s;
+        memcpy(acc, a, DV*sizeof(float));
+        return;
+    }
+    if (m > *M) {
+        const float ms = expf(*M - m);
+        ggml_vec_scale_f32((int) DV, acc, ms);
+        ggml_vec_mad_f32((int) DV, acc, a, 1.0f);
+        *S = *S*ms + s;
+        *M = m;
+    } else {
+        const float vs = expf(m - *M);
+        ggml_vec_mad_f32((int) DV, acc, a, vs);
+        *S = *S + s*vs;
+    }
+}
+
+// the attention sink of head iq2 (if any), then acc /= S: acc is the output row
+static void tq_fa_finish(const struct ggml_tensor * dst, int64_t iq2, int64_t DV, float M, float S, float * acc) {
+    const struct ggml_tensor * sinks = dst->src[4];
+    if (sinks) {
+        const float s = ((const float *) sinks->data)[iq2];
+        float ms = 1.0f;
+        float vs = 1.0f;
+        if (s > M) {
+            ms = expf(M - s);
+            ggml_vec_scale_f32((int) DV, acc, ms);
+        } else {
+            vs = expf(s - M);
+        }
+        S = S*ms + vs;
+    }
+    ggml_vec_scale_f32((int) DV, acc, S == 0.0f ? 0.0f : 1.0f/S);
+}
+
+static float * tq_fa_out_row(const struct ggml_tensor * dst, int64_t iq1, int64_t iq2, int64_t iq3) {
+    // permute(0, 2, 1, 3), as ggml's path writes it
+    return (float *) ((char *) dst->data + (iq3*dst->ne[2]*dst->ne[1] + iq2 + iq1*dst->ne[1])*dst->nb[1]);
+}
+
+// One query token: items (KV head, row group, chunk) are dealt to the threads, each writing
+// [M, S, acc] per query head and chunk to the work buffer; after a barrier each thread merges
+// the chunks of some heads in ascending order.
+static void tq_fa_decode(const struct ggml_compute_params * params, struct ggml_tensor * dst) {
+    const struct ggml_tensor * q = dst->src[0];
+    const struct ggml_tensor * k = dst->src[1];
+    const struct ggml_tensor * v = dst->src[2];
+    const struct tq_fa_op op = tq_fa_op_of(dst);
+
+    const int64_t n_head = q->ne[2];
+    const int64_t G      = n_head/k->ne[2];
+    const int64_t n_grp  = (G + TQ_FA_ROWS - 1)/TQ_FA_ROWS; // row groups per KV head
+    const int64_t nc     = tq_fa_n_chunks(dst);
+    const int64_t stride = 2 + op.DV;                       // one [M, S, acc]
+    float * partials = (float *) params->wdata;             // [head][chunk][M, S, acc]
+
+    const int64_t n_items = k->ne[2]*n_grp*nc;
+    for (int64_t item = params->ith; item < n_items; item += params->nth) {
+        const int64_t c   = item % nc;
+        const int64_t grp = (item / nc) % n_grp;
+        const int64_t ik2 = item / (nc*n_grp);
+        const int64_t h0  = ik2*G + grp*TQ_FA_ROWS;
+        const int64_t h1  = MIN(h0 + TQ_FA_ROWS, (ik2 + 1)*G);
+
+        struct tq_fa_pass p = { 0 };
+        for (int64_t iq2 = h0; iq2 < h1; ++iq2) {
+            tq_fa_add_row(&p, &op, dst, 0, iq2, 0, partials + (iq2*nc + c)*stride + 2);
+        }
+        tq_fa_chunk(&op, &p, (const char *) k->data + ik2*k->nb[2], (const char *) v->data + ik2*v->nb[2],
+                    c*TQ_FA_CHUNK, MIN((c + 1)*TQ_FA_CHUNK, k->ne[1]));
+        for (int r = 0; r < p.n; ++r) {
+            p.acc[r][-2] = p.M[r];
+            p.acc[r][-1] = p.S[r];
+        }
+    }
+
+    ggml_barrier(params->threadpool);
+
+    for (int64_t iq2 = params->ith; iq2 < n_head; iq2 += params->nth) {
+        float * out = tq_fa_out_row(dst, 0, iq2, 0);
+        float M = -INFINITY;
+        float S = 0.0f;
+        memset(out, 0, op.DV*sizeof(float));
+        for (int64_t c = 0; c < nc; ++c) {
+            const float * part = partials + (iq2*nc + c)*stride;
+            tq_fa_merge(op.DV, &M, &S, out, part[0], part[1], part + 2);
+        }
+        tq_fa_finish(dst, iq2, op.DV, M, S, out);
+    }
+}
+
+// Several query tokens: a pass is (sequence, KV head, row group, block of positions) with
+// at most TQ_FA_ROWS rows; passes are dealt to the threads, and each walks its chunks in
+// order, merging each into the output rows as it goes.
+static void tq_fa_batch(const struct ggml_compute_params * params, struct ggml_tensor * dst) {
+    const struct ggml_tensor * q = dst->src[0];
+    const struct ggml_tensor * k = dst->src[1];
+    const struct ggml_tensor * v = dst->src[2];
+    const struct tq_fa_op op = tq_fa_op_of(dst);
+
+    const int64_t n_pos  = q->ne[1];
+    const int64_t n_head = q->ne[2];
+    const int64_t G      = n_head/k->ne[2];
+    const int64_t g      = MIN(G, TQ_FA_ROWS);               // heads per pass
+    const int64_t n_grp  = (G + g - 1)/g;                    // row groups per KV head
+    const int64_t P      = MAX(1, TQ_FA_ROWS/g);             // positions per pass
+    const int64_t n_blk  = (n_pos + P - 1)/P;
+    const int64_t rk3    = q->ne[3]/k->ne[3];
+    const int64_t nc     = tq_fa_n_chunks(dst);
+
+    float acc[TQ_FA_ROWS][TQ_FA_MAX_D]; // chunk accumulators
+    float M[TQ_FA_ROWS];
+    float S[TQ_FA_ROWS];
+
+    const int64_t n_pass = q->ne[3]*k->ne[2]*n_grp*n_blk;
+    for (int64_t pass = params->ith; pass < n_pass; pass += params->nth) {
+        const int64_t blk = pass % n_blk;
+        const int64_t grp = (pass / n_blk) % n_grp;
+        const int64_t ik2 = (pass / (n_blk*n_grp)) % k->ne[2];
+        const int64_t iq3 = pass / (n_blk*n_grp*k->ne[2]);
+        const int64_t h0  = ik2*G + grp*g;
+        const int64_t h1  = MIN(h0 + g, (ik2 + 1)*G);
+
+        struct tq_fa_pass p = { 0 };
+        float * out[TQ_FA_ROWS];
+        int64_t head[TQ_FA_ROWS];
+        for (int64_t iq1 = blk*P; iq1 < MIN((blk + 1)*P, n_pos); ++iq1) {
+            for (int64_t iq2 = h0; iq2 < h1; ++iq2) {
+                out[p.n]  = tq_fa_out_row(dst, iq1, iq2, iq3);
+                head[p.n] = iq2;
+                memset(out[p.n], 0, op.DV*sizeof(float));
+                M[p.n] = -INFINITY;
+                S[p.n] = 0.0f;
+                tq_fa_add_row(&p, &op, dst, iq1, iq2, iq3, acc[p.n]);
+            }
+        }
+        const char * k_head = (const char *) k->data + ik2*k->nb[2] + (iq3/rk3)*k->nb[3];
+        const char * v_head = (const char *) v->data + ik2*v->nb[2] + (iq3/rk3)*v->nb[3];
+        for (int64_t c = 0; c < nc; ++c) {
+            tq_fa_chunk(&op, &p, k_head, v_head, c*TQ_FA_CHUNK, MIN((c + 1)*TQ_FA_CHUNK, k->ne[1]));
+            for (int r = 0; r < p.n; ++r) {
+                tq_fa_merge(op.DV, &M[r], &S[r], out[r], p.M[r], p.S[r], p.acc[r]);
+            }
+        }
+        for (int r = 0; r < p.n; ++r) {
+            tq_fa_finish(dst, head[r], op.DV, M[r], S[r], out[r]);
+        }
+    }
+}
+
+void ggml_tq_cpu_fa(const struct ggml_compute_params * params, struct ggml_tensor * dst) {
+    if (tq_fa_is_decode(dst)) {
+        tq_fa_decode(params, dst);
+    } else {
+        tq_fa_batch(params, dst);
     }
 }

@@ -2,8 +2,8 @@
 
 Decode with a turbo K and/or V takes the grouped kernel: one pass over each K/V row
 serves every query head of its GQA group, the KV range split between threads. Here
-its output is held to exact (float64) attention over the rows the cache holds (and the
-query as the op uses it: rounded to q8_0 or f16 for such K, as ggml's path does), within
+its output is held to exact (float64) attention over the rows the cache holds (the query
+stays float whatever K's type), within
 the flash-attention tolerance of `tq-gguf verify` (2^-8 of max |v| per coordinate),
 for GQA ratios 1 to 8, head sizes 64/128/256, caches of 512 to 8192 cells and turbo
 K/V next to each other, q8_0 and f16. test-backend-ops holds the same kernel to
@@ -41,12 +41,6 @@ def _stored(x: np.ndarray, type_name: str) -> np.ndarray:
     return ggml.dequantize(ggml.quantize(rows, tid), tid, rows.size).reshape(x.shape)
 
 
-def _query(q: np.ndarray, k_type: str) -> np.ndarray:
-    """The query as the op uses it: ggml's CPU converts it to K's vec_dot type (q8_0 for q8_0 K,
-    f16 for f16 K, as its reference path does; float for turbo K)."""
-    return _stored(q, k_type) if k_type in ("q8_0", "f16") else q
-
-
 def _exact(q, k, v, g, mask=None):
     """float64 attention of every query head over its KV head's rows: (n_head, d_v)."""
     scale = 1.0 / np.sqrt(k.shape[-1])
@@ -73,7 +67,7 @@ def _inputs(g, d, n_kv, seed):
 def test_decode_within_the_flash_attention_tolerance(native_lib, k_type, v_type, g, d, n_kv):
     q, k, v = _inputs(g, d, n_kv, seed=g * 1000 + d + n_kv)
     got = backendops.flash_attn("CPU", q, k, v, k_type, v_type)[0]
-    want = _exact(_query(q, k_type), _stored(k, k_type), _stored(v, v_type), g)
+    want = _exact(q, _stored(k, k_type), _stored(v, v_type), g)
     v_deq = _stored(v, v_type)
     tol = FLASH_ATTN_TOLERANCE * np.abs(v_deq).max()
     err = np.abs(got.astype(np.float64) - want).max()
@@ -89,7 +83,7 @@ def test_decode_with_a_mask(native_lib, k_type, v_type):
     mask[0, 100:140] = -np.inf         # and a hole
     mask[0, :50] = -2.0                # a finite bias
     got = backendops.flash_attn("CPU", q, k, v, k_type, v_type, mask=mask)[0]
-    want = _exact(_query(q, k_type), _stored(k, k_type), _stored(v, v_type), g, mask=mask.astype(np.float16).astype(np.float64))
+    want = _exact(q, _stored(k, k_type), _stored(v, v_type), g, mask=mask.astype(np.float16).astype(np.float64))
     tol = FLASH_ATTN_TOLERANCE * np.abs(_stored(v, v_type)).max()
     assert np.abs(got - want).max() <= tol
 
@@ -110,3 +104,42 @@ def test_a_wrong_level_is_beyond_the_tolerance(native_lib):
     wrong = v_deq.copy()
     wrong[0, 5, 0] += 0.06 * np.linalg.norm(v_deq[0, 5, :64])
     assert np.abs(got - _exact(q, _stored(k, "turbo4"), wrong, g)).max() > tol
+
+
+# Batch invariance (FORMAT.md §7.1): a query row's output depends only on the row, the cache and
+# its mask row, so the last prompt token decoded alone (a session continued from a saved state
+# or a reused prefix) gives the floats it got inside the prompt's batch.
+INVARIANCE = [("q8_0", "turbo3", 3, 64), ("turbo4", "turbo4", 6, 128), ("turbo2", "f16", 4, 256),
+              ("f16", "turbo4", 1, 128), ("turbo3", "q8_0", 8, 64)]
+
+
+def _causal(n_q: int, n_kv: int) -> np.ndarray:
+    """The mask of a batch whose last query sits at cell n_kv - 1 (the cache padded by 40 cells)."""
+    last = n_kv - 41
+    pos = np.arange(last - n_q + 1, last + 1)[:, None]
+    return np.where(np.arange(n_kv)[None, :] <= pos, 0.0, -np.inf).astype(np.float32)
+
+
+@pytest.mark.parametrize("k_type,v_type,g,d", INVARIANCE, ids=[f"{k}-{v}-gqa{g}-d{d}" for k, v, g, d in INVARIANCE])
+def test_a_row_gives_the_same_floats_alone_and_in_a_batch(native_lib, k_type, v_type, g, d):
+    n_q, n_kv = 21, 1100
+    rng = np.random.default_rng(g * 31 + d)
+    q = (rng.standard_normal((N_KV_HEADS * g, n_q, d)) * 2.0).astype(np.float32)
+    _, k, v = _inputs(g, d, n_kv, seed=g + d)
+    mask = _causal(n_q, n_kv)
+    batch = backendops.flash_attn("CPU", q, k, v, k_type, v_type, mask=mask, n_threads=2)
+    for i in (0, 7, n_q - 1):
+        alone = backendops.flash_attn("CPU", q[:, i:i + 1], k, v, k_type, v_type, mask=mask[i:i + 1], n_threads=2)
+        assert np.array_equal(alone[0].view(np.uint32), batch[i].view(np.uint32)), f"row {i} differs"
+
+
+@pytest.mark.parametrize("n_q", [1, 9])
+def test_the_thread_count_does_not_change_a_bit(native_lib, n_q):
+    g, d, n_kv = 3, 128, 3000
+    rng = np.random.default_rng(n_q)
+    q = (rng.standard_normal((N_KV_HEADS * g, n_q, d)) * 2.0).astype(np.float32)
+    _, k, v = _inputs(g, d, n_kv, seed=11)
+    mask = _causal(n_q, n_kv)
+    outs = [backendops.flash_attn("CPU", q, k, v, "q8_0", "turbo3", mask=mask, n_threads=t) for t in (1, 2, 3)]
+    assert np.array_equal(outs[0].view(np.uint32), outs[1].view(np.uint32))
+    assert np.array_equal(outs[0].view(np.uint32), outs[2].view(np.uint32))
