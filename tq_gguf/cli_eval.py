@@ -146,7 +146,7 @@ def bench_lines(result) -> list[str]:
     threads = (f"{result.threads} thread{'s' * (result.threads != 1)}" if result.threads
                else "llama-bench's default threads")
     lines = [f"{Path(result.model).name}: llama-bench, flash attention on, {threads}, {result.reps} repetition"
-             f"{'s' * (result.reps != 1)}; tokens/s (ratio to {result.baselines[0]} in this run)", ""]
+             f"{'s' * (result.reps != 1)}; tokens/s (ratios to {' and '.join(result.baselines)} in this run)", ""]
     cols = result.columns
     rows = [("config", *(result.column_name(c) for c in cols))]
     for r in result.results:
@@ -155,18 +155,32 @@ def bench_lines(result) -> list[str]:
             ratios = " ".join(f"{result.ratio(r.config, c, b):.2f}x" for b in result.baselines)
             cells.append(f"{r.speeds[c].tokens_per_s:.1f} ({ratios})")
         rows.append((r.config, *cells))
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        lines.append("  ".join(cell.ljust(w) if i == 0 else cell.rjust(w)
-                               for i, (cell, w) in enumerate(zip(row, widths))).rstrip())
+    lines += _table(rows)
+    decode = [c for c in cols if c[0] == "tg"]
+    if decode and result.copy_bytes_per_s:
+        lines += ["", f"decode against memory bandwidth: a plain copy moved {result.copy_bytes_per_s / 1e9:.1f} GB/s "
+                      f"in this run; per token, MB read (weights {result.weight_bytes / 1e6:.0f} MB + KV) and the "
+                      f"share of the copy speed reached", ""]
+        rows = [("config", *(result.column_name(c) for c in decode))]
+        for r in result.results:
+            rows.append((r.config, *(f"{result.read_per_token(r.config, c[1]) / 1e6:.0f} MB "
+                                     f"{100 * result.bandwidth_share(r.config, c):.0f}%" for c in decode)))
+        lines += _table(rows)
     return lines
+
+
+def _table(rows: list[tuple[str, ...]]) -> list[str]:
+    """Rows of cells as aligned text: the first column left, the rest right."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return ["  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths))).rstrip()
+            for row in rows]
 
 
 @click.command()
 @click.argument("model", required=False)
 @click.option("--configs", type=ConfigList(), default="q8_0/q8_0,q8_0/turbo4,q8_0/turbo3,q8_0/turbo2",
               show_default=True, help="cache configs to time, comma-separated (K/V or presets without "
-                                      "per-layer types); f16/f16 always runs first as the baseline")
+                                      "per-layer types); f16/f16 and q8_0/q8_0 always run first as the baselines")
 @click.option("--depths", type=IntList(), default="0,4096,8192", show_default=True,
               help="context depths (tokens already in the cache) to time at")
 @click.option("-p", "--n-prompt", type=click.IntRange(min=0), default=512, show_default=True,
@@ -182,7 +196,7 @@ def bench(model: str | None, configs, depths: list[int], n_prompt: int, n_gen: i
     """Decode and prefill speed of cache configs, as ratios to f16 in the same run.
 
     llama-bench times MODEL (a GGUF path or a model name; default: the default
-    model) with f16/f16 first, then each config: decode (tg, one token at a time)
+    model) with f16/f16 and q8_0/q8_0 first, then each config: decode (tg, one token at a time)
     and prefill (pp, a prompt batch) at each depth. llama-bench has no per-layer
     cache types, so configs such as `max` (q8_0/turbo2:b2) are refused.
 

@@ -59,7 +59,7 @@
 #endif
 
 // GGML_TQ_FA=0 in the environment sends turbo caches back to ggml's per-row path: only for
-// timing the two against each other (tq-gguf bench --baseline-fa).
+// timing the two against each other (GGML_TQ_FA=0 tq-gguf bench ...).
 static bool tq_fa_enabled(void) {
     static int enabled = -1;
     if (enabled < 0) {

@@ -169,18 +169,35 @@ def bench_json(default_model_path):
     return json.loads(r.stdout)
 
 
-def test_bench_measures_f16_first_and_ratios_against_it(bench_json):
+def test_bench_measures_the_baselines_first_and_ratios_against_them(bench_json):
     results = bench_json["results"]
-    assert [r["config"] for r in results] == ["f16/f16", "q8_0/turbo3", "q8_0/q8_0"]
-    assert results[1]["preset"] == "balanced" and results[2]["preset"] == "lossless"
+    assert [r["config"] for r in results] == ["f16/f16", "q8_0/q8_0", "q8_0/turbo3"]
+    assert results[1]["preset"] == "lossless" and results[2]["preset"] == "balanced"
     tests = ["tg2 @ d0", "tg2 @ d16", "pp8 @ d0", "pp8 @ d16"]
-    base = {t["test"]: t["tokens_per_s"] for t in results[0]["tests"]}
+    base = {b: {t["test"]: t["tokens_per_s"] for t in results[i]["tests"]} for i, b in enumerate(("f16", "q8_0"))}
     for r in results:
         assert [t["test"] for t in r["tests"]] == tests
         for t in r["tests"]:
             assert t["tokens_per_s"] > 0
-            assert t["ratio_f16_f16"] == pytest.approx(t["tokens_per_s"] / base[t["test"]])
+            assert t["ratio_f16_f16"] == pytest.approx(t["tokens_per_s"] / base["f16"][t["test"]])
+            assert t["ratio_q8_0_q8_0"] == pytest.approx(t["tokens_per_s"] / base["q8_0"][t["test"]])
     assert all(t["ratio_f16_f16"] == 1.0 for t in results[0]["tests"])
+
+
+def test_bench_reports_bytes_read_against_the_copy_speed(bench_json, default_model_path):
+    weights = default_model_path.stat().st_size
+    assert bench_json["weight_bytes"] == weights and bench_json["copy_bytes_per_s"] > 1e8
+    read = {r["config"]: {t["test"]: t.get("read_bytes_per_token") for t in r["tests"]} for r in bench_json["results"]}
+    # decode tests only; at depth 16 the view is 256 cells of 30 layers x 192 values of K and of V
+    assert read["f16/f16"]["pp8 @ d16"] is None
+    per_cell = {"f16/f16": 2 * 2 * 192 * 30, "q8_0/q8_0": 2 * 204 * 30, "q8_0/turbo3": (204 + 78) * 30}
+    for config, cell in per_cell.items():
+        assert read[config]["tg2 @ d16"] == weights + 256 * cell
+    for r in bench_json["results"]:
+        for t in r["tests"]:
+            if "read_bytes_per_token" in t:
+                want = t["tokens_per_s"] * t["read_bytes_per_token"] / bench_json["copy_bytes_per_s"]
+                assert t["bandwidth_share"] == pytest.approx(want)
 
 
 def test_bench_table(default_model_path):
@@ -188,10 +205,13 @@ def test_bench_table(default_model_path):
                 "-r", 1, "-t", 1)
     assert r.exit_code == 0, r.output
     lines = r.stdout.splitlines()
-    assert "1 thread," in lines[0] and "ratio to f16/f16" in lines[0]
+    assert "1 thread," in lines[0] and "ratios to f16/f16 and q8_0/q8_0" in lines[0]
     assert lines[2].split() == ["config", "tg2", "@", "d0"]  # -p 0: no prefill column
-    assert lines[3].startswith("f16/f16") and lines[3].endswith("(1.00x)")
-    assert lines[4].startswith("q8_0/turbo3") and lines[4].endswith("x)")
+    assert lines[3].startswith("f16/f16") and "(1.00x " in lines[3]
+    assert lines[4].startswith("q8_0/q8_0") and lines[4].endswith(" 1.00x)")
+    assert lines[5].startswith("q8_0/turbo3") and lines[5].endswith("x)")
+    assert lines[7].startswith("decode against memory bandwidth: a plain copy moved")
+    assert lines[9].split()[0] == "config" and lines[11].startswith("q8_0/q8_0") and lines[11].endswith("%")
 
 
 class TestBenchBadInput:

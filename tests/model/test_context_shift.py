@@ -17,27 +17,27 @@ so every step sees the same tokens), on one thread:
 - noise: the config's recompute against f16's recompute, the error the cache
   type costs without any shift.
 
-Measured (KL mean, top-1 over 32 tokens):
-
+Measured (KL mean, top-1 over 32 tokens), with the CPU flash-attention kernel of
+native/cpu/tq-fattn.c (FORMAT.md 7.1):
     model    config            shift~recompute  translate      noise (vs f16)
     smollm2  f16/f16           0.0270 0.875     0.0017 0.875   0
-    smollm2  q8_0/turbo3       0.0622 0.844     0.0165 0.812   0.0337
-    smollm2  turbo4/turbo3     0.1057 0.781     0.0435 0.844   0.0790
-    smollm2  turbo3/turbo3     0.2381 0.594     0.1306 0.750   0.2059
-    smollm2  turbo4/turbo3:b2  0.0905 0.719     0.0525 0.844   0.0466
-    smollm2  q4_0/q4_0         0.0568 0.750     0.0274 0.656   0.0327   (stock llama.cpp, reference)
-    gemma3   f16/f16           0.0283 0.781     0.0030 1.000   0
-    gemma3   q8_0/turbo3       0.0435 0.844     0.0170 1.000   0.0340
-    gemma3   turbo4/turbo3     0.2166 0.750     0.1649 0.812   0.2508
-    gemma3   turbo3/turbo3     0.4383 0.656     0.4934 0.594   0.3992
-    gemma3   q4_0/q4_0         0.1062 0.812     0.1168 0.656   0.0618   (stock llama.cpp, reference)
-
-So a shifted turbo cache is as close to its recompute as f16's is, plus the
-config's own noise: shift~recompute / (f16's shift~recompute + noise) is
-0.70-1.03. The shift's own error (translate) stays below 1.24x the config's
-noise (stock q4_0: 0.84x on SmolLM2, 1.89x on Gemma 3). A shift that skips the
-unrotation lands at KL 1.5-2.9 (see test_shift_of_f16_k_layers_beside_q8_0_ones). The bounds allow 1.5x
-on the ratios and 2x on each measured KL.
+    smollm2  q8_0/turbo3       0.0464 0.812     0.0086 0.938   0.0379
+    smollm2  turbo4/turbo3     0.1430 0.750     0.0405 0.781   0.0627
+    smollm2  turbo3/turbo3     0.1924 0.781     0.1667 0.750   0.1783
+    smollm2  turbo4/turbo3:b2  0.0906 0.875     0.0548 0.812   0.0431
+    gemma3   f16/f16           0.0268 0.844     0.0045 0.969   0
+    gemma3   q8_0/turbo3       0.0396 0.844     0.0253 0.906   0.0271
+    gemma3   turbo4/turbo3     0.0999 0.906     0.0834 0.938   0.1265
+    gemma3   turbo3/turbo3     0.3977 0.625     0.2796 0.750   0.2932
+So a shifted turbo cache is about as close to its recompute as f16's is, plus the
+config's own noise: shift~recompute / (f16's shift~recompute + noise) is 0.65-1.59.
+The shift's own error (translate) stays below 1.27x the config's noise. These
+figures are noisy: the same measurement with ggml's per-row attention path, which
+adds in another order, gave 0.70-1.03 and 1.24x, and single KLs moved by up to 2x
+(gemma3 turbo4/turbo3 shift~recompute 0.2166 there). So the bounds allow 1.5x on
+the worst ratio of either kernel and 2x on each KL measured with this one. A shift
+that skips the unrotation lands at KL 1.5-2.9 (see
+test_shift_of_f16_k_layers_beside_q8_0_ones), far beyond either.
 """
 
 from __future__ import annotations
@@ -65,20 +65,20 @@ class Measured:
 
 MEASURED = {
     ("smollm2-135m", "f16/f16"): Measured(0.0270, 0.875, 0.0017, 0.0),
-    ("smollm2-135m", "q8_0/turbo3"): Measured(0.0622, 0.844, 0.0165, 0.0337),
-    ("smollm2-135m", "turbo4/turbo3"): Measured(0.1057, 0.781, 0.0435, 0.0790),
-    ("smollm2-135m", "turbo3/turbo3"): Measured(0.2381, 0.594, 0.1306, 0.2059),
-    ("smollm2-135m", "turbo4/turbo3:b2"): Measured(0.0905, 0.719, 0.0525, 0.0466),
-    ("gemma3-270m", "f16/f16"): Measured(0.0283, 0.781, 0.0030, 0.0),
-    ("gemma3-270m", "q8_0/turbo3"): Measured(0.0435, 0.844, 0.0170, 0.0340),
-    ("gemma3-270m", "turbo4/turbo3"): Measured(0.2166, 0.750, 0.1649, 0.2508),
-    ("gemma3-270m", "turbo3/turbo3"): Measured(0.4383, 0.656, 0.4934, 0.3992),
+    ("smollm2-135m", "q8_0/turbo3"): Measured(0.0464, 0.812, 0.0086, 0.0379),
+    ("smollm2-135m", "turbo4/turbo3"): Measured(0.1430, 0.750, 0.0405, 0.0627),
+    ("smollm2-135m", "turbo3/turbo3"): Measured(0.1924, 0.781, 0.1667, 0.1783),
+    ("smollm2-135m", "turbo4/turbo3:b2"): Measured(0.0906, 0.875, 0.0548, 0.0431),
+    ("gemma3-270m", "f16/f16"): Measured(0.0268, 0.844, 0.0045, 0.0),
+    ("gemma3-270m", "q8_0/turbo3"): Measured(0.0396, 0.844, 0.0253, 0.0271),
+    ("gemma3-270m", "turbo4/turbo3"): Measured(0.0999, 0.906, 0.0834, 0.1265),
+    ("gemma3-270m", "turbo3/turbo3"): Measured(0.3977, 0.625, 0.2796, 0.2932),
 }
 KL_MARGIN = 2.0
 RATIO_MARGIN = 1.5
-# worst measured: shift~recompute at 1.03x (f16's + noise), translate at 1.24x the noise
-RECOMPUTE_RATIO_BOUND = 1.03 * RATIO_MARGIN
-TRANSLATE_RATIO_BOUND = 1.24 * RATIO_MARGIN
+# worst measured: shift~recompute at 1.59x (f16's + noise), translate at 1.27x the noise
+RECOMPUTE_RATIO_BOUND = 1.59 * RATIO_MARGIN
+TRANSLATE_RATIO_BOUND = 1.27 * RATIO_MARGIN
 TOP1_SLACK = 5 / N_NEXT  # top-1 may lose 5 of the 32 tokens against the measurement
 
 
