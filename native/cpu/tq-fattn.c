@@ -148,12 +148,43 @@ static void tq_fa_accumulate(int g, int nt, int64_t DV, float * const * acc, con
 // instructions for 16 scores instead of a horizontal sum per score)
 #define TQ_FA_PARTIALS 1
 
-static inline __m512 tq_fa_partial_avx512(const float * GGML_RESTRICT x, const float * GGML_RESTRICT y, int n) {
-    __m512 a = _mm512_mul_ps(_mm512_loadu_ps(x), _mm512_loadu_ps(y));
-    for (int i = 16; i < n; i += 16) {
-        a = _mm512_fmadd_ps(_mm512_loadu_ps(x + i), _mm512_loadu_ps(y + i), a);
+// out[r] = the 16-lane partial sums of k.q[r] for NR rows: per row a multiply, then one FMA
+// chain over the row in order, so a row's sums do not depend on NR. NR chains side by side
+// keep the FMA units busy where one chain would wait on each FMA's latency.
+static inline void tq_fa_partials_nr(const int NR, const float * GGML_RESTRICT k, const float * const * q,
+                                     int n, __m512 * out) {
+    __m512 a[8];
+    const __m512 k0 = _mm512_loadu_ps(k);
+    for (int r = 0; r < NR; ++r) {
+        a[r] = _mm512_mul_ps(k0, _mm512_loadu_ps(q[r]));
     }
-    return a;
+    for (int i = 16; i < n; i += 16) {
+        const __m512 ki = _mm512_loadu_ps(k + i);
+        for (int r = 0; r < NR; ++r) {
+            a[r] = _mm512_fmadd_ps(ki, _mm512_loadu_ps(q[r] + i), a[r]);
+        }
+    }
+    for (int r = 0; r < NR; ++r) {
+        out[r] = a[r];
+    }
+}
+
+// the partial sums of k.q[r] for n_rows rows, eight at a time (a constant count per call)
+static void tq_fa_partials(const float * k, const float * const * q, int n_rows, int n, __m512 * out) {
+    int r = 0;
+    for (; r + 8 <= n_rows; r += 8) {
+        tq_fa_partials_nr(8, k, q + r, n, out + r);
+    }
+    switch (n_rows - r) {
+        case 7: tq_fa_partials_nr(7, k, q + r, n, out + r); break;
+        case 6: tq_fa_partials_nr(6, k, q + r, n, out + r); break;
+        case 5: tq_fa_partials_nr(5, k, q + r, n, out + r); break;
+        case 4: tq_fa_partials_nr(4, k, q + r, n, out + r); break;
+        case 3: tq_fa_partials_nr(3, k, q + r, n, out + r); break;
+        case 2: tq_fa_partials_nr(2, k, q + r, n, out + r); break;
+        case 1: tq_fa_partials_nr(1, k, q + r, n, out + r); break;
+        default: break;
+    }
 }
 
 // lane i of the result: the sum of the 16 lanes of v[i]
@@ -174,10 +205,42 @@ static inline __m512 tq_fa_hsum16_avx512(const __m512 * v) {
 #define TQ_FA_PARTIALS 0
 #endif
 
+#if defined(__AVX512F__) || defined(__AVX2__)
+// q8_0 rows as float with SIMD (ggml-base's dequantizer is built without the CPU backend's
+// -march flags): each value is float(q)*d, the product ggml-base's rounds, so the same floats.
+#define TQ_FA_Q8_0_BLOCK 34 // fp16 d, then 32 int8 values
+static void tq_fa_q8_0_to_float(const void * GGML_RESTRICT vx, float * GGML_RESTRICT y, int64_t k) {
+    const uint8_t * x = (const uint8_t *) vx;
+    for (int64_t i = 0; i < k/32; ++i, x += TQ_FA_Q8_0_BLOCK, y += 32) {
+        ggml_fp16_t h;
+        memcpy(&h, x, sizeof(h));
+        const float d = GGML_CPU_FP16_TO_FP32(h);
+#if defined(__AVX512F__)
+        const __m512 vd = _mm512_set1_ps(d);
+        for (int h16 = 0; h16 < 2; ++h16) {
+            const __m512i q = _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *) (x + 2 + 16*h16)));
+            _mm512_storeu_ps(y + 16*h16, _mm512_mul_ps(_mm512_cvtepi32_ps(q), vd));
+        }
+#else
+        const __m256 vd = _mm256_set1_ps(d);
+        for (int h8 = 0; h8 < 4; ++h8) {
+            const __m256i q = _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *) (x + 2 + 8*h8)));
+            _mm256_storeu_ps(y + 8*h8, _mm256_mul_ps(_mm256_cvtepi32_ps(q), vd));
+        }
+#endif
+    }
+}
+#endif
+
 ggml_to_float_t ggml_tq_cpu_fa_to_float(enum ggml_type type) {
     if (ggml_tq_is_turbo(type)) {
         return ggml_tq_cpu_to_float(type);
     }
+#if defined(__AVX512F__) || defined(__AVX2__)
+    if (type == GGML_TYPE_Q8_0) {
+        return tq_fa_q8_0_to_float;
+    }
+#endif
     if (type == GGML_TYPE_F32) {
         return NULL;
     }
@@ -306,7 +369,8 @@ static void tq_fa_chunk(const struct tq_fa_op * op, struct tq_fa_pass * p,
     float sc[TQ_FA_ROWS][TQ_FA_TILE];   // scores of a tile
     float pw[TQ_FA_ROWS][TQ_FA_TILE];   // softmax weights of a tile
 #if TQ_FA_PARTIALS
-    __m512 part[TQ_FA_ROWS][TQ_FA_TILE]; // 16-lane partial sums of q.k
+    __m512 part[TQ_FA_TILE][TQ_FA_ROWS]; // 16-lane partial sums of q.k, by key
+    __m512 lanes[TQ_FA_TILE];            // one row's, gathered for the cross-lane sums
 #endif
 #if TQ_FA_BLOCKED
     float pu[TQ_FA_ROWS][TQ_FA_TILE];   // weights of the rows in vt
@@ -332,12 +396,12 @@ static void tq_fa_chunk(const struct tq_fa_op * op, struct tq_fa_pass * p,
                 sc[r][j] = mv; // the mask term, for now
                 any |= mv != -INFINITY;
             }
-#if TQ_FA_PARTIALS
-            for (int r = 0; r < n; ++r) {
-                part[r][j] = _mm512_setzero_ps();
-            }
-#endif
             if (!any) {
+#if TQ_FA_PARTIALS
+                for (int r = 0; r < n; ++r) {
+                    part[j][r] = _mm512_setzero_ps();
+                }
+#endif
                 continue;
             }
             const char * k_data = k_head + ic*op->nbk1;
@@ -346,29 +410,30 @@ static void tq_fa_chunk(const struct tq_fa_op * op, struct tq_fa_pass * p,
                 op->k_to_float(k_data, k32, DK);
                 kf = k32;
             }
+#if TQ_FA_PARTIALS
+            // every row of the pass, masked ones too (their sums are not used): no branches
+            tq_fa_partials(kf, p->q, n, (int) DK, part[j]);
+#else
             for (int r = 0; r < n; ++r) {
                 if (sc[r][j] == -INFINITY) {
                     continue;
                 }
-#if TQ_FA_PARTIALS
-                part[r][j] = tq_fa_partial_avx512(kf, p->q[r], (int) DK);
-#else
                 float s = tq_fa_dot(kf, p->q[r], (int) DK)*op->scale;
                 if (op->softcap != 0.0f) {
                     s = op->softcap*tanhf(s);
                 }
                 sc[r][j] += s;
-#endif
             }
+#endif
         }
 #if TQ_FA_PARTIALS
         for (int r = 0; r < n; ++r) {
-            for (int j = nt; j < GGML_PAD(nt, 16); ++j) {
-                part[r][j] = _mm512_setzero_ps();
+            for (int j = 0; j < GGML_PAD(nt, 16); ++j) {
+                lanes[j] = j < nt ? part[j][r] : _mm512_setzero_ps();
             }
             for (int j0 = 0; j0 < nt; j0 += 16) {
                 float raw[16];
-                _mm512_storeu_ps(raw, tq_fa_hsum16_avx512(part[r] + j0));
+                _mm512_storeu_ps(raw, tq_fa_hsum16_avx512(lanes + j0));
                 for (int j = j0; j < MIN(j0 + 16, nt); ++j) {
                     if (sc[r][j] == -INFINITY) {
                         continue;

@@ -143,3 +143,17 @@ def test_the_thread_count_does_not_change_a_bit(native_lib, n_q):
     outs = [backendops.flash_attn("CPU", q, k, v, "q8_0", "turbo3", mask=mask, n_threads=t) for t in (1, 2, 3)]
     assert np.array_equal(outs[0].view(np.uint32), outs[1].view(np.uint32))
     assert np.array_equal(outs[0].view(np.uint32), outs[2].view(np.uint32))
+
+
+@pytest.mark.parametrize("k_type,v_type", [("turbo3", "q8_0"), ("q8_0", "turbo2"), ("turbo4", "turbo3"),
+                                           ("f16", "turbo4"), ("turbo2", "f16")])
+def test_one_key_gives_its_v_row_bit_for_bit(native_lib, k_type, v_type):
+    """With one cell the softmax weight is exactly 1, so the output is the cell's V row as the
+    kernel expands it: this holds the kernel's K/V row expansion (its own SIMD q8_0 one
+    included) to ggml's dequantizer exactly."""
+    g, d = 3, 128
+    q, k, v = _inputs(g, d, 1, seed=5)
+    got = backendops.flash_attn("CPU", q, k, v, k_type, v_type)[0]
+    want = _stored(v, v_type)
+    for h in range(N_KV_HEADS * g):
+        assert np.array_equal(got[h].view(np.uint32), want[h // g, 0].view(np.uint32))
