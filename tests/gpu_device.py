@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from tq_gguf import paths
-from tq_gguf.cachetypes import TURBO_TYPES
+from tq_gguf.kv.cachetypes import TURBO_TYPES
 
 TESTS_DIR = Path(__file__).parent
 QTYPES = list(TURBO_TYPES)
@@ -35,7 +35,7 @@ class Device:
 
     def skip_reason(self) -> str | None:
         """Why this machine cannot run the device's checks, or None."""
-        from tq_gguf import ggml
+        from tq_gguf.native import ggml
 
         if self.backend not in ggml.backends():
             return f"the installed build has no {self.backend} backend ({self.build_hint})"
@@ -48,7 +48,7 @@ class Device:
 
     def backend_ops(self, op: str, pattern: str = "turbo", timeout: int = 2400) -> tuple[int, int, str]:
         """test-backend-ops on this device against the CPU: (passed, total, output)."""
-        from tq_gguf.build import tool_path
+        from tq_gguf.build.builder import tool_path
 
         res = subprocess.run([str(tool_path("test-backend-ops")), "test", "-b", self.name, "-o", op, "-p", pattern],
                              capture_output=True, text=True, timeout=timeout, env=self.env)

@@ -38,10 +38,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tq_gguf import build, cachetypes, paths  # noqa: E402
-from tq_gguf.nativesrc import BUILD_ID_HEADER  # noqa: E402
+from tq_gguf import paths  # noqa: E402
+from tq_gguf.build import builder as build  # noqa: E402
+from tq_gguf.build.nativesrc import BUILD_ID_HEADER  # noqa: E402
 from tq_gguf.errors import TqError  # noqa: E402
-
+from tq_gguf.kv import cachetypes  # noqa: E402
 GGML = Path("vendor/llama.cpp/ggml")
 CUDA_DIR = GGML / "src" / "ggml-cuda"
 
@@ -138,7 +139,7 @@ def stage_tree(echo=print) -> Path:
 
 def install_native(src: Path) -> None:
     """Refresh ggml/src/tq from native/ so an edited tree compiles the current kernels."""
-    from tq_gguf import nativesrc
+    from tq_gguf.build import nativesrc
 
     nativesrc.install_sources(paths.NATIVE_DIR, src / build.NATIVE_DEST, build.current_key("cuda"))
 

@@ -20,8 +20,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tq_gguf import cachewrites, ggufinfo, models  # noqa: E402
-from tq_gguf.evaltext import git_release_notes  # noqa: E402
+from tq_gguf.analysis import cachewrites  # noqa: E402
+from tq_gguf.analysis.evaltext import git_release_notes  # noqa: E402
+from tq_gguf.gguf import ggufinfo, models  # noqa: E402
 
 OUT = Path(__file__).resolve().parent.parent / "tests" / "data" / "kv_rows.npz"
 

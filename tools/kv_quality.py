@@ -18,9 +18,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tq_gguf import ggufinfo, models  # noqa: E402
-from tq_gguf.cacheconfig import CacheConfig  # noqa: E402
-from tq_gguf.evaluate import Evaluation, evaluate  # noqa: E402
+from tq_gguf.analysis.evaluate import Evaluation, evaluate  # noqa: E402
+from tq_gguf.gguf import ggufinfo, models  # noqa: E402
+from tq_gguf.kv.cacheconfig import CacheConfig  # noqa: E402
 
 CONFIGS = ["q8_0/q8_0", "q4_0/q4_0", "q8_0/q4_0", "q8_0/turbo4", "q8_0/turbo3", "q8_0/turbo2",
            "turbo4/turbo4", "turbo3/turbo3", "turbo4/turbo3"]

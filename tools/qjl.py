@@ -20,7 +20,7 @@ import math
 
 import numpy as np
 
-from .codebooks import CENTROIDS, MIDPOINTS
+from tq_gguf.reference.codebooks import CENTROIDS, MIDPOINTS
 
 
 def one_bit_centroid(d: int) -> float:

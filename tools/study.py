@@ -4,7 +4,7 @@
    ‖x‖ / ‖C[idx]‖, or the least-squares <x, c> / ‖c‖² (c = C[idx]).
 2. Why the types leave out the 1-bit QJL residual stage of TurboQuant_prod.
 
-Run `python3 -m tq_gguf.reference.study` (about 20 s on one core). Test data
+Run `python3 tools/study.py` (about 20 s on one core). Test data
 come from a seeded NumPy generator; the printed tables are the ones in the spec.
 """
 
@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from .attention import softmax
-from .codebooks import CENTROIDS
-from .qjl import QJLProd
-from .quants import dequantize, fp16_bits, quantize, select_indices
-from .rotation import rotate
+from tq_gguf.reference.attention import softmax
+from tq_gguf.reference.codebooks import CENTROIDS
+from tq_gguf.reference.quants import dequantize, fp16_bits, quantize, select_indices
+from tq_gguf.reference.rotation import rotate
+
+from qjl import QJLProd  # tools/qjl.py, beside this script
 
 SCALE_RULES = ("norm", "preserve", "lsq")
 

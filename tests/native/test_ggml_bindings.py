@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tq_gguf import build, ggml
+from tq_gguf.build import builder as build
 from tq_gguf.errors import NativeLibraryError
-
+from tq_gguf.native import ggml
 
 
 @pytest.fixture

@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 
 import pytest
-
-from tq_gguf import backendstatus, build
-from tq_gguf.errors import BuildError
-
 from helpers import run_cli
+
+from tq_gguf.build import backendstatus
+from tq_gguf.build import builder as build
+from tq_gguf.errors import BuildError
 
 UNTESTED = [name for name, s in backendstatus.STATUS.items() if not s.has_run]
 

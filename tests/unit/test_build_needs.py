@@ -4,7 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from tq_gguf import build, paths
+from tq_gguf import paths
+from tq_gguf.build import builder as build
 from tq_gguf.errors import BuildError
 
 CI_PACKAGES = paths.REPO_ROOT / ".ci" / "apt-packages"

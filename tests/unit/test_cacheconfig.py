@@ -6,9 +6,9 @@ import dataclasses
 
 import pytest
 
-from tq_gguf import ggufinfo
-from tq_gguf.cacheconfig import BOUNDARY_TYPE, PRESETS, CacheConfig, resolve
 from tq_gguf.errors import CacheTypeError
+from tq_gguf.gguf import ggufinfo
+from tq_gguf.kv.cacheconfig import BOUNDARY_TYPE, PRESETS, CacheConfig, resolve
 
 
 def test_specs_round_trip():

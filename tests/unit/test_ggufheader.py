@@ -6,11 +6,10 @@ import gguf
 import numpy as np
 import pytest
 from gguf import GGUFReader
-
-from tq_gguf import ggufheader, ggufinfo, gguftag
-from tq_gguf.errors import ModelError
-
 from helpers import synthetic_gguf
+
+from tq_gguf.errors import ModelError
+from tq_gguf.gguf import ggufheader, ggufinfo, gguftag
 
 
 def vocab_gguf(path, n_tokens: int, endianess=gguf.GGUFEndian.LITTLE):

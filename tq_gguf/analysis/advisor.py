@@ -30,11 +30,11 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from . import models
-from .cacheconfig import BOUNDARY_TYPE, PRESETS, CacheConfig
-from .errors import TqError
+from ..errors import TqError
+from ..gguf import models
+from ..kv.cacheconfig import BOUNDARY_TYPE, PRESETS, CacheConfig
 from .kvprobe import Probe, capture
-from .kvstats import OUTLIER_FACTOR, LayerStats, measure
+from .kvstats import OUTLIER_FACTOR, LayerStats, check_head_sizes, measure
 
 # Largest per-layer attention-output error a recommended config may have. The models
 # that collapse in README's table each have one layer with an error near 1 (the
@@ -350,8 +350,6 @@ def advise(model_path: str | Path | None = None, budget_bits: float | None = Non
            n_threads: int | None = None) -> Advice:
     """Read the model (a GGUF path or a known model name; None: the default model), measure its K/V
     rows and recommend a cache config; with `budget_bits`, the best one within that many bits per value."""
-    from .kvstats import check_head_sizes
-
     start = time.perf_counter()
     if budget_bits is not None and budget_bits <= 0:
         raise TqError(f"the budget must be a positive number of bits per value, got {budget_bits:g}")

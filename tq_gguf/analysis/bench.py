@@ -13,9 +13,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
-from . import ggufinfo, llamatool, lowlevel
-from .cacheconfig import CacheConfig
-from .errors import CacheTypeError, TqError
+from ..errors import CacheTypeError, TqError
+from ..gguf import ggufinfo
+from ..kv.cacheconfig import CacheConfig
+from ..runtime import lowlevel
+from . import llamatool
 
 BASELINE = CacheConfig.of("f16", "f16")
 DEFAULT_DEPTHS = (0, 4096, 8192)

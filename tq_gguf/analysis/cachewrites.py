@@ -19,36 +19,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from cffi import FFI
 
-from . import ggml
-from .cacheconfig import CacheConfig
-from .lowlevel import Context
+from ..kv.cacheconfig import CacheConfig
+from ..native import ggml, llamacpp
+from ..runtime.lowlevel import Context
 
-# ggml.h's struct ggml_tensor (GGML_MAX_DIMS 4, GGML_MAX_OP_PARAMS 64 bytes,
-# GGML_MAX_SRC 10, GGML_MAX_NAME 64 in the pinned ggml), so the callback can follow src[].
-_FFI = FFI()
-_FFI.cdef("""
-struct ggml_tensor {
-    int type;
-    void * buffer;
-    int64_t ne[4];
-    size_t nb[4];
-    int op;
-    int32_t op_params[16];
-    int32_t flags;
-    struct ggml_tensor * src[10];
-    struct ggml_tensor * view_src;
-    size_t view_offs;
-    void * data;
-    char name[64];
-    void * extra;
-    char padding[8];
-};
-const char * ggml_op_desc(const struct ggml_tensor * tensor);
-const char * ggml_type_name(int type);
-size_t       ggml_row_size(int type, int64_t ne);
-""")
 _CACHE = re.compile(r"^cache_([kv])_l(\d+)")
 _INPUT = re.compile(r"^([KV])cur-(\d+)$")
 _F32, _I64 = "f32", "i64"
@@ -66,36 +41,30 @@ class LayerWrite:
         return np.concatenate(self.fed), np.concatenate(self.stored), np.concatenate(self.before)
 
 
-def _lib():
-    ggml.lib()  # a missing or stale build fails here with the fix in the message
-    return _FFI.dlopen(str(ggml.library_dir() / ggml._LIB_NAME))
-
-
 def _matrix(lib, t, dtype: np.dtype) -> np.ndarray:
     """A 2-D tensor's rows as an array, following its strides."""
     ne0, ne1 = int(t.ne[0]), int(t.ne[1])
     row = lib.ggml_row_size(t.type, ne0)
-    base = int(_FFI.cast("uintptr_t", t.data))
+    base = int(ggml.ffi.cast("uintptr_t", t.data))
     out = np.empty((ne1, row), dtype=np.uint8)
     for r in range(ne1):
-        out[r] = np.frombuffer(_FFI.buffer(_FFI.cast("char *", base + r * int(t.nb[1])), row), dtype=np.uint8)
+        out[r] = np.frombuffer(ggml.ffi.buffer(ggml.ffi.cast("char *", base + r * int(t.nb[1])), row), dtype=np.uint8)
     return out.view(dtype) if dtype != np.uint8 else out
 
 
 def capture(model_path: str | Path, cache: str | CacheConfig, tokens_text: str, n_tokens: int,
             n_threads: int = 2) -> dict[tuple[str, int], LayerWrite]:
     """Decode the first `n_tokens` tokens of `tokens_text`; (side, layer) -> what was written."""
-    import llama_cpp
-
-    lib = _lib()
+    llama_cpp = llamacpp.load()
+    lib = ggml.lib()
     writes: dict[tuple[str, int], LayerWrite] = {}
     inputs: dict[tuple[str, int], np.ndarray] = {}
 
     @llama_cpp.ggml_backend_sched_eval_callback
     def on_eval(tensor, ask, user_data):
-        t = _FFI.cast("struct ggml_tensor *", tensor)
-        name = _FFI.string(t.name).decode(errors="replace")
-        op = _FFI.string(lib.ggml_op_desc(t)).decode()
+        t = ggml.ffi.cast("struct ggml_tensor *", tensor)
+        name = ggml.ffi.string(t.name).decode(errors="replace")
+        op = ggml.ffi.string(lib.ggml_op_desc(t)).decode()
         m_in = _INPUT.match(name)
         m_cache = _CACHE.match(name) if op == "SET_ROWS" else None
         if m_in is None and m_cache is None:
@@ -103,16 +72,16 @@ def capture(model_path: str | Path, cache: str | CacheConfig, tokens_text: str, 
         if ask:
             return True
         if m_in is not None:  # the last one before the write is the attention input
-            if _FFI.string(lib.ggml_type_name(t.type)).decode() == _F32:
+            if ggml.ffi.string(lib.ggml_type_name(t.type)).decode() == _F32:
                 n = int(t.ne[0]) * int(t.ne[1]) * int(t.ne[2]) * int(t.ne[3])
-                buf = _FFI.buffer(_FFI.cast("float *", t.data), 4 * n)
+                buf = ggml.ffi.buffer(ggml.ffi.cast("float *", t.data), 4 * n)
                 inputs[(m_in[1].lower(), int(m_in[2]))] = np.frombuffer(buf, dtype=np.float32).copy()
             return True
         side, il = m_cache[1], int(m_cache[2])
         src, idx = t.src[0], t.src[1]
-        type_name = _FFI.string(lib.ggml_type_name(t.type)).decode()
+        type_name = ggml.ffi.string(lib.ggml_type_name(t.type)).decode()
         fed = _matrix(lib, src, np.float32)
-        idx_type = _FFI.string(lib.ggml_type_name(idx.type)).decode()
+        idx_type = ggml.ffi.string(lib.ggml_type_name(idx.type)).decode()
         rows = _matrix(lib, idx, np.int64 if idx_type == _I64 else np.int32).reshape(-1)
         w = writes.setdefault((side, il), LayerWrite(type_name))
         w.fed.append(fed)

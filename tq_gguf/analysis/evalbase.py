@@ -14,7 +14,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import ggml, resultcache
+from ..native import ggml
+from . import resultcache
 
 
 @dataclass(frozen=True)

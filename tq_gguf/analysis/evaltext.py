@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from .errors import TqError
+from ..errors import TqError
 
 RELNOTES_DIR = Path("/usr/share/doc/git/RelNotes")
 

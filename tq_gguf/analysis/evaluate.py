@@ -21,9 +21,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
-from . import evalbase, ggufinfo, llamatool, lowlevel
-from .cacheconfig import CacheConfig
-from .errors import TqError
+from ..errors import TqError
+from ..gguf import ggufinfo
+from ..kv.cacheconfig import CacheConfig
+from ..runtime import lowlevel
+from . import evalbase, llamatool
 from .evaltext import RELNOTES_DIR, git_release_notes
 
 DEFAULT_CTX = 512
@@ -221,8 +223,10 @@ def evaluate(model_path: Path, configs: Sequence[CacheConfig], *, text: Path | N
 
 def plot(evaluation: Evaluation, path: Path) -> None:
     """KLD against bits per value, one labelled point per config, as a PNG."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    from matplotlib.backends.backend_agg import (
+        FigureCanvasAgg,  # deferred: matplotlib takes seconds to import; only --plot needs it
+    )
+    from matplotlib.figure import Figure  # deferred: matplotlib takes seconds to import; only --plot needs it
 
     # A config identical to f16 has KLD 0, which a log axis cannot show; the title names the base.
     points = [s for s in evaluation.scores if s.kld is not None and s.kld > 0]

@@ -19,14 +19,14 @@ import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
-from cffi import FFI
 
-from . import ggml, ggufinfo
-from .errors import ModelError, TqError
+from ..errors import ModelError, TqError
+from ..gguf import ggufinfo
+from ..native import ggml, llamacpp
+from ..runtime.lowlevel import Context
 
 PROBE_TEXT = """\
 The community workshop on Alder Street opens at eight on weekdays and at ten on \
@@ -50,25 +50,6 @@ who also replaces worn belts and checks the dust extraction system.
 # Enough tokens for attention patterns to form (and for a few hundred K/V rows per
 # layer), few enough that a 1.5B model reads them in seconds on two cores.
 MAX_TOKENS = 256
-
-# Tensor accessors the eval callback needs; a private FFI so that this module and
-# tools that declare the same functions on ggml.ffi do not collide.
-_FFI = FFI()
-_FFI.cdef("""
-const char * ggml_get_name(const void * tensor);
-void *       ggml_get_data(const void * tensor);
-int64_t      ggml_nelements(const void * tensor);
-size_t       ggml_nbytes(const void * tensor);
-bool         ggml_is_contiguous(const void * tensor);
-const char * ggml_op_desc(const void * tensor);
-""")
-
-
-@lru_cache(maxsize=1)
-def _base():
-    ggml.lib()  # refuses a missing or stale build with a clear error first
-    return _FFI.dlopen(str(ggml.library_dir() / ggml._LIB_NAME))
-
 
 @dataclass(frozen=True)
 class LayerQKV:
@@ -113,25 +94,22 @@ def capture(model_path: str | Path, text: str = PROBE_TEXT, max_tokens: int = MA
 
     `check` sees the model's description once it is loaded and before it reads the text
     (reading a GGUF's header takes seconds for large vocabularies; this avoids a second read)."""
-    import llama_cpp
-
-    from .lowlevel import Context
-
-    base = _base()
+    llama_cpp = llamacpp.load()
+    base, ffi = ggml.lib(), ggml.ffi
     seen: dict[tuple[str, int], np.ndarray | str] = {}
     ops: dict[str, str] = {}
 
     @llama_cpp.ggml_backend_sched_eval_callback
     def on_eval(tensor, ask, user_data):
-        t = _FFI.cast("void *", tensor)
-        m = _NAME.match(_FFI.string(base.ggml_get_name(t)).decode(errors="replace"))
+        t = ffi.cast("struct ggml_tensor *", tensor)
+        m = _NAME.match(ffi.string(base.ggml_get_name(t)).decode(errors="replace"))
         if m is None:
             return False
         if ask:
             return True
         key = (m[1], int(m[2]))
         if key[1] == 0:
-            ops[key[0]] = _FFI.string(base.ggml_op_desc(t)).decode()
+            ops[key[0]] = ffi.string(base.ggml_op_desc(t)).decode()
         n = base.ggml_nelements(t)
         # Later nodes of the same name overwrite earlier ones: the last is the attention input.
         if base.ggml_nbytes(t) != 4 * n:
@@ -139,7 +117,7 @@ def capture(model_path: str | Path, text: str = PROBE_TEXT, max_tokens: int = MA
         elif not base.ggml_is_contiguous(t):
             seen[key] = "a strided view"
         else:
-            buf = _FFI.buffer(_FFI.cast("float *", base.ggml_get_data(t)), 4 * n)
+            buf = ffi.buffer(ffi.cast("float *", base.ggml_get_data(t)), 4 * n)
             seen[key] = np.frombuffer(buf, dtype=np.float32).copy()
         return True
 

@@ -34,11 +34,12 @@ from pathlib import Path
 
 import numpy as np
 
-from . import cachetypes, ggml
-from .cachetypes import CacheType
-from .errors import CacheTypeError
+from ..errors import CacheTypeError
+from ..kv import cachetypes
+from ..kv.cachetypes import CacheType
+from ..native import ggml
+from ..reference.rotation import GROUP, hadamard, rotation_matrix
 from .kvprobe import LayerQKV, Probe
-from .reference.rotation import GROUP, hadamard, rotation_matrix
 
 # The candidate types the advisor weighs (f16 is the reference; q4_0 is measured
 # beside turbo4 because README compares them at equal roles).

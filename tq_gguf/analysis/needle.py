@@ -22,7 +22,7 @@ from bisect import bisect_right
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
-from .errors import TqError
+from ..errors import TqError
 
 # Bump when anything below changes what a prompt holds or how an answer is scored: cached
 # results of an older task are then not reused (tq_gguf.needlerun keys its cache with it).

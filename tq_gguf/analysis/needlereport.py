@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from .cacheconfig import CacheConfig
+from ..kv.cacheconfig import CacheConfig
 from .needlerun import Sweep
 
 
@@ -45,8 +45,10 @@ def table_lines(sweep: Sweep) -> list[str]:
 def plot(sweep: Sweep, path: Path) -> None:
     """One panel per config: length (rows) by depth (columns), colour = share of trials retrieved."""
     # matplotlib is imported here: it is slow to import and only --plot needs it.
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    from matplotlib.backends.backend_agg import (
+        FigureCanvasAgg,  # deferred: matplotlib takes seconds to import; only --plot needs it
+    )
+    from matplotlib.figure import Figure  # deferred: matplotlib takes seconds to import; only --plot needs it
 
     n = len(sweep.configs)
     cols = min(n, 4)

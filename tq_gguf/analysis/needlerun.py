@@ -22,8 +22,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
-from . import ggml, ggufinfo, needle, resultcache
-from .cacheconfig import CacheConfig
+from ..gguf import ggufinfo
+from ..kv.cacheconfig import CacheConfig
+from ..native import ggml
+from ..runtime.session import Llama
+from . import needle, resultcache
 from .evaltext import RELNOTES_DIR, git_release_notes
 
 # Generation that is not prompt evaluation, in prompt tokens of work, for the ETA: one decode step
@@ -157,8 +160,6 @@ class _Runner:
     def session(self, config: CacheConfig):
         if self.config != config:
             self.close()
-            from .session import Llama  # loads the native library; the rest of the module does not need it
-
             # Flash attention for every config, f16 included, so that only the cache type differs.
             self.llm = Llama(self.path, cache=config, n_ctx=self.n_ctx, flash_attn=True, seed=0,
                              **({"n_threads": self.threads, "n_threads_batch": self.threads} if self.threads else {}))

@@ -13,7 +13,7 @@ import json
 import os
 from pathlib import Path
 
-from . import paths
+from .. import paths
 
 
 def model_id(path: Path) -> str:

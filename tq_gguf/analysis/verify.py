@@ -47,8 +47,12 @@ from typing import Callable
 
 import numpy as np
 
-from . import cachetypes, paths
-from .errors import TqError
+from .. import paths
+from .. import reference as ref
+from ..errors import TqError
+from ..kv import cachetypes
+from ..native import backendops, ggml, typeids
+from ..reference import rotate
 
 QTYPES = cachetypes.TURBO_TYPES
 CHECKS = ("quantize", "dequantize", "dot", "attention", "flash_attn")
@@ -201,8 +205,6 @@ class Inputs:
 
 
 def make_inputs(rows_path: Path | None = KV_ROWS, seed: int = 5) -> Inputs:
-    from .reference import rotate
-
     rng = np.random.default_rng(seed)
     rows = [("random", rotate(random_rows())), ("edge", rotate(edge_rows()))]
     described = [f"random {rows[0][1].shape[0]}x{rows[0][1].shape[1]}",
@@ -234,14 +236,10 @@ def make_inputs(rows_path: Path | None = KV_ROWS, seed: int = 5) -> Inputs:
 # -- kernels ------------------------------------------------------------------------------------
 
 def _type_id(qtype: str) -> int:
-    from . import cachetypes
-
-    return cachetypes.get(qtype).ggml_id
+    return typeids.ggml_id(cachetypes.get(qtype))
 
 
 def _cpu_kernels() -> list[Kernel]:
-    from . import ggml
-
     def variant_kernel(variant: str) -> Kernel:
         def quantize(x, qtype):
             tid = _type_id(qtype)
@@ -264,8 +262,6 @@ def _cpu_kernels() -> list[Kernel]:
 
 
 def _device_flash_attn(device: str):
-    from . import backendops
-
     def flash_attn(q, k, v, qtype):
         return backendops.flash_attn(device, q[None], k[None], v[None], qtype, qtype)[:, 0, :]
 
@@ -275,8 +271,6 @@ def _device_flash_attn(device: str):
 def _q8_0_error(kernel: Kernel, q: np.ndarray, k: np.ndarray, v: np.ndarray) -> np.ndarray:
     """|error| of the device's flash attention over a q8_0 cache, against exact attention over
     the q8_0 values it read."""
-    from . import ggml
-
     q8 = _type_id("q8_0")
 
     def deq(x):
@@ -288,8 +282,6 @@ def _q8_0_error(kernel: Kernel, q: np.ndarray, k: np.ndarray, v: np.ndarray) -> 
 
 def _device_kernels(backend: str) -> list[Kernel]:
     """A GPU backend's devices, through ggml graphs of one op each (tq_gguf.backendops)."""
-    from . import backendops
-
     def device_kernel(device: str) -> Kernel:
         def quantize(x, qtype):
             return backendops.set_rows(device, x, qtype)
@@ -309,8 +301,6 @@ def _device_kernels(backend: str) -> list[Kernel]:
 def _base_kernel() -> Kernel:
     """ggml-base's reference C (ggml_quantize_chunk, the type traits' to_float): what llama-quantize
     and the backends' generic paths share."""
-    from . import ggml
-
     def quantize(x, qtype):
         return ggml.quantize(x, _type_id(qtype))
 
@@ -328,13 +318,11 @@ KERNEL_SOURCES: dict[str, Callable[[], list[Kernel]]] = {
 
 def compiled_kernels() -> tuple[list[Kernel], list[tuple[str, str]]]:
     """Kernels of every backend in the installed build, and (backend, why) for those not checked."""
-    from . import ggml
-
     kernels, missing = [_base_kernel()], []
     for backend in ggml.backends():
         source = KERNEL_SOURCES.get(backend)
         if source is None:
-            missing.append((backend, f"tq_gguf.verify has no harness for the {backend} backend yet"))
+            missing.append((backend, f"tq_gguf.analysis.verify has no harness for the {backend} backend yet"))
             continue
         found = source()
         if not found:
@@ -404,8 +392,6 @@ def _exact(kernel, qtype: str, check: str, unit: str, rows, got_and_want) -> "Re
                   detail=_mismatch(bad, total, unit) if bad else "")
 
 def check_kernel(kernel: Kernel, qtype: str, inputs: Inputs) -> list[Result]:
-    from . import reference as ref
-
     def na(check: str) -> Result:
         return Result(kernel.backend, kernel.variant, qtype, check, "n/a", detail="no entry point")
 

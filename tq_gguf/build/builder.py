@@ -10,6 +10,7 @@ installed.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import platform
@@ -22,8 +23,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from . import backendstatus, buildkey, cachetypes, nativesrc, patches, paths, sdist, upstream
-from .errors import BuildError
+from . import backendstatus, buildkey, nativesrc, patches, sdist, upstream
+from ..kv import cachetypes
+from .. import paths
+from ..errors import BuildError
 from .treesync import sync_tree
 
 TOOLS = ("llama-perplexity", "llama-bench", "test-backend-ops", "llama-completion")
@@ -133,8 +136,6 @@ def check_toolchain(backend: str) -> None:
 
 def build_info_path() -> Path | None:
     """`llama_cpp/tq_build.json` of the installed llama_cpp, without importing it."""
-    import importlib.util
-
     spec = importlib.util.find_spec("llama_cpp")
     if spec is None or not spec.submodule_search_locations:
         return None

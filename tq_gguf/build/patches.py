@@ -17,7 +17,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import PatchError
+from ..errors import PatchError
 
 BASE_MANIFEST = "base.sha256"
 PATCH_NAME = re.compile(r"^(\d{4})-[A-Za-z0-9._-]+\.patch$")

@@ -10,8 +10,9 @@ import tarfile
 import tempfile
 from pathlib import Path
 
-from . import paths, upstream
-from .errors import BuildError
+from .. import paths
+from . import upstream
+from ..errors import BuildError
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:

@@ -1,4 +1,4 @@
-"""`tq-gguf advise`: the advisor on the command line (tq_gguf.advisor does the work)."""
+"""`tq-gguf advise`: the advisor on the command line (tq_gguf.analysis.advisor does the work)."""
 
 from __future__ import annotations
 
@@ -14,8 +14,7 @@ def _table(rows: list[list[str]], header: list[str]) -> list[str]:
 
 
 def text_report(advice, show_layers: bool = False) -> list[str]:
-    from .advisor import LAYER_LIMIT
-
+    """The advice as text; `advice` is a tq_gguf.analysis.advisor.Advice."""
     rec = advice.recommended
     cfg = advice.config
     lines = [
@@ -38,7 +37,7 @@ def text_report(advice, show_layers: bool = False) -> list[str]:
             for c in sorted(advice.candidates, key=lambda c: -c.bits_per_value)]
     lines += ["  " + line for line in _table(rows, ["config", "bits", "mean err", "worst"])]
     if show_layers:
-        lines += ["", f"per layer (err = attention-output error; limit {LAYER_LIMIT}):"]
+        lines += ["", f"per layer (err = attention-output error; limit {advice.thresholds['layer_limit']}):"]
         rows = [[str(s.layer), f"{s.k.channel_ratio:.1f}", str(s.k.outlier_channels), f"{s.k.kurtosis:.1f}",
                  f"{s.k.norm_spread:.2f}", f"{s.v.channel_ratio:.1f}", f"{s.v.kurtosis:.1f}",
                  f"{s.k_attn['q8_0'].out_err:.4f}", f"{s.k_attn['turbo4'].out_err:.4f}",
@@ -61,9 +60,9 @@ def text_report(advice, show_layers: bool = False) -> list[str]:
 def advise(model: str | None, budget_bits: float | None, as_json: bool, show_layers: bool, threads: int | None) -> None:
     """Measure MODEL's keys and values and recommend a KV-cache config (MODEL: a GGUF path or a
     model name; default: the default model)."""
-    from .advisor import advise as run_advise
+    from ..analysis import advisor  # deferred: loads numpy, gguf or llama_cpp when the command runs, never for --help
 
-    advice = run_advise(model, budget_bits=budget_bits, n_threads=threads)
+    advice = advisor.advise(model, budget_bits=budget_bits, n_threads=threads)
     if as_json:
         click.echo(json.dumps(advice.as_dict(), indent=1))
     else:

@@ -1,5 +1,5 @@
 """`tq-gguf eval` and `bench`: the quality and speed of cache configs on a model, measured with
-llama.cpp's own tools. Registered on the main group in cli.py."""
+llama.cpp's own tools. Loaded by tq_gguf.cli when used."""
 
 from __future__ import annotations
 
@@ -9,7 +9,10 @@ from pathlib import Path
 
 import click
 
-from .plan import format_size
+from ..errors import CacheTypeError
+from ..gguf import models
+from ..kv.cacheconfig import PRESETS, CacheConfig
+from ..kv.plan import format_size
 
 
 class ConfigList(click.ParamType):
@@ -18,9 +21,6 @@ class ConfigList(click.ParamType):
     name = "SPECS"
 
     def convert(self, value, param, ctx):
-        from .cacheconfig import CacheConfig
-        from .errors import CacheTypeError
-
         if isinstance(value, list):
             return value
         specs = [s for s in (part.strip() for part in value.split(",")) if s]
@@ -50,8 +50,6 @@ class IntList(click.ParamType):
 
 
 def _preset_names() -> str:
-    from .cacheconfig import PRESETS
-
     return ",".join(PRESETS)
 
 
@@ -118,7 +116,7 @@ def eval_(model: str | None, configs, text: Path | None, chunks: int, n_ctx: int
     \b
     tq-gguf eval smollm2-135m --configs q8_0/q8_0,q8_0/turbo3,max --chunks 4 --plot kld.png
     """
-    from . import evaluate, models
+    from ..analysis import evaluate  # deferred: loads numpy, gguf or llama_cpp when the command runs, never for --help
 
     path = models.resolve(model)
     configs = evaluate.checked(path, configs, n_ctx)
@@ -189,8 +187,7 @@ def bench(model: str | None, configs, depths: list[int], n_prompt: int, n_gen: i
     \b
     tq-gguf bench smollm2-135m --configs q8_0/turbo3 --depths 0,4096 -r 3
     """
-    from . import bench as run_bench
-    from . import models
+    from ..analysis import bench as run_bench  # deferred: loads numpy, gguf or llama_cpp when the command runs, never for --help
 
     if n_prompt == 0 and n_gen == 0:
         raise click.UsageError("nothing to measure: -p and -n are both 0")

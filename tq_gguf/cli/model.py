@@ -1,5 +1,5 @@
 """`tq-gguf inspect`, `plan` and `tag`: what a GGUF holds, what its KV cache costs, and tagging it
-with a recommended cache config. Registered on the main group in cli.py."""
+with a recommended cache config. Loaded by tq_gguf.cli when used."""
 
 from __future__ import annotations
 
@@ -8,9 +8,12 @@ from dataclasses import asdict
 
 import click
 
-from .plan import format_size, parse_size
-
-LLAMA_FTYPE_GUESSED = 1024  # llama.cpp's flag for a file type it inferred rather than read
+from ..errors import CacheTypeError
+from ..gguf import models
+from ..kv.cacheconfig import CacheConfig
+from ..kv.cachetypes import CACHE_TYPES
+from ..kv.plan import ContextParams, format_size, parse_size
+from ..kv.plan import plan as plan_sizes
 
 
 class ByteSize(click.ParamType):
@@ -44,25 +47,8 @@ def _ranges(layers) -> str:
     return ", ".join(out) or "none"
 
 
-def file_type_name(file_type: int | None) -> str | None:
-    """general.file_type as llama.cpp names it (MOSTLY_Q4_K_M -> Q4_K_M)."""
-    import gguf
-
-    if file_type is None:
-        return None
-    guessed = bool(file_type & LLAMA_FTYPE_GUESSED)
-    try:
-        name = gguf.LlamaFileType(file_type & ~LLAMA_FTYPE_GUESSED).name
-    except ValueError:
-        return f"unknown ({file_type})"
-    name = name.removeprefix("MOSTLY_").removeprefix("ALL_")
-    return f"{name} (guessed)" if guessed else name
-
-
 def cache_type_fit(info) -> dict[str, str | None]:
     """Every cache type -> None if it can hold the model's heads, else why not."""
-    from .cachetypes import CACHE_TYPES
-
     dims = {("K", info.head_dim_k), ("V", info.head_dim_v)}
     if info.swa_layers:
         dims |= {("K", info.head_dims(info.swa_layers[0])[0]), ("V", info.head_dims(info.swa_layers[0])[1])}
@@ -75,9 +61,6 @@ def cache_type_fit(info) -> dict[str, str | None]:
 
 def _tag_state(info) -> tuple[str | None, str | None, str | None]:
     """(tag, preset, problem) of the model's tq.cache tag."""
-    from .cacheconfig import CacheConfig
-    from .errors import CacheTypeError
-
     if info.tq_cache is None:
         return None, None, None
     try:
@@ -89,13 +72,11 @@ def _tag_state(info) -> tuple[str | None, str | None, str | None]:
 
 
 def inspect_dict(info) -> dict:
-    from .cachetypes import CACHE_TYPES
-
     tag, preset, problem = _tag_state(info)
     fit = cache_type_fit(info)
     data = asdict(info) | {"path": str(info.path)}
     data |= {
-        "file_type_name": file_type_name(info.file_type),
+        "file_type_name": info.file_type_name,
         "tq_cache_preset": preset, "tq_cache_problem": problem,
         "full_attention_layers": [il for il in range(info.n_layer) if not info.is_swa(il)] if info.swa_layers else [],
         "cache_types": {name: {"fits": reason is None, "reason": reason,
@@ -105,14 +86,12 @@ def inspect_dict(info) -> dict:
 
 
 def inspect_lines(info) -> list[str]:
-    from .cachetypes import CACHE_TYPES
-
     rows: list[tuple[str, str]] = [
         ("model", info.name),
         ("file", str(info.path)),
         ("size", f"{format_size(info.file_size)} ({info.file_size} bytes), GGUF v{info.gguf_version}, "
                  f"{info.n_metadata} metadata keys, {info.n_tensors} tensors"),
-        ("file type", file_type_name(info.file_type) or "not stated"),
+        ("file type", info.file_type_name or "not stated"),
         ("architecture", info.arch),
         ("layers", str(info.n_layer) + (f" ({info.n_layer_nextn} next-token-prediction layers outside the cache)"
                                         if info.n_layer_nextn else "")),
@@ -160,7 +139,7 @@ def inspect(model: str, as_json: bool) -> None:
     head sizes (and why the others do not). Damaged or non-GGUF files are refused
     with one error line.
     """
-    from . import ggufinfo, models
+    from ..gguf import ggufinfo  # deferred: loads numpy, gguf or llama_cpp when the command runs, never for --help
 
     info = ggufinfo.read(models.resolve(model))
     if as_json:
@@ -255,12 +234,11 @@ def plan(model: str, n_ctx: int, n_seq: int, budget: int | None, configs: tuple[
     256, the smaller caches of sliding-window layers (with --no-swa-full) and the
     buffer alignment. With --budget, also the largest context that fits in it.
     """
-    from . import ggufinfo, models
-    from .plan import ContextParams, plan as make_plan
+    from ..gguf import ggufinfo  # deferred: loads numpy, gguf or llama_cpp when the command runs, never for --help
 
     info = ggufinfo.read(models.resolve(model))
     params = ContextParams(n_seq=n_seq, unified=kv_unified, swa_full=swa_full, n_ubatch=n_ubatch)
-    result = make_plan(info, n_ctx, budget, params, list(configs) or None)
+    result = plan_sizes(info, n_ctx, budget, params, list(configs) or None)
     if as_json:
         _echo_json({"model": str(info.path), "arch": info.arch, "n_layer": info.n_layer,
                     "n_ctx_train": info.n_ctx_train} | result.as_dict())
@@ -284,8 +262,10 @@ def tag(model: str, spec: str, output: str, force: bool, as_json: bool) -> None:
     key and all tensor data are copied unchanged. tq_gguf.Llama uses the tag when it
     is given no cache config; stock llama.cpp loads the file and ignores the key.
     """
-    from . import ggufinfo, gguftag, models
-    from .cacheconfig import CacheConfig
+    from ..gguf import (  # deferred: loads numpy, gguf or llama_cpp when the command runs, never for --help
+        ggufinfo,
+        gguftag,
+    )
 
     info, written = gguftag.tag(models.resolve(model), output, spec, force=force)
     preset = CacheConfig.parse(written).preset

@@ -1,19 +1,16 @@
 """`tq-gguf needle`: needle-in-a-haystack retrieval by context length and depth for cache configs.
-Registered on the main group in cli.py."""
+Loaded by tq_gguf.cli when used."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import click
 
-from . import needle
-from .cacheconfig import CacheConfig
-
-if TYPE_CHECKING:
-    from .needlerun import Progress
+from ..analysis import needle
+from ..gguf import models
+from ..kv.cacheconfig import CacheConfig
 
 DEFAULT_CONFIGS = "f16/f16,lossless,quality,balanced,compact,q8_0/q4_0,q4_0/q4_0"
 DEFAULT_DEPTHS = "0,0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9,1"
@@ -49,7 +46,8 @@ def _duration(seconds: float) -> str:
     return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
 
 
-def _progress(p: Progress) -> None:
+def _progress(p) -> None:
+    """One line per finished cell (`p`: a tq_gguf.analysis.needlerun.Progress)."""
     r = p.row
     verdict = "found" if r["found"] else f"missed (answered {r['answer']!r})"
     how = "cached" if p.reused else f"{r['seconds']:.1f} s, {r['evaluated_tokens']} tokens evaluated"
@@ -97,8 +95,11 @@ def needle_(model: str | None, configs: str | None, lengths: str | None, depths:
     tq-gguf needle smollm2-135m --quick
     tq-gguf needle smollm2-135m --configs f16/f16,balanced --lengths 2048,4096 --depths 0,0.5,1 --plot needle.png
     """
-    # deferred: `tq-gguf build` runs this CLI before numpy, gguf and cffi are installed
-    from . import ggufinfo, models, needlereport, needlerun
+    from ..analysis import (  # deferred: loads numpy, gguf or llama_cpp when the command runs, never for --help
+        needlereport,
+        needlerun,
+    )
+    from ..gguf import ggufinfo  # deferred: loads numpy, gguf or llama_cpp when the command runs, never for --help
 
     path = models.resolve(model)
     info = ggufinfo.read(path)

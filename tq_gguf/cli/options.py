@@ -6,8 +6,8 @@ from typing import Callable
 
 import click
 
-from .cacheconfig import DEFAULT_PRESET, PRESETS
-from .cachetypes import CACHE_TYPES
+from ..kv.cacheconfig import DEFAULT_PRESET, PRESETS
+from ..kv.cachetypes import CACHE_TYPES
 
 
 def cache_options(command: Callable) -> Callable:

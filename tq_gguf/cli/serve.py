@@ -1,13 +1,11 @@
 """`tq-gguf serve`: an OpenAI-compatible HTTP server with a compressed KV cache.
-Registered on the main group in cli.py."""
+Loaded by tq_gguf.cli when used."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import click
 
-from .cli_options import cache_options
+from .options import cache_options
 
 
 @click.command()
@@ -36,32 +34,8 @@ def serve(model: str | None, cache: str | None, cache_k: str | None, cache_v: st
     curl http://127.0.0.1:8000/v1/completions -H 'Content-Type: application/json' \\
          -d '{"prompt": "The three primary colors are", "max_tokens": 32}'
     """
-    from . import ggufinfo, models
-    from .cacheconfig import CacheConfig
-    from .generate import describe
-    from .plan import format_size, padded_ctx
-    from .session import resolve_config
+    from ..runtime import serve as server  # deferred: loads numpy, gguf or llama_cpp when the command runs, never for --help
 
-    path = models.resolve(model)
-    n_ctx = padded_ctx(n_ctx)  # as the session will; the size printed below is for it
-    info = ggufinfo.read(path)
-    # What the session will resolve (the same function): a bad choice fails before the server
-    # stack is imported and the model loaded.
-    config, _ = resolve_config(info, cache, cache_k, cache_v)
-
-    import uvicorn
-
-    from . import serve as server
-
-    server.check_port(host, port)
-    settings = server.TqModelSettings(
-        model=str(path), model_alias=alias or model or Path(path).stem, kv_cache=cache, kv_cache_k=cache_k,
-        kv_cache_v=cache_v, n_ctx=n_ctx, chat_format=chat_format, verbose=verbose,
-        **({"n_threads": threads, "n_threads_batch": threads} if threads else {}),
-    )
-    app = server.create_app(settings, server.ServerSettings(host=host, port=port, api_key=api_key))
-    click.echo(f"serving {settings.model_alias} ({path.name}) with {describe(config)}: KV cache "
-               f"{format_size(config.kv_bytes(info, n_ctx))} for {n_ctx} tokens (f16 would take "
-               f"{format_size(CacheConfig.of('f16', 'f16').kv_bytes(info, n_ctx))}) at http://{host}:{port}/v1",
-               err=True)
-    uvicorn.run(app, host=host, port=port, log_level="info" if verbose else "warning")
+    server.serve(model, cache=cache, cache_k=cache_k, cache_v=cache_v, host=host, port=port, n_ctx=n_ctx,
+                 threads=threads, alias=alias, chat_format=chat_format, api_key=api_key, verbose=verbose,
+                 echo=lambda line: click.echo(line, err=True))

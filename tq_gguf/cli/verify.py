@@ -1,5 +1,5 @@
 """`tq-gguf verify`: the turbo kernels of every compiled backend against the NumPy reference
-(tq_gguf.verify). Registered on the main group in cli.py."""
+(tq_gguf.analysis.verify). Loaded by tq_gguf.cli when used."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from .cachetypes import TURBO_TYPES
+from ..kv.cachetypes import TURBO_TYPES
 
 
 @click.command()
@@ -28,7 +28,7 @@ def verify(types: tuple[str, ...], rows_path: Path | None, random_only: bool, as
     tolerance derived from docs/FORMAT.md's dot-product bound. Inputs: random rows,
     the format's edge cases and real K/V rows. Exits 1 if any check fails.
     """
-    from . import verify as harness
+    from ..analysis import verify as harness  # deferred: loads numpy, gguf or llama_cpp when the command runs, never for --help
 
     if rows_path is not None and random_only:
         raise click.UsageError("--rows and --random-only exclude each other")

@@ -18,10 +18,14 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+import gguf
+
+from ..errors import ModelError
+from ..kv import plan
 from . import ggufheader
-from .errors import ModelError
 
 TQ_CACHE_KEY = "tq.cache"  # the recommended cache config spec, written by `tq-gguf tag`
+LLAMA_FTYPE_GUESSED = 1024  # llama.cpp's flag for a file type it inferred rather than read
 
 
 @dataclass(frozen=True)
@@ -101,6 +105,20 @@ class ModelInfo:
     n_metadata: int = 0
 
     @property
+    def file_type_name(self) -> str | None:
+        """general.file_type as llama.cpp names it (MOSTLY_Q4_K_M -> Q4_K_M)."""
+        file_type = self.file_type
+        if file_type is None:
+            return None
+        guessed = bool(file_type & LLAMA_FTYPE_GUESSED)
+        try:
+            name = gguf.LlamaFileType(file_type & ~LLAMA_FTYPE_GUESSED).name
+        except ValueError:
+            return f"unknown ({file_type})"
+        name = name.removeprefix("MOSTLY_").removeprefix("ALL_")
+        return f"{name} (guessed)" if guessed else name
+
+    @property
     def n_layer_kv(self) -> int:
         """Layers the main context caches K and V for."""
         return self.n_layer - self.n_layer_nextn
@@ -129,10 +147,8 @@ class ModelInfo:
     def kv_bytes_layers(self, n_ctx: int, k_types, v_types, **params) -> int:
         """KV-cache bytes llama.cpp allocates for context `n_ctx` with a K and V type per layer.
 
-        Exact, padding included (tq_gguf.plan); `params` are plan.ContextParams fields, by default
+        Exact, padding included (tq_gguf.kv.plan); `params` are plan.ContextParams fields, by default
         what tq_gguf.Llama and llama-cpp-python pass: one sequence, full-size sliding-window caches."""
-        from . import plan
-
         return plan.kv_size(self, n_ctx, k_types, v_types, plan.ContextParams(**params)).total
 
     def kv_cell_bytes(self, k_types, v_types) -> int:

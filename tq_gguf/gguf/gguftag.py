@@ -17,9 +17,9 @@ from pathlib import Path
 
 from gguf import GGUFValueType
 
+from ..errors import ModelError
+from ..kv.cacheconfig import CacheConfig
 from . import ggufheader, ggufinfo
-from .cacheconfig import CacheConfig
-from .errors import ModelError
 
 COPY_CHUNK = 16 << 20
 

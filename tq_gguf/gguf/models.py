@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from . import paths
-from .errors import ModelError
+from .. import paths
+from ..errors import ModelError
 
 
 @dataclass(frozen=True)

@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from types import ModuleType
 
+from ..errors import CacheTypeError
 from . import cachetypes
 from .cachetypes import CacheType
-from .errors import CacheTypeError
 
 # The protected type of boundary layers, for both K and V.
 BOUNDARY_TYPE = "q8_0"
@@ -104,8 +105,9 @@ class CacheConfig:
                 f"a quantized V cache ({self}) needs flash attention; turn flash attention on or use an f16 V cache"
             )
         if native:
+            typeids = _typeids()
             for ct in self.types():
-                cachetypes.require_native(ct)
+                typeids.require(ct)
 
     def kv_bytes(self, info, n_ctx: int) -> int:
         """Bytes of the K and V caches at `n_ctx` cells (see ModelInfo.kv_bytes_layers)."""
@@ -120,11 +122,12 @@ class CacheConfig:
 
     def llama_kwargs(self, n_layer: int) -> dict:
         """Keyword arguments for llama_cpp.Llama: type_k/type_v, plus per-layer lists when mixed."""
-        kwargs = {"type_k": self.k.ggml_id, "type_v": self.v.ggml_id}
+        ggml_id = _typeids().ggml_id
+        kwargs = {"type_k": ggml_id(self.k), "type_v": ggml_id(self.v)}
         if self.mixed:
             k_types, v_types = self.layer_types(n_layer)
-            kwargs["type_k_layer"] = [t.ggml_id for t in k_types]
-            kwargs["type_v_layer"] = [t.ggml_id for t in v_types]
+            kwargs["type_k_layer"] = [ggml_id(t) for t in k_types]
+            kwargs["type_v_layer"] = [ggml_id(t) for t in v_types]
         return kwargs
 
     def cli_args(self, n_layer: int) -> list[str]:
@@ -172,3 +175,10 @@ def resolve(cache: str | CacheConfig | None = None, cache_k: str | None = None, 
     if cache_k is None and cache_v is None:
         return base
     return CacheConfig.of(cache_k or base.k.name, cache_v or base.v.name, base.boundary)
+
+
+def _typeids() -> ModuleType:
+    """The installed build's type ids (tq_gguf.native.typeids), for the two methods that need them."""
+    from ..native import typeids  # deferred: cffi and numpy; the CLI's option help reads this module without them
+
+    return typeids

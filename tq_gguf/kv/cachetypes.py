@@ -4,16 +4,15 @@ Names, block sizes, bytes per block and (turbo types) index bits are format fact
 (docs/FORMAT.md, ggml's type traits; a test checks them against the library). This
 table is where the package learns them: the NumPy reference, verify, the CLI and the
 build derive theirs from it (docs/ADDING_A_TYPE.md). The ggml enum value
-behind a name is read from the built library at run time (`CacheType.ggml_id`),
+behind a name is read from the built library at run time (tq_gguf.native.typeids),
 so Python never depends on where the patched ggml.h placed the turbo types.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
 
-from .errors import CacheTypeError
+from ..errors import CacheTypeError
 
 
 @dataclass(frozen=True)
@@ -26,17 +25,6 @@ class CacheType:
     @property
     def turbo(self) -> bool:
         return self.index_bits > 0
-
-    @property
-    def ggml_id(self) -> int:
-        """The ggml enum value of this type in the installed build."""
-        type_id = native_ids().get(self.name)
-        if type_id is None:
-            raise CacheTypeError(
-                f"cache type {self.name} is not in the installed llama.cpp build; "
-                f"run `tq-gguf build` to build one with the turbo types"
-            )
-        return type_id
 
     @property
     def quantized(self) -> bool:
@@ -82,28 +70,3 @@ def get(name: str) -> CacheType:
         return CACHE_TYPES[name.lower()]
     except KeyError:
         raise CacheTypeError(f"unknown cache type {name!r}; choose one of {', '.join(CACHE_TYPES)}") from None
-
-
-@lru_cache(maxsize=1)
-def native_ids() -> dict[str, int]:
-    """Type name -> ggml enum value, as the installed library names its types."""
-    from . import ggml
-
-    return {name: type_id for name, type_id in ggml.type_ids().items() if name in CACHE_TYPES}
-
-
-def is_native(ct: CacheType) -> bool:
-    """Whether the installed native build knows this type (turbo types need our patches)."""
-    return ct.name in native_ids()
-
-
-def available() -> list[CacheType]:
-    return [ct for ct in CACHE_TYPES.values() if not ct.turbo or is_native(ct)]
-
-
-def require_native(ct: CacheType) -> None:
-    if ct.turbo and not is_native(ct):
-        raise CacheTypeError(
-            f"cache type {ct.name} is not in the installed llama.cpp build; "
-            f"this build does not include the turbo types yet (run `tq-gguf build` after updating)"
-        )

@@ -23,7 +23,9 @@ from __future__ import annotations
 import re
 from dataclasses import asdict, dataclass, field
 
-from .errors import CacheTypeError, ModelError
+from ..errors import CacheTypeError, ModelError
+from .cacheconfig import PRESETS, CacheConfig
+from .cachetypes import CACHE_TYPES, get
 
 CELL_PAD = 256  # llama.cpp pads n_ctx, n_ctx_seq and the SWA cache to this many cells
 
@@ -199,9 +201,6 @@ class Plan:
 
 def candidate_configs() -> list[tuple[str, str]]:
     """(spec, kind) for every uniform type, the common mixed configs and every preset, each config once."""
-    from .cacheconfig import PRESETS, CacheConfig
-    from .cachetypes import CACHE_TYPES
-
     out: dict[CacheConfig, tuple[str, str]] = {}
     for name in CACHE_TYPES:
         out.setdefault(CacheConfig.of(name, name), (f"{name}/{name}", "uniform"))
@@ -215,9 +214,6 @@ def candidate_configs() -> list[tuple[str, str]]:
 def plan(info, n_ctx: int, budget: int | None = None, params: ContextParams = ContextParams(),
          configs: list[str] | None = None) -> Plan:
     """KV bytes of each config at `n_ctx`, and the largest context each fits into `budget`."""
-    from .cacheconfig import CacheConfig
-    from .cachetypes import get
-
     if not n_ctx:
         n_ctx = info.n_ctx_train  # llama.cpp's n_ctx = 0
         if not n_ctx:

@@ -9,74 +9,14 @@ with ggml_backend_tensor_set/get, and the graph runs with ggml_backend_graph_com
 
 from __future__ import annotations
 
-from functools import lru_cache
-
 import numpy as np
-from cffi import FFI
 
+from ..errors import NativeLibraryError
 from . import ggml
-from .errors import NativeLibraryError
 
-CDEF = """
-struct ggml_context;
-struct ggml_tensor;
-struct ggml_cgraph;
-typedef struct ggml_backend * ggml_backend_t;
-typedef struct ggml_backend_device * ggml_backend_dev_t;
-typedef struct ggml_backend_buffer * ggml_backend_buffer_t;
-
-struct ggml_init_params {
-    size_t mem_size;
-    void * mem_buffer;
-    bool   no_alloc;
-};
-
-struct ggml_context * ggml_init(struct ggml_init_params params);
-void   ggml_free(struct ggml_context * ctx);
-size_t ggml_tensor_overhead(void);
-size_t ggml_graph_overhead(void);
-size_t ggml_nbytes(const struct ggml_tensor * tensor);
-struct ggml_tensor * ggml_new_tensor_4d(struct ggml_context * ctx, int type, int64_t ne0, int64_t ne1, int64_t ne2, int64_t ne3);
-struct ggml_tensor * ggml_set_rows(struct ggml_context * ctx, struct ggml_tensor * a, struct ggml_tensor * b, struct ggml_tensor * c);
-struct ggml_tensor * ggml_get_rows(struct ggml_context * ctx, struct ggml_tensor * a, struct ggml_tensor * b);
-struct ggml_tensor * ggml_flash_attn_ext(struct ggml_context * ctx, struct ggml_tensor * q, struct ggml_tensor * k,
-                                         struct ggml_tensor * v, struct ggml_tensor * mask, float scale,
-                                         float max_bias, float logit_softcap);
-void ggml_flash_attn_ext_set_prec(struct ggml_tensor * a, int prec);
-struct ggml_cgraph * ggml_new_graph(struct ggml_context * ctx);
-void ggml_build_forward_expand(struct ggml_cgraph * cgraph, struct ggml_tensor * tensor);
-
-ggml_backend_t ggml_backend_dev_init(ggml_backend_dev_t device, const char * params);
-void ggml_backend_free(ggml_backend_t backend);
-ggml_backend_buffer_t ggml_backend_alloc_ctx_tensors(struct ggml_context * ctx, ggml_backend_t backend);
-void ggml_backend_buffer_free(ggml_backend_buffer_t buffer);
-void ggml_backend_tensor_set(struct ggml_tensor * tensor, const void * data, size_t offset, size_t size);
-void ggml_backend_tensor_get(const struct ggml_tensor * tensor, void * data, size_t offset, size_t size);
-int  ggml_backend_graph_compute(ggml_backend_t backend, struct ggml_cgraph * cgraph);
-"""
-
-# in libggml (the registry), not libggml-base
-CDEF_REG = """
-size_t             ggml_backend_dev_count(void);
-ggml_backend_dev_t ggml_backend_dev_get(size_t index);
-const char *       ggml_backend_dev_name(ggml_backend_dev_t device);
-const char *       ggml_backend_dev_description(ggml_backend_dev_t device);
-ggml_backend_dev_t ggml_backend_dev_by_name(const char * name);
-"""
-
-ffi = FFI()
-ffi.cdef(CDEF)
-ffi.cdef(CDEF_REG)
+ffi = ggml.ffi
 
 GGML_PREC_F32 = 10
-
-
-@lru_cache(maxsize=None)
-def _libs():
-    ggml.lib()  # refuses a stale or foreign build first
-    base = ffi.dlopen(str(ggml.library_dir() / ggml._LIB_NAME))
-    reg = ffi.dlopen(str(ggml.library_dir() / ggml._REGISTRY_LIB_NAME))
-    return base, reg
 
 
 def type_id(name: str) -> int:
@@ -88,26 +28,26 @@ def type_id(name: str) -> int:
 
 def devices() -> list[str]:
     """Device names as ggml registers them ("CPU", "Vulkan0", ...)."""
-    _, reg = _libs()
-    return [ffi.string(reg.ggml_backend_dev_name(reg.ggml_backend_dev_get(i))).decode()
-            for i in range(reg.ggml_backend_dev_count())]
+    L = ggml.lib()
+    return [ffi.string(L.ggml_backend_dev_name(L.ggml_backend_dev_get(i))).decode()
+            for i in range(L.ggml_backend_dev_count())]
 
 
 def description(device: str) -> str:
     """ggml's description of a device ("llvmpipe (LLVM 15.0.6, 256 bits)", "NVIDIA H100 ...")."""
-    _, reg = _libs()
-    dev = reg.ggml_backend_dev_by_name(device.encode())
+    L = ggml.lib()
+    dev = L.ggml_backend_dev_by_name(device.encode())
     if dev == ffi.NULL:
         raise NativeLibraryError(f"ggml has no device {device!r} (it has: {', '.join(devices())})")
-    return ffi.string(reg.ggml_backend_dev_description(dev)).decode()
+    return ffi.string(L.ggml_backend_dev_description(dev)).decode()
 
 
 class _Graph:
     """A no_alloc context on one backend; tensors are allocated by `alloc()`."""
 
     def __init__(self, device: str, n_tensors: int = 16):
-        self.base, reg = _libs()
-        dev = reg.ggml_backend_dev_by_name(device.encode())
+        self.base = ggml.lib()
+        dev = self.base.ggml_backend_dev_by_name(device.encode())
         if dev == ffi.NULL:
             raise NativeLibraryError(f"no ggml device named {device!r}; this build has {', '.join(devices())}")
         self.backend = self.base.ggml_backend_dev_init(dev, ffi.NULL)

@@ -1,8 +1,9 @@
-"""cffi (ABI mode) bindings to the small part of libggml-base that we call.
+"""cffi (ABI mode) bindings to the part of ggml that we call: one FFI, one library handle.
 
-Used by the tests and by anything that quantizes NumPy arrays with the native
-kernels. The library is the one inside the installed, patched `llama_cpp`
-package; `ggml_tq_build_id()` proves it is ours and current.
+Quantizing NumPy arrays with the native kernels, running single ops on a backend
+(backendops), reading graph nodes from an eval callback (kvprobe, cachewrites) all go
+through `ffi` and `lib()`. The library is the one inside the installed, patched
+`llama_cpp` package; `ggml_tq_build_id()` proves it is ours and current.
 """
 
 from __future__ import annotations
@@ -16,8 +17,12 @@ from pathlib import Path
 import numpy as np
 from cffi import FFI
 
-from .errors import NativeLibraryError
+from ..build import builder
+from ..errors import NativeLibraryError
 
+# Every declaration the package makes, on one FFI: the functions are spread over libggml-base
+# (types, quantizers, tensors, graphs, backend buffers), libggml-cpu (its type traits and the
+# turbo kernel variants) and libggml (the backend and device registry).
 CDEF = """
 typedef uint16_t ggml_fp16_t;
 typedef void (*ggml_to_float_t)(const void * x, float * y, int64_t k);
@@ -46,10 +51,69 @@ const char * ggml_tq_build_id(void);
 int ggml_tq_type_count(void);
 void ggml_tq_rotation_signs(float * signs, int n);
 void ggml_tq_rotation_matrix(float * dst, int n);
-"""
 
-# From libggml-cpu: its type traits, and the turbo kernel variants (generic C, AVX2, AVX-512, ...).
-CDEF_CPU = """
+/* ggml.h's struct ggml_tensor (GGML_MAX_DIMS 4, GGML_MAX_OP_PARAMS 64 bytes, GGML_MAX_SRC 10,
+   GGML_MAX_NAME 64 in the pinned ggml), so an eval callback can read a node and follow src[]. */
+struct ggml_tensor {
+    int type;
+    void * buffer;
+    int64_t ne[4];
+    size_t nb[4];
+    int op;
+    int32_t op_params[16];
+    int32_t flags;
+    struct ggml_tensor * src[10];
+    struct ggml_tensor * view_src;
+    size_t view_offs;
+    void * data;
+    char name[64];
+    void * extra;
+    char padding[8];
+};
+const char * ggml_get_name(const struct ggml_tensor * tensor);
+void *       ggml_get_data(const struct ggml_tensor * tensor);
+int64_t      ggml_nelements(const struct ggml_tensor * tensor);
+size_t       ggml_nbytes(const struct ggml_tensor * tensor);
+bool         ggml_is_contiguous(const struct ggml_tensor * tensor);
+const char * ggml_op_desc(const struct ggml_tensor * tensor);
+
+struct ggml_context;
+struct ggml_cgraph;
+typedef struct ggml_backend * ggml_backend_t;
+typedef struct ggml_backend_device * ggml_backend_dev_t;
+typedef struct ggml_backend_buffer * ggml_backend_buffer_t;
+typedef struct ggml_backend_reg * ggml_backend_reg_t;
+
+struct ggml_init_params {
+    size_t mem_size;
+    void * mem_buffer;
+    bool   no_alloc;
+};
+
+struct ggml_context * ggml_init(struct ggml_init_params params);
+void   ggml_free(struct ggml_context * ctx);
+size_t ggml_tensor_overhead(void);
+size_t ggml_graph_overhead(void);
+struct ggml_tensor * ggml_new_tensor_4d(struct ggml_context * ctx, int type, int64_t ne0, int64_t ne1, int64_t ne2, int64_t ne3);
+struct ggml_tensor * ggml_set_rows(struct ggml_context * ctx, struct ggml_tensor * a, struct ggml_tensor * b, struct ggml_tensor * c);
+struct ggml_tensor * ggml_get_rows(struct ggml_context * ctx, struct ggml_tensor * a, struct ggml_tensor * b);
+struct ggml_tensor * ggml_flash_attn_ext(struct ggml_context * ctx, struct ggml_tensor * q, struct ggml_tensor * k,
+                                         struct ggml_tensor * v, struct ggml_tensor * mask, float scale,
+                                         float max_bias, float logit_softcap);
+void ggml_flash_attn_ext_set_prec(struct ggml_tensor * a, int prec);
+struct ggml_cgraph * ggml_new_graph(struct ggml_context * ctx);
+void ggml_build_forward_expand(struct ggml_cgraph * cgraph, struct ggml_tensor * tensor);
+
+ggml_backend_t ggml_backend_dev_init(ggml_backend_dev_t device, const char * params);
+void ggml_backend_free(ggml_backend_t backend);
+ggml_backend_buffer_t ggml_backend_alloc_ctx_tensors(struct ggml_context * ctx, ggml_backend_t backend);
+void   ggml_backend_buffer_free(ggml_backend_buffer_t buffer);
+size_t ggml_backend_buffer_get_size(ggml_backend_buffer_t buffer);
+void ggml_backend_tensor_set(struct ggml_tensor * tensor, const void * data, size_t offset, size_t size);
+void ggml_backend_tensor_get(const struct ggml_tensor * tensor, void * data, size_t offset, size_t size);
+int  ggml_backend_graph_compute(ggml_backend_t backend, struct ggml_cgraph * cgraph);
+
+/* libggml-cpu */
 struct ggml_type_traits_cpu {
     ggml_from_float_t from_float;
     void *            vec_dot;
@@ -62,26 +126,26 @@ bool  ggml_tq_cpu_has_variant(int variant);
 void  ggml_tq_cpu_quantize_row(int type, int variant, const float * x, void * y, int64_t k);
 void  ggml_tq_cpu_dequantize_row(int type, int variant, const void * x, float * y, int64_t k);
 float ggml_tq_cpu_vec_dot(int type, int variant, int n, const void * x, const float * y);
-"""
 
-# From libggml (the backend registry), loaded separately from libggml-base.
-CDEF_REGISTRY = """
-typedef struct ggml_backend_reg * ggml_backend_reg_t;
+/* libggml: the backend registry */
 size_t             ggml_backend_reg_count(void);
 ggml_backend_reg_t ggml_backend_reg_get(size_t index);
 const char *       ggml_backend_reg_name(ggml_backend_reg_t reg);
+size_t             ggml_backend_dev_count(void);
+ggml_backend_dev_t ggml_backend_dev_get(size_t index);
+const char *       ggml_backend_dev_name(ggml_backend_dev_t device);
+const char *       ggml_backend_dev_description(ggml_backend_dev_t device);
+ggml_backend_dev_t ggml_backend_dev_by_name(const char * name);
 """
 
 ffi = FFI()
 ffi.cdef(CDEF)
-ffi.cdef(CDEF_REGISTRY)
-ffi.cdef(CDEF_CPU)
 
+# libggml depends on libggml-base and on the compiled backends (libggml-cpu, ...), and a
+# symbol lookup through a dlopen handle searches the library and its dependencies (ELF and
+# Mach-O), so one handle reaches every function declared above.
 _SUFFIX = {"darwin": ".dylib", "win32": ".dll"}.get(sys.platform, ".so")
-_PREFIX = "" if sys.platform == "win32" else "lib"
-_LIB_NAME = f"{_PREFIX}ggml-base{_SUFFIX}"
-_REGISTRY_LIB_NAME = f"{_PREFIX}ggml{_SUFFIX}"
-_CPU_LIB_NAME = f"{_PREFIX}ggml-cpu{_SUFFIX}"
+LIB_NAME = f"{'' if sys.platform == 'win32' else 'lib'}ggml{_SUFFIX}"
 
 # Kernel variants of the CPU backend (enum ggml_tq_cpu_variant in native/cpu/tq-cpu-quants.h).
 CPU_VARIANTS = {"generic": 0, "avx2": 1, "avx512": 2, "neon": 3, "default": 15}
@@ -101,8 +165,8 @@ def library_dir() -> Path:
 
 @lru_cache(maxsize=None)
 def lib(check_current: bool = True):
-    """The loaded libggml-base; refuses a library that is not our current build."""
-    path = library_dir() / _LIB_NAME
+    """The one handle on the installed ggml; refuses a library that is not our current build."""
+    path = library_dir() / LIB_NAME
     if not path.exists():
         raise NativeLibraryError(f"{path} does not exist; {_REBUILD}")
     try:
@@ -114,10 +178,8 @@ def lib(check_current: bool = True):
     except AttributeError:
         raise NativeLibraryError(f"{path} is a stock llama.cpp without tq-gguf's patches; {_REBUILD}") from None
     if check_current:
-        from .build import current_key
-
         backend = build_id.split("-", 1)[0]
-        expected = current_key(backend)
+        expected = builder.current_key(backend)
         if build_id != expected:
             raise NativeLibraryError(
                 f"the installed native build {build_id} is stale: the sources now hash to {expected}; {_REBUILD}"
@@ -201,17 +263,9 @@ def validate_row_data(raw: np.ndarray, type_id: int) -> bool:
 
 def backends() -> list[str]:
     """Names of the ggml backends compiled into the installed build ("CPU", "Vulkan", ...)."""
-    lib()
-    reg = ffi.dlopen(str(library_dir() / _REGISTRY_LIB_NAME))
-    return [ffi.string(reg.ggml_backend_reg_name(reg.ggml_backend_reg_get(i))).decode()
-            for i in range(reg.ggml_backend_reg_count())]
-
-
-@lru_cache(maxsize=None)
-def cpu_lib():
-    """libggml-cpu, for the turbo kernel variants."""
-    lib()
-    return ffi.dlopen(str(library_dir() / _CPU_LIB_NAME))
+    L = lib()
+    return [ffi.string(L.ggml_backend_reg_name(L.ggml_backend_reg_get(i))).decode()
+            for i in range(L.ggml_backend_reg_count())]
 
 
 def cpu_from_float(x: np.ndarray, type_id: int) -> np.ndarray:
@@ -219,7 +273,7 @@ def cpu_from_float(x: np.ndarray, type_id: int) -> np.ndarray:
     _check_id(type_id)
     x = np.ascontiguousarray(x, dtype=np.float32).ravel()
     out = np.zeros(lib().ggml_row_size(type_id, x.size), dtype=np.uint8)
-    traits = cpu_lib().ggml_get_type_traits_cpu(type_id)
+    traits = lib().ggml_get_type_traits_cpu(type_id)
     if traits.from_float == ffi.NULL:
         raise NativeLibraryError(f"type {type_name(type_id)} has no CPU from_float")
     traits.from_float(ffi.from_buffer("float[]", x), ffi.from_buffer(out), x.size)
@@ -228,28 +282,28 @@ def cpu_from_float(x: np.ndarray, type_id: int) -> np.ndarray:
 
 def cpu_variants() -> list[str]:
     """Kernel variants this build and this processor can run."""
-    return [name for name, v in CPU_VARIANTS.items() if cpu_lib().ggml_tq_cpu_has_variant(v)]
+    return [name for name, v in CPU_VARIANTS.items() if lib().ggml_tq_cpu_has_variant(v)]
 
 
 def cpu_quantize(x: np.ndarray, type_id: int, variant: str) -> np.ndarray:
     """One row of float32 through a CPU kernel variant's quantize_row (ggml-cpu's from_float)."""
     x = np.ascontiguousarray(x, dtype=np.float32).ravel()
     out = np.zeros(lib().ggml_row_size(type_id, x.size), dtype=np.uint8)
-    cpu_lib().ggml_tq_cpu_quantize_row(type_id, CPU_VARIANTS[variant], ffi.from_buffer("float[]", x), ffi.from_buffer(out), x.size)
+    lib().ggml_tq_cpu_quantize_row(type_id, CPU_VARIANTS[variant], ffi.from_buffer("float[]", x), ffi.from_buffer(out), x.size)
     return out
 
 
 def cpu_dequantize(raw: np.ndarray, type_id: int, n: int, variant: str) -> np.ndarray:
     raw = np.ascontiguousarray(raw, dtype=np.uint8)
     out = np.empty(n, dtype=np.float32)
-    cpu_lib().ggml_tq_cpu_dequantize_row(type_id, CPU_VARIANTS[variant], ffi.from_buffer(raw), ffi.from_buffer("float[]", out), n)
+    lib().ggml_tq_cpu_dequantize_row(type_id, CPU_VARIANTS[variant], ffi.from_buffer(raw), ffi.from_buffer("float[]", out), n)
     return out
 
 
 def cpu_vec_dot(raw: np.ndarray, q: np.ndarray, type_id: int, variant: str) -> float:
     raw = np.ascontiguousarray(raw, dtype=np.uint8)
     q = np.ascontiguousarray(q, dtype=np.float32).ravel()
-    return float(cpu_lib().ggml_tq_cpu_vec_dot(type_id, CPU_VARIANTS[variant], q.size, ffi.from_buffer(raw),
+    return float(lib().ggml_tq_cpu_vec_dot(type_id, CPU_VARIANTS[variant], q.size, ffi.from_buffer(raw),
                                                 ffi.from_buffer("float[]", q)))
 
 

@@ -18,6 +18,8 @@ import sys
 from contextlib import contextmanager
 from typing import Callable, Iterator
 
+from . import llamacpp
+
 GGML_LOG_LEVEL_ERROR = 4  # ggml.h's enum ggml_log_level
 
 # "llama_model_load: error loading model: ..." starts with the C function's name
@@ -29,8 +31,7 @@ _silent = None  # the no-op callback, kept alive while llama.cpp holds it
 def silence() -> None:
     """Print none of llama.cpp's log from now on in this process."""
     global _silent
-    import llama_cpp
-
+    llama_cpp = llamacpp.load()
     if _silent is None:
         _silent = llama_cpp.llama_log_callback(lambda level, text, user_data: None)
         llama_cpp.llama_log_set(_silent, ctypes.c_void_p(0))
@@ -41,8 +42,7 @@ def capture(quiet: bool = False) -> Iterator[Callable[[], str]]:
     """Yields a function that gives the reason llama.cpp logged inside the block: its first
     error line (the cause; later ones report the failure upward) without the C function's
     name, or "" if it logged none. `quiet`: pass no line on, for the block only."""
-    import llama_cpp
-
+    llama_cpp = llamacpp.load()
     previous = llama_cpp.llama_log_callback()
     user_data = ctypes.c_void_p()
     llama_cpp.llama_log_get(ctypes.byref(previous), ctypes.byref(user_data))

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from importlib import metadata
 
-from . import __version__, backendstatus, cachetypes, upstream
-from .errors import TqError
+from .. import __version__
+from ..build import backendstatus, builder, upstream
+from ..errors import TqError
+from ..kv import cachetypes
 
 
 def info_data() -> dict:
     """Versions, the installed build, its backends and which cache types it has."""
-    from .build import installed_build
-
     data: dict = {
         "tq_gguf": __version__,
         "llama_cpp_python_pin": {"version": upstream.SDIST_VERSION, "sha256": upstream.SDIST_SHA256},
@@ -21,18 +21,21 @@ def info_data() -> dict:
         data["llama_cpp_installed"] = metadata.version("llama-cpp-python")
     except metadata.PackageNotFoundError:
         data["llama_cpp_installed"] = None
-    build = installed_build()
+    build = builder.installed_build()
     data["build"] = None if build is None else {
         "key": build["key"], "backend": build["backend"], "patches": build["patches"],
     }
     available: set[str] = set()
     if build is not None:
         try:
-            from . import ggml
+            from . import (  # deferred: cffi and numpy, which `tq-gguf info` runs without before the full install
+                ggml,
+                typeids,
+            )
 
             ggml.lib()
             data["backends"] = ggml.backends()
-            available = {ct.name for ct in cachetypes.available()}
+            available = {ct.name for ct in typeids.available()}
         except TqError as exc:
             data["native_library_error"] = str(exc)
     data["backend_status"] = {

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..cachetypes import CACHE_TYPES, TURBO_TYPES
+from ..kv.cachetypes import CACHE_TYPES, TURBO_TYPES
 from .codebooks import CENTROIDS, MIDPOINTS
 
 QType = str  # a name in TURBO_TYPES

@@ -5,15 +5,14 @@ from __future__ import annotations
 import math
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Callable, Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
-from . import models
-from .cacheconfig import BOUNDARY_TYPE, CacheConfig
-from .errors import TqError
-from .plan import format_size
-
-if TYPE_CHECKING:
-    from .session import Llama
+from ..errors import TqError
+from ..gguf import models
+from ..kv.cacheconfig import BOUNDARY_TYPE, CacheConfig
+from ..kv.plan import format_size
+from ..native import llamacpp
+from .session import Llama
 
 MIB = 1024 * 1024
 
@@ -91,12 +90,10 @@ class ChatStats:
 
 def open_session(model: str | None, *, cache: str | None = None, cache_k: str | None = None,
                  cache_v: str | None = None, n_ctx: int = 4096, seed: int = 0,
-                 n_threads: int | None = None) -> "Llama":
+                 n_threads: int | None = None) -> Llama:
     """A session on MODEL (a name, a path, or None for the default model). Explicit K/V types win over
     `cache`; with neither, the model's tq.cache tag applies, else the default preset. `n_threads`, when
     given, serves both single-token decoding and prompt batches."""
-    from .session import Llama
-
     return Llama(models.resolve(model), cache=cache, cache_k=cache_k, cache_v=cache_v, n_ctx=n_ctx,
                  seed=seed, n_threads=n_threads, n_threads_batch=n_threads)
 
@@ -112,11 +109,10 @@ def _fits_context(message: str) -> Iterator[None]:
             raise
         raise TqError(message) from None
 
-def complete(llm: "Llama", prompt: str, *, n_predict: int, seed: int = 0, temp: float = 0.0,
+def complete(llm: Llama, prompt: str, *, n_predict: int, seed: int = 0, temp: float = 0.0,
              echo: Echo | None = None) -> RunStats:
     """Continue `prompt` by `n_predict` tokens; streams text through `echo(text, nl=False)` when given."""
-    import llama_cpp
-
+    llama_cpp = llamacpp.load()
     pieces: list[str] = []
     with _fits_context(f"the prompt does not fit the {llm.n_ctx()}-token context; give a larger --ctx"):
         for chunk in llm.create_completion(prompt, max_tokens=n_predict, temperature=temp, seed=seed, stream=True):
@@ -148,7 +144,7 @@ def generate(model: str | None, *, prompt: str, n_predict: int, cache: str | Non
 EXIT_COMMANDS = ("/exit", "/quit")
 
 
-def chat(llm: "Llama", messages: Iterable[str], *, system: str | None = None, n_predict: int = 512,
+def chat(llm: Llama, messages: Iterable[str], *, system: str | None = None, n_predict: int = 512,
          seed: int = 0, temp: float = 0.0, echo: Echo) -> ChatStats:
     """A conversation in the model's chat template: each of `messages` (e.g. lines read from stdin) is
     a user turn, answered by streaming through `echo`. Blank messages are skipped; /exit or /quit ends."""

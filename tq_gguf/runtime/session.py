@@ -17,10 +17,13 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from . import cachetypes, ggml, ggufinfo, llamalog
-from .cacheconfig import CacheConfig, resolve
-from .errors import CacheTypeError, LlamaCppError, ModelError, TqError
-from .plan import padded_ctx
+from ..errors import CacheTypeError, LlamaCppError, ModelError, TqError
+from ..gguf import ggufinfo
+from ..kv import cachetypes
+from ..kv.cacheconfig import CacheConfig, resolve
+from ..kv.plan import padded_ctx
+from ..native import llamacpp, llamalog
+from . import state
 
 # The recommended configuration: keys need precision (q8_0), values compress well
 # (turbo3: within 2% of f16 perplexity on the three test models, README "Quality").
@@ -86,14 +89,7 @@ def _refusal(model_path, message: str, reason: str) -> TqError:
     return LlamaCppError(f"llama-cpp-python refused {model_path}: {message}{why}")
 
 
-def _llama_base():
-    ggml.lib()  # a missing or stale native build fails here, with the fix in the message
-    import llama_cpp
-
-    return llama_cpp.Llama
-
-
-class Llama(_llama_base()):  # type: ignore[misc]
+class Llama(llamacpp.load().Llama):  # type: ignore[misc]
     """A llama_cpp.Llama whose KV cache is given by name: `cache` (a preset or `K/V[:bN]` spec)
     and/or `cache_k`, `cache_v`. Everything else is llama_cpp.Llama's API."""
 
@@ -144,26 +140,18 @@ class Llama(_llama_base()):  # type: ignore[misc]
     # before llama.cpp (which empties the context first, then fails) touches the session.
     def save_state(self):
         """The session as a LlamaState that also records its cache config (tq_gguf.state.TqLlamaState)."""
-        from . import state
-
         return state.capture(self)
 
     def load_state(self, saved) -> None:
         """Load a LlamaState; raises tq_gguf.state.StateError (StateConfigMismatch for other cache types)."""
-        from . import state
-
         state.restore(self, saved)
 
     def save_state_file(self, path: str | Path) -> int:
         """Write a llama.cpp session file (tokens and KV cache, as llama_state_save_file); returns its size."""
-        from . import state
-
         return state.save_file(self, path)
 
     def load_state_file(self, path: str | Path) -> list[int]:
         """Load a llama.cpp session file after checking its cache types; returns the tokens it holds."""
-        from . import state
-
         return state.load_file(self, path)
 
     def kv_cache_bytes(self) -> int:

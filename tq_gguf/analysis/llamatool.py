@@ -13,8 +13,8 @@ import subprocess
 import tempfile
 from typing import Callable, Sequence
 
-from .build import tool_path
-from .errors import TqError
+from ..build.builder import tool_path
+from ..errors import TqError
 
 # llama.cpp's log prefixes error lines with a timestamp and ` E `; the rest of a failed run's
 # output (model loading, system info) says nothing about why it failed.

@@ -13,9 +13,11 @@ from pathlib import Path
 
 import numpy as np
 
-from . import ggml, ggufinfo, llamalog
-from .cacheconfig import CacheConfig
-from .errors import LlamaCppError, ModelError
+from ..errors import LlamaCppError, ModelError
+from ..gguf import ggufinfo
+from ..kv.cacheconfig import CacheConfig
+from ..native import llamacpp, llamalog
+from .session import resolve_config
 
 
 def quiet_logs() -> None:
@@ -27,9 +29,7 @@ def check_loads(model_path: str | Path) -> None:
     """ModelError with llama.cpp's reason unless it accepts the model's metadata and vocabulary
     (tensors are not read). For callers that hand the model to llama.cpp's tools, whose own
     account of a refusal can be lost (llamatool)."""
-    ggml.lib()  # a missing or stale build is reported as such, before llama_cpp is imported
-    import llama_cpp  # deferred: importable only once the build is installed
-
+    llama_cpp = llamacpp.load()
     llama_cpp.llama_backend_init()
     params = llama_cpp.llama_model_default_params()
     params.vocab_only = True
@@ -54,10 +54,9 @@ class Context:
     def __init__(self, model_path: str | Path, cache_k: str = "f16", cache_v: str = "f16", n_ctx: int = 512,
                  n_threads: int = 2, cb_eval=None, cache: str | CacheConfig | None = None,
                  info: ggufinfo.ModelInfo | None = None):
-        from .session import resolve_config  # checks the build, the types and the head sizes
-        import llama_cpp
-
+        llama_cpp = llamacpp.load()
         self._ll = llama_cpp
+        # the same checks as a Llama session: the build, the types and the head sizes
         self.info = info or ggufinfo.read(model_path)
         if cache is None:
             cache = CacheConfig.of(cache_k, cache_v)
