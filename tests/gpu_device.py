@@ -39,7 +39,7 @@ class Device:
 
         if self.backend not in ggml.backends():
             return f"the installed build has no {self.backend} backend ({self.build_hint})"
-        res = self.run_py("from tq_gguf import backendops; print(' '.join(backendops.devices()))", timeout=300)
+        res = self.run_py("from tq_gguf.native import backendops; print(' '.join(backendops.devices()))", timeout=300)
         if res.returncode != 0:
             return f"listing ggml devices failed: {res.stderr[-500:]}"
         if self.name not in res.stdout.split():
@@ -71,7 +71,7 @@ import json, sys
 import numpy as np
 sys.path.insert(0, {tests!r})
 from helpers import edge_blocks, random_rows, real_rows
-from tq_gguf import backendops
+from tq_gguf.native import backendops
 from tq_gguf import reference as ref
 
 cases = [("random", random_rows()), ("edge", edge_blocks())]
@@ -108,7 +108,8 @@ def assert_quantize_and_decode_exact(device: Device) -> None:
 
 _VERIFY_WORKER = """
 import json
-from tq_gguf import backendops, verify
+from tq_gguf.analysis import verify
+from tq_gguf.native import backendops
 inputs = verify.make_inputs()
 kernel = next(k for k in verify.compiled_kernels()[0] if k.variant == "%s")
 print(json.dumps({"description": backendops.description(kernel.variant), "max_head": kernel.flash_attn_max_head,

@@ -1,6 +1,6 @@
 """The real llama.cpp graph stores what docs/FORMAT.md says, for every turbo type on K and on V.
 
-tq_gguf.cachewrites stops a real context at each layer's SET_ROWS into the cache and reads
+tq_gguf.analysis.cachewrites stops a real context at each layer's SET_ROWS into the cache and reads
 the float rows fed in, the cache rows written, and the attention input before rotation.
 Two properties, per layer and side:
 

@@ -1,4 +1,4 @@
-"""Saving and loading sessions with compressed KV caches (tq_gguf.state).
+"""Saving and loading sessions with compressed KV caches (tq_gguf.runtime.state).
 
 A saved state holds the K/V rows in the cache's own types, so a round trip must
 be bit-exact: same raw state bytes, same next-token logits, same continuation.

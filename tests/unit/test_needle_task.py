@@ -1,5 +1,5 @@
 """The needle task without a model: the scorer, the answer's extraction, sentence splitting and
-where the needle lands (tq_gguf.needle)."""
+where the needle lands (tq_gguf.analysis.needle)."""
 
 from __future__ import annotations
 

@@ -1,14 +1,14 @@
 """Quality of KV-cache configs: perplexity and KL divergence against an f16 cache.
 
 llama-perplexity runs once with an f16/f16 cache and saves its logits
-(`--kl-divergence-base`, kept for later runs by tq_gguf.evalbase); every config
+(`--kl-divergence-base`, kept for later runs by tq_gguf.analysis.evalbase); every config
 is then run on the same tokens and scored against those logits
 (`--kl-divergence`): mean KL divergence, how often the most likely token stays
 the same (top-1 agreement), perplexity and its ratio to f16's.
 Flash attention is on throughout, as a quantized V cache needs it. Mixed configs
 (`K/V:bN`, presets such as `max`) reach the tool as per-layer type lists.
 
-The default text is git's release notes (tq_gguf.evaltext).
+The default text is git's release notes (tq_gguf.analysis.evaltext).
 """
 
 from __future__ import annotations
@@ -70,7 +70,7 @@ class Evaluation:
     kv_ctx: int
     base: Score
     scores: list[Score] = field(default_factory=list)
-    base_logits: str = ""        # the f16 logits file every config is scored against (tq_gguf.evalbase)
+    base_logits: str = ""        # the f16 logits file every config is scored against (tq_gguf.analysis.evalbase)
     base_logits_bytes: int = 0
     base_reused: bool = False    # read from an earlier run instead of computed now
 

@@ -3,7 +3,7 @@
 A prompt of `length` tokens is an instruction to remember a secret, a long
 text (the haystack) with one sentence holding a random secret (the needle) put
 in at a sentence boundary at a given depth (0: before the first haystack token,
-1: after the last), then a question whose answer is the secret. `tq_gguf.needlerun` runs prompts through a session;
+1: after the last), then a question whose answer is the secret. `tq_gguf.analysis.needlerun` runs prompts through a session;
 this module only builds them and scores answers, so both can be tested without
 a model.
 
@@ -25,7 +25,7 @@ from typing import Callable, Sequence
 from ..errors import TqError
 
 # Bump when anything below changes what a prompt holds or how an answer is scored: cached
-# results of an older task are then not reused (tq_gguf.needlerun keys its cache with it).
+# results of an older task are then not reused (tq_gguf.analysis.needlerun keys its cache with it).
 TASK_VERSION = 1
 
 # Tokens kept free after the prompt for the answer, so prompt + answer fit in `length`.

@@ -1,6 +1,6 @@
 """Running a needle-in-a-haystack sweep through `tq_gguf.Llama` sessions, with a result cache.
 
-Every (config, length, depth, trial) is one cell: a prompt from tq_gguf.needle,
+Every (config, length, depth, trial) is one cell: a prompt from tq_gguf.analysis.needle,
 greedy generation, an exact-match score. Finished cells are written one file each
 under the tq-gguf cache dir, keyed by the model, the task and the native build, so
 an interrupted sweep resumes where it stopped and a sweep that adds a config only

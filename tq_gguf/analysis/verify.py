@@ -34,7 +34,7 @@ each rotated as llama.cpp rotates cache rows. The dot and attention checks skip
 rows with non-finite or beyond-clamp values, for which the bound says nothing.
 
 Backends join by adding an entry to KERNEL_SOURCES that returns their Kernels; a GPU
-backend's devices are checked through tq_gguf.backendops (SET_ROWS for quantize,
+backend's devices are checked through tq_gguf.native.backendops (SET_ROWS for quantize,
 GET_ROWS for dequantize, FLASH_ATTN_EXT), so every backend ggml registers has a harness.
 """
 
@@ -281,7 +281,7 @@ def _q8_0_error(kernel: Kernel, q: np.ndarray, k: np.ndarray, v: np.ndarray) -> 
 
 
 def _device_kernels(backend: str) -> list[Kernel]:
-    """A GPU backend's devices, through ggml graphs of one op each (tq_gguf.backendops)."""
+    """A GPU backend's devices, through ggml graphs of one op each (tq_gguf.native.backendops)."""
     def device_kernel(device: str) -> Kernel:
         def quantize(x, qtype):
             return backendops.set_rows(device, x, qtype)

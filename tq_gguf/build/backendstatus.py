@@ -10,7 +10,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-BACKENDS_DOC = "docs/BACKENDS.md"
+from .. import paths
+
+# Where a user reads it: the repository's path in a checkout, the installed copy's otherwise.
+BACKENDS_DOC = (paths.BACKENDS_DOC.relative_to(paths.REPO_ROOT).as_posix() if paths.SOURCE_ROOT == paths.REPO_ROOT
+                else str(paths.BACKENDS_DOC))
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@
 `read(path)` returns a ModelInfo: the attention shape llama.cpp derives from the
 metadata (layers, query and KV heads per layer, head sizes, which layers attend
 through a sliding window and how wide it is), the file type and size, and the
-`tq.cache` tag (written by tq_gguf.gguftag). It reads the header only (ggufheader).
+`tq.cache` tag (written by tq_gguf.gguf.gguftag). It reads the header only (ggufheader).
 
 The sliding-window layers are not stored in most GGUFs: llama.cpp decides them
 per architecture (src/models/<arch>.cpp at the pinned commit); SWA_RULES

@@ -135,15 +135,15 @@ class Llama(llamacpp.load().Llama):  # type: ignore[misc]
             state.pop(raw, None)
         return state | {"cache": str(self.cache_config)}
 
-    # Saved state (tq_gguf.state). K and V rows are saved in the cache's own types, so a state
+    # Saved state (tq_gguf.runtime.state). K and V rows are saved in the cache's own types, so a state
     # loads only into a session with the same cache config; anything else is refused by name
     # before llama.cpp (which empties the context first, then fails) touches the session.
     def save_state(self):
-        """The session as a LlamaState that also records its cache config (tq_gguf.state.TqLlamaState)."""
+        """The session as a LlamaState that also records its cache config (tq_gguf.runtime.state.TqLlamaState)."""
         return state.capture(self)
 
     def load_state(self, saved) -> None:
-        """Load a LlamaState; raises tq_gguf.state.StateError (StateConfigMismatch for other cache types)."""
+        """Load a LlamaState; raises tq_gguf.runtime.state.StateError (StateConfigMismatch for other cache types)."""
         state.restore(self, saved)
 
     def save_state_file(self, path: str | Path) -> int:
@@ -166,7 +166,7 @@ class Llama(llamacpp.load().Llama):  # type: ignore[misc]
         f16 = CacheConfig.of("f16", "f16")
         bpv_k, bpv_v = config.bits_per_value(info.n_layer)
         used = int(self.n_tokens)
-        # allocation is padded (tq_gguf.plan); what the tokens in the cache hold is per cell
+        # allocation is padded (tq_gguf.kv.plan); what the tokens in the cache hold is per cell
         return CacheInfo(
             config=str(config), preset=config.preset, k_type=config.k.name, v_type=config.v.name,
             boundary_layers=config.boundary, bits_per_value_k=bpv_k, bits_per_value_v=bpv_v,
