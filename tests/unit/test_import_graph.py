@@ -18,6 +18,11 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[2] / "tq_gguf"
 MARK = "# deferred:"
+# The subpackages in the order they may import each other: each only those before it (README "Layout").
+LAYERS = ("kv", "build", "native", "reference", "gguf", "runtime", "analysis", "cli")
+# The one import against that order, deferred: CacheConfig's validate() and llama_kwargs() ask the
+# installed build which types it has and their ggml ids.
+UPWARD = {("tq_gguf.kv.cacheconfig", "tq_gguf.native.typeids")}
 
 
 @dataclass(frozen=True)
@@ -120,6 +125,30 @@ def test_every_deferred_import_says_why():
                    if imp.deferred and not imp.reason]
     assert not unexplained, (f"imports inside functions without a `{MARK} <reason>` comment "
                              f"(move them to the top of the module):\n" + "\n".join(unexplained))
+
+
+def _layer(module: str) -> int | None:
+    parts = module.split(".")
+    return LAYERS.index(parts[1]) if len(parts) > 2 and parts[1] in LAYERS else None
+
+
+def test_subpackages_import_only_earlier_ones():
+    upward = {(imp.module, imp.target) for imp in imports()
+              if None not in (_layer(imp.module), _layer(imp.target)) and _layer(imp.target) > _layer(imp.module)}
+    assert upward == UPWARD, f"imports against the layer order {' < '.join(LAYERS)}: {sorted(upward - UPWARD)}"
+
+
+def test_one_ffi_and_one_library_handle():
+    """Every ggml declaration lives on native/ggml.py's one FFI, which opens the library once."""
+    calls = []
+    for module, path in modules().items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call):
+                name = node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", "")
+                if name in ("FFI", "dlopen", "cdef"):  # (kvstats opens NumPy's OpenBLAS with ctypes, not ggml)
+                    calls.append((module, name))
+    assert sorted(calls) == [("tq_gguf.native.ggml", "FFI"), ("tq_gguf.native.ggml", "cdef"),
+                             ("tq_gguf.native.ggml", "dlopen")], calls
 
 
 def test_the_graph_is_read():

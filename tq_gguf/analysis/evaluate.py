@@ -223,15 +223,11 @@ def evaluate(model_path: Path, configs: Sequence[CacheConfig], *, text: Path | N
 
 def plot(evaluation: Evaluation, path: Path) -> None:
     """KLD against bits per value, one labelled point per config, as a PNG."""
-    from matplotlib.backends.backend_agg import (
-        FigureCanvasAgg,  # deferred: matplotlib takes seconds to import; only --plot needs it
-    )
-    from matplotlib.figure import Figure  # deferred: matplotlib takes seconds to import; only --plot needs it
+    from . import figure  # deferred: matplotlib takes seconds to import; only --plot needs it
 
     # A config identical to f16 has KLD 0, which a log axis cannot show; the title names the base.
     points = [s for s in evaluation.scores if s.kld is not None and s.kld > 0]
-    fig = Figure(figsize=(7, 4.5), layout="constrained")
-    FigureCanvasAgg(fig)
+    fig = figure.new(figsize=(7, 4.5))
     ax = fig.add_subplot()
     ax.errorbar([s.bits_per_value for s in points], [s.kld for s in points],
                 yerr=[s.kld_err for s in points], fmt="o", capsize=3)

@@ -44,18 +44,12 @@ def table_lines(sweep: Sweep) -> list[str]:
 
 def plot(sweep: Sweep, path: Path) -> None:
     """One panel per config: length (rows) by depth (columns), colour = share of trials retrieved."""
-    # matplotlib is imported here: it is slow to import and only --plot needs it.
-    from matplotlib.backends.backend_agg import (
-        FigureCanvasAgg,  # deferred: matplotlib takes seconds to import; only --plot needs it
-    )
-    from matplotlib.figure import Figure  # deferred: matplotlib takes seconds to import; only --plot needs it
+    from . import figure  # deferred: matplotlib takes seconds to import; only --plot needs it
 
     n = len(sweep.configs)
     cols = min(n, 4)
     rows = math.ceil(n / cols)
-    fig = Figure(figsize=(0.55 * len(sweep.depths) * cols + 1.5, 0.5 * len(sweep.lengths) * rows + 1.4 * rows),
-                 layout="constrained")
-    FigureCanvasAgg(fig)
+    fig = figure.new(figsize=(0.55 * len(sweep.depths) * cols + 1.5, 0.5 * len(sweep.lengths) * rows + 1.4 * rows))
     axes = fig.subplots(rows, cols, squeeze=False)
     image = None
     for ax, config in zip(axes.flat, sweep.configs):

@@ -60,7 +60,7 @@ def text_report(advice, show_layers: bool = False) -> list[str]:
 def advise(model: str | None, budget_bits: float | None, as_json: bool, show_layers: bool, threads: int | None) -> None:
     """Measure MODEL's keys and values and recommend a KV-cache config (MODEL: a GGUF path or a
     model name; default: the default model)."""
-    from ..analysis import advisor  # deferred: loads numpy, gguf or llama_cpp when the command runs, never for --help
+    from ..analysis import advisor  # deferred: heavy (numpy, gguf, llama_cpp); --help needs none
 
     advice = advisor.advise(model, budget_bits=budget_bits, n_threads=threads)
     if as_json:

@@ -116,7 +116,7 @@ def eval_(model: str | None, configs, text: Path | None, chunks: int, n_ctx: int
     \b
     tq-gguf eval smollm2-135m --configs q8_0/q8_0,q8_0/turbo3,max --chunks 4 --plot kld.png
     """
-    from ..analysis import evaluate  # deferred: loads numpy, gguf or llama_cpp when the command runs, never for --help
+    from ..analysis import evaluate  # deferred: heavy (numpy, gguf, llama_cpp); --help needs none
 
     path = models.resolve(model)
     configs = evaluate.checked(path, configs, n_ctx)
@@ -187,7 +187,7 @@ def bench(model: str | None, configs, depths: list[int], n_prompt: int, n_gen: i
     \b
     tq-gguf bench smollm2-135m --configs q8_0/turbo3 --depths 0,4096 -r 3
     """
-    from ..analysis import bench as run_bench  # deferred: loads numpy, gguf or llama_cpp when the command runs, never for --help
+    from ..analysis import bench as run_bench  # deferred: heavy (numpy, gguf, llama_cpp); --help needs none
 
     if n_prompt == 0 and n_gen == 0:
         raise click.UsageError("nothing to measure: -p and -n are both 0")

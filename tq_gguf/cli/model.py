@@ -139,7 +139,7 @@ def inspect(model: str, as_json: bool) -> None:
     head sizes (and why the others do not). Damaged or non-GGUF files are refused
     with one error line.
     """
-    from ..gguf import ggufinfo  # deferred: loads numpy, gguf or llama_cpp when the command runs, never for --help
+    from ..gguf import ggufinfo  # deferred: heavy (numpy, gguf, llama_cpp); --help needs none
 
     info = ggufinfo.read(models.resolve(model))
     if as_json:
@@ -234,7 +234,7 @@ def plan(model: str, n_ctx: int, n_seq: int, budget: int | None, configs: tuple[
     256, the smaller caches of sliding-window layers (with --no-swa-full) and the
     buffer alignment. With --budget, also the largest context that fits in it.
     """
-    from ..gguf import ggufinfo  # deferred: loads numpy, gguf or llama_cpp when the command runs, never for --help
+    from ..gguf import ggufinfo  # deferred: heavy (numpy, gguf, llama_cpp); --help needs none
 
     info = ggufinfo.read(models.resolve(model))
     params = ContextParams(n_seq=n_seq, unified=kv_unified, swa_full=swa_full, n_ubatch=n_ubatch)
@@ -262,10 +262,7 @@ def tag(model: str, spec: str, output: str, force: bool, as_json: bool) -> None:
     key and all tensor data are copied unchanged. tq_gguf.Llama uses the tag when it
     is given no cache config; stock llama.cpp loads the file and ignores the key.
     """
-    from ..gguf import (  # deferred: loads numpy, gguf or llama_cpp when the command runs, never for --help
-        ggufinfo,
-        gguftag,
-    )
+    from ..gguf import ggufinfo, gguftag  # deferred: heavy (numpy, gguf, llama_cpp); --help needs none
 
     info, written = gguftag.tag(models.resolve(model), output, spec, force=force)
     preset = CacheConfig.parse(written).preset

@@ -95,11 +95,8 @@ def needle_(model: str | None, configs: str | None, lengths: str | None, depths:
     tq-gguf needle smollm2-135m --quick
     tq-gguf needle smollm2-135m --configs f16/f16,balanced --lengths 2048,4096 --depths 0,0.5,1 --plot needle.png
     """
-    from ..analysis import (  # deferred: loads numpy, gguf or llama_cpp when the command runs, never for --help
-        needlereport,
-        needlerun,
-    )
-    from ..gguf import ggufinfo  # deferred: loads numpy, gguf or llama_cpp when the command runs, never for --help
+    from ..analysis import needlereport, needlerun  # deferred: heavy (numpy, gguf, llama_cpp); --help needs none
+    from ..gguf import ggufinfo  # deferred: heavy (numpy, gguf, llama_cpp); --help needs none
 
     path = models.resolve(model)
     info = ggufinfo.read(path)

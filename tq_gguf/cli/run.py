@@ -50,7 +50,7 @@ def run(model: str | None, cache: str | None, cache_k: str | None, cache_v: str 
     tq-gguf run -p "The three primary colors are" --cache max
     echo "What is a KV cache?" | tq-gguf run --chat --cache-v turbo2
     """
-    from ..runtime import generate  # deferred: loads numpy, gguf or llama_cpp when the command runs, never for --help
+    from ..runtime import generate  # deferred: heavy (numpy, gguf, llama_cpp); --help needs none
 
     if not chat and prompt is None:
         raise click.UsageError("give a prompt with -p, or use --chat")

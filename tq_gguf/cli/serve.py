@@ -34,7 +34,7 @@ def serve(model: str | None, cache: str | None, cache_k: str | None, cache_v: st
     curl http://127.0.0.1:8000/v1/completions -H 'Content-Type: application/json' \\
          -d '{"prompt": "The three primary colors are", "max_tokens": 32}'
     """
-    from ..runtime import serve as server  # deferred: loads numpy, gguf or llama_cpp when the command runs, never for --help
+    from ..runtime import serve as server  # deferred: heavy (numpy, gguf, llama_cpp); --help needs none
 
     server.serve(model, cache=cache, cache_k=cache_k, cache_v=cache_v, host=host, port=port, n_ctx=n_ctx,
                  threads=threads, alias=alias, chat_format=chat_format, api_key=api_key, verbose=verbose,

@@ -28,7 +28,7 @@ def verify(types: tuple[str, ...], rows_path: Path | None, random_only: bool, as
     tolerance derived from docs/FORMAT.md's dot-product bound. Inputs: random rows,
     the format's edge cases and real K/V rows. Exits 1 if any check fails.
     """
-    from ..analysis import verify as harness  # deferred: loads numpy, gguf or llama_cpp when the command runs, never for --help
+    from ..analysis import verify as harness  # deferred: heavy (numpy, gguf, llama_cpp); --help needs none
 
     if rows_path is not None and random_only:
         raise click.UsageError("--rows and --random-only exclude each other")

@@ -28,10 +28,7 @@ def info_data() -> dict:
     available: set[str] = set()
     if build is not None:
         try:
-            from . import (  # deferred: cffi and numpy, which `tq-gguf info` runs without before the full install
-                ggml,
-                typeids,
-            )
+            from . import ggml, typeids  # deferred: cffi, numpy; `info` also runs before the full install
 
             ggml.lib()
             data["backends"] = ggml.backends()
