@@ -6,8 +6,7 @@ llama-cpp-python hides the log while loading. capture() puts a callback in front
 whichever one is set for the length of a call, keeps the error lines, passes every
 line on unchanged (so `verbose=True` prints as before) and restores the old callback.
 
-llama_cpp is imported inside the functions: it is importable only once the build is
-installed, and callers check that first (ggml.lib()) so a missing build is explained.
+llama_cpp comes from llamacpp.load(), so a missing or stale build is explained first.
 """
 
 from __future__ import annotations

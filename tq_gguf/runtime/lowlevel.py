@@ -56,10 +56,10 @@ class Context:
                  info: ggufinfo.ModelInfo | None = None):
         llama_cpp = llamacpp.load()
         self._ll = llama_cpp
-        # the same checks as a Llama session: the build, the types and the head sizes
         self.info = info or ggufinfo.read(model_path)
         if cache is None:
             cache = CacheConfig.of(cache_k, cache_v)
+        # the same checks as a Llama session: the build, the types and the head sizes
         self.cache_config, _ = resolve_config(self.info, cache=cache, flash_attn=True)
         quiet_logs()
         llama_cpp.llama_backend_init()
