@@ -37,7 +37,7 @@ import numpy as np
 from ..errors import CacheTypeError
 from ..kv import cachetypes
 from ..kv.cachetypes import CacheType
-from ..native import ggml
+from ..native import ggml, typeids
 from ..reference.rotation import GROUP, hadamard, rotation_matrix
 from .kvprobe import LayerQKV, Probe
 
@@ -80,7 +80,7 @@ def roundtrip(rows: np.ndarray, ct: CacheType, role: str) -> np.ndarray:
     if rot is not None:
         n = rot.shape[0]
         flat = (flat.reshape(-1, head_dim // n, n).astype(np.float64) @ rot.T).reshape(-1, head_dim).astype(np.float32)
-    tid = ct.ggml_id
+    tid = typeids.ggml_id(ct)
     back = ggml.dequantize(ggml.quantize(flat, tid), tid, flat.size).reshape(flat.shape)
     if rot is not None:
         n = rot.shape[0]

@@ -143,7 +143,7 @@ class Llama(llamacpp.load().Llama):  # type: ignore[misc]
         return state.capture(self)
 
     def load_state(self, saved) -> None:
-        """Load a LlamaState; raises tq_gguf.runtime.state.StateError (StateConfigMismatch for other cache types)."""
+        """Load a LlamaState; raises tq_gguf.gguf.statefile.StateError (StateConfigMismatch for other cache types)."""
         state.restore(self, saved)
 
     def save_state_file(self, path: str | Path) -> int:
