@@ -33,7 +33,7 @@ def info_data() -> dict:
             ggml.lib()
             data["backends"] = ggml.backends()
             available = {ct.name for ct in typeids.available()}
-        except TqError as exc:
+        except (TqError, ImportError) as exc:  # ImportError: cffi comes with the full install, after the build
             data["native_library_error"] = str(exc)
     data["backend_status"] = {
         "backends": {name: {"status": s.status, "has_run": s.has_run} for name, s in backendstatus.STATUS.items()},
