@@ -31,13 +31,13 @@ def pytest_collection_modifyitems(items):
 
 @pytest.fixture(scope="session")
 def native_lib():
-    from tq_gguf import ggml
+    from tq_gguf.native import ggml
 
     return ggml.lib()
 
 
 @pytest.fixture(scope="session")
 def default_model_path():
-    from tq_gguf import models
+    from tq_gguf.gguf import models
 
     return models.fetch(models.DEFAULT_MODEL)

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from tq_gguf import paths
-from tq_gguf.cachetypes import TURBO_TYPES
+from tq_gguf.kv.cachetypes import TURBO_TYPES
 
 TESTS_DIR = Path(__file__).parent
 QTYPES = list(TURBO_TYPES)
@@ -35,11 +35,11 @@ class Device:
 
     def skip_reason(self) -> str | None:
         """Why this machine cannot run the device's checks, or None."""
-        from tq_gguf import ggml
+        from tq_gguf.native import ggml
 
         if self.backend not in ggml.backends():
             return f"the installed build has no {self.backend} backend ({self.build_hint})"
-        res = self.run_py("from tq_gguf import backendops; print(' '.join(backendops.devices()))", timeout=300)
+        res = self.run_py("from tq_gguf.native import backendops; print(' '.join(backendops.devices()))", timeout=300)
         if res.returncode != 0:
             return f"listing ggml devices failed: {res.stderr[-500:]}"
         if self.name not in res.stdout.split():
@@ -48,7 +48,7 @@ class Device:
 
     def backend_ops(self, op: str, pattern: str = "turbo", timeout: int = 2400) -> tuple[int, int, str]:
         """test-backend-ops on this device against the CPU: (passed, total, output)."""
-        from tq_gguf.build import tool_path
+        from tq_gguf.build.builder import tool_path
 
         res = subprocess.run([str(tool_path("test-backend-ops")), "test", "-b", self.name, "-o", op, "-p", pattern],
                              capture_output=True, text=True, timeout=timeout, env=self.env)
@@ -71,7 +71,7 @@ import json, sys
 import numpy as np
 sys.path.insert(0, {tests!r})
 from helpers import edge_blocks, random_rows, real_rows
-from tq_gguf import backendops
+from tq_gguf.native import backendops
 from tq_gguf import reference as ref
 
 cases = [("random", random_rows()), ("edge", edge_blocks())]
@@ -108,7 +108,8 @@ def assert_quantize_and_decode_exact(device: Device) -> None:
 
 _VERIFY_WORKER = """
 import json
-from tq_gguf import backendops, verify
+from tq_gguf.analysis import verify
+from tq_gguf.native import backendops
 inputs = verify.make_inputs()
 kernel = next(k for k in verify.compiled_kernels()[0] if k.variant == "%s")
 print(json.dumps({"description": backendops.description(kernel.variant), "max_head": kernel.flash_attn_max_head,

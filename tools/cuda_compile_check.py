@@ -38,10 +38,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tq_gguf import build, cachetypes, paths  # noqa: E402
-from tq_gguf.nativesrc import BUILD_ID_HEADER  # noqa: E402
+from tq_gguf import paths  # noqa: E402
+from tq_gguf.build import builder  # noqa: E402
+from tq_gguf.build.nativesrc import BUILD_ID_HEADER  # noqa: E402
 from tq_gguf.errors import TqError  # noqa: E402
-
+from tq_gguf.kv import cachetypes  # noqa: E402
 GGML = Path("vendor/llama.cpp/ggml")
 CUDA_DIR = GGML / "src" / "ggml-cuda"
 
@@ -56,8 +57,8 @@ DEFAULT_ARCHS = ("80", "90")
 
 
 def fa_pairs() -> list[str]:
-    """K-V pairs compiled by the CUDA build (tq_gguf.build's GGML_CUDA_FA_QUANTS)."""
-    return build.defines_for("cuda")["GGML_CUDA_FA_QUANTS"].split(",")
+    """K-V pairs compiled by the CUDA build (tq_gguf.build.builder's GGML_CUDA_FA_QUANTS)."""
+    return builder.defines_for("cuda")["GGML_CUDA_FA_QUANTS"].split(",")
 
 
 def instance_files() -> list[str]:
@@ -131,16 +132,16 @@ def cublas_include(nvcc: str, echo=print) -> Path:
 
 def stage_tree(echo=print) -> Path:
     """The patched tree the CUDA build would compile (pristine sdist + native/ + patches)."""
-    key = build.current_key("cuda")
+    key = builder.current_key("cuda")
     echo(f"cuda-check: staging the patched source tree for {key}")
-    return build.stage_source("cuda", key)
+    return builder.stage_source("cuda", key)
 
 
 def install_native(src: Path) -> None:
     """Refresh ggml/src/tq from native/ so an edited tree compiles the current kernels."""
-    from tq_gguf import nativesrc
+    from tq_gguf.build import nativesrc  # noqa: E402
 
-    nativesrc.install_sources(paths.NATIVE_DIR, src / build.NATIVE_DEST, build.current_key("cuda"))
+    nativesrc.install_sources(paths.NATIVE_DIR, src / builder.NATIVE_DEST, builder.current_key("cuda"))
 
 
 def flags(src: Path, cublas_inc: Path, archs: list[str]) -> list[str]:

@@ -4,7 +4,7 @@
 The exactness tests quantize these rows with the native kernels and with the
 NumPy reference: real activations have outlier channels and norms that random
 data does not. The rows are exactly what an f16 cache stores (post-RoPE K, V),
-read at each layer's SET_ROWS into the cache (tq_gguf.cachewrites) while the model
+read at each layer's SET_ROWS into the cache (tq_gguf.analysis.cachewrites) while the model
 reads a few tokens of git's release notes; the turbo caches store their rotation.
 
     python tools/dump_kv.py            # all three models (fetches them)
@@ -20,8 +20,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tq_gguf import cachewrites, ggufinfo, models  # noqa: E402
-from tq_gguf.evaltext import git_release_notes  # noqa: E402
+from tq_gguf.analysis import cachewrites  # noqa: E402
+from tq_gguf.analysis.evaltext import git_release_notes  # noqa: E402
+from tq_gguf.gguf import ggufinfo, models  # noqa: E402
 
 OUT = Path(__file__).resolve().parent.parent / "tests" / "data" / "kv_rows.npz"
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Speed of KV-cache configurations: decode (tg) and prefill (pp) at several depths.
 
-The README's speed table: `tq-gguf bench` (tq_gguf.bench) with two baselines,
+The README's speed table: `tq-gguf bench` (tq_gguf.analysis.bench) with two baselines,
 f16/f16 and q8_0/q8_0, measured in the same run, as Markdown. Also reports how
 fast the CPU quantizes rows into each cache type (the work SET_ROWS does per token).
 
@@ -21,10 +21,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tq_gguf import cachetypes, ggml, models  # noqa: E402
-from tq_gguf.bench import Bench, bench  # noqa: E402
-from tq_gguf.cacheconfig import CacheConfig  # noqa: E402
-
+from tq_gguf.analysis.bench import Bench, bench  # noqa: E402
+from tq_gguf.gguf import models  # noqa: E402
+from tq_gguf.kv import cachetypes  # noqa: E402
+from tq_gguf.kv.cacheconfig import CacheConfig  # noqa: E402
+from tq_gguf.native import ggml, typeids  # noqa: E402
 CONFIGS = ["f16/f16", "q8_0/q8_0", "q4_0/q4_0", "q8_0/q4_0", "q8_0/turbo4", "q8_0/turbo3", "q8_0/turbo2",
            "turbo4/turbo4", "turbo3/turbo3"]
 BASELINES = ("f16/f16", "q8_0/q8_0")
@@ -35,7 +36,7 @@ def quantize_throughput(reps: int = 20) -> dict[str, float]:
     x = np.random.default_rng(0).standard_normal(64 * 4096).astype(np.float32)
     out = {}
     for name in ("q8_0", "q4_0", "turbo4", "turbo3", "turbo2"):
-        tid = cachetypes.get(name).ggml_id
+        tid = typeids.ggml_id(cachetypes.get(name))
         run = lambda: ggml.cpu_from_float(x, tid)  # noqa: E731
         run()
         t = time.perf_counter()

@@ -19,8 +19,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tq_gguf import cachetypes, ggml  # noqa: E402
 from tq_gguf import reference as ref  # noqa: E402
+from tq_gguf.kv import cachetypes  # noqa: E402
+from tq_gguf.native import ggml, typeids  # noqa: E402
 
 KV_ROWS = Path(__file__).resolve().parent.parent / "tests" / "data" / "kv_rows.npz"
 
@@ -30,7 +31,7 @@ def rel_mse(x: np.ndarray, y: np.ndarray) -> float:
 
 
 def native_mse(x: np.ndarray, name: str) -> float:
-    tid = cachetypes.get(name).ggml_id
+    tid = typeids.ggml_id(cachetypes.get(name))
     return rel_mse(x, ggml.dequantize(ggml.quantize(x, tid), tid, x.size).reshape(x.shape))
 
 

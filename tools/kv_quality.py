@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Quality of KV-cache configurations on real models: perplexity, KL divergence, top-1.
 
-The README's quality table: `tq-gguf eval` (tq_gguf.evaluate) over several models,
+The README's quality table: `tq-gguf eval` (tq_gguf.analysis.evaluate) over several models,
 each with its own chunk count, as one Markdown table. The f16/f16 row is the base
 every other config is scored against; --json writes the raw numbers too.
 
@@ -18,9 +18,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tq_gguf import ggufinfo, models  # noqa: E402
-from tq_gguf.cacheconfig import CacheConfig  # noqa: E402
-from tq_gguf.evaluate import Evaluation, evaluate  # noqa: E402
+from tq_gguf.analysis.evaluate import Evaluation, evaluate  # noqa: E402
+from tq_gguf.gguf import ggufinfo, models  # noqa: E402
+from tq_gguf.kv.cacheconfig import CacheConfig  # noqa: E402
 
 CONFIGS = ["q8_0/q8_0", "q4_0/q4_0", "q8_0/q4_0", "q8_0/turbo4", "q8_0/turbo3", "q8_0/turbo2",
            "turbo4/turbo4", "turbo3/turbo3", "turbo4/turbo3"]

@@ -14,11 +14,13 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 # laid out as in the repository (setup.py copies it there); a checkout reads the repository.
 PACKAGE_DATA = Path(__file__).resolve().parent / "_data"
 SOURCE_ROOT = PACKAGE_DATA if (PACKAGE_DATA / "patches").is_dir() else REPO_ROOT
-# (path inside SOURCE_ROOT, whole folder?) for everything the wheel must carry.
-SHIPPED = (("patches", True), ("native", True), ("tests/data/kv_rows.npz", False))
+# (path inside SOURCE_ROOT, whole folder?) for everything the wheel must carry: the build's
+# sources, verify's real K/V rows, and the evidence the untested backends' warnings point to.
+SHIPPED = (("patches", True), ("native", True), ("tests/data/kv_rows.npz", False), ("docs/BACKENDS.md", False))
 PATCHES_DIR = SOURCE_ROOT / "patches"
 NATIVE_DIR = SOURCE_ROOT / "native"
 KV_ROWS = SOURCE_ROOT / "tests" / "data" / "kv_rows.npz"
+BACKENDS_DOC = SOURCE_ROOT / "docs" / "BACKENDS.md"
 
 
 def cache_root() -> Path:

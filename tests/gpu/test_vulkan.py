@@ -148,7 +148,7 @@ def test_quantizer_spirv_has_no_multiply_feeding_an_add(qtype, tmp_path):
 FA_WORKER = r"""
 import json
 import numpy as np
-from tq_gguf import backendops
+from tq_gguf.native import backendops
 rng = np.random.default_rng(5)
 q = rng.standard_normal((4, 3, 128)).astype(np.float32)
 k = rng.standard_normal((2, 113, 128)).astype(np.float32)
@@ -164,7 +164,7 @@ print("FA " + json.dumps([nmse, float(np.abs(a).max()), list(a.shape)]))
 
 
 def test_backendops_flash_attn_matches_cpu(vulkan):
-    """tq_gguf.backendops.flash_attn: turbo4 K and turbo3 V on Vulkan against the CPU backend."""
+    """tq_gguf.native.backendops.flash_attn: turbo4 K and turbo3 V on Vulkan against the CPU backend."""
     res = VULKAN.run_py(FA_WORKER.format(device=DEVICE))
     assert res.returncode == 0, (res.stdout + res.stderr)[-4000:]
     nmse, scale, shape = json.loads(next(l for l in res.stdout.splitlines() if l.startswith("FA "))[3:])

@@ -16,9 +16,10 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from tq_gguf import advisor, cachetypes, kvstats
-from tq_gguf.cacheconfig import PRESETS, CacheConfig
+from tq_gguf.analysis import advisor, kvstats
 from tq_gguf.errors import CacheTypeError, ModelError, TqError
+from tq_gguf.kv import cachetypes
+from tq_gguf.kv.cacheconfig import PRESETS, CacheConfig
 
 MODEL_NAMES = ("smollm2-135m", "gemma3-270m", "qwen2.5-coder-1.5b")
 
@@ -103,7 +104,7 @@ def sylvester(n: int) -> np.ndarray:
 
 @native
 def test_rotations_follow_llama_cpp():
-    from tq_gguf import ggml
+    from tq_gguf.native import ggml
 
     get = cachetypes.get
     # turbo: the matrix llama.cpp multiplies every 64-slice by (ggml_tq_rotation_matrix, row-major y = M x)
@@ -132,7 +133,7 @@ def test_turbo_roundtrip_is_the_reference_format_on_rotated_rows(qtype):
 
 
 def synthetic_layer(seed: int, outlier: float = 0.0, t: int = 96, d: int = 128):
-    from tq_gguf.kvprobe import LayerQKV
+    from tq_gguf.analysis.kvprobe import LayerQKV
 
     rng = np.random.default_rng(seed)
     q = rng.standard_normal((t, 4, d)).astype(np.float32)
@@ -199,7 +200,8 @@ model = [pytest.mark.native, pytest.mark.model]
 
 @pytest.fixture(scope="module")
 def probes():
-    from tq_gguf import kvprobe, models
+    from tq_gguf.analysis import kvprobe
+    from tq_gguf.gguf import models
 
     return {name: kvprobe.capture(models.fetch(name)) for name in MODEL_NAMES}
 

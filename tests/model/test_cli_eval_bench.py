@@ -10,14 +10,13 @@ from __future__ import annotations
 import json
 
 import pytest
-
-from tq_gguf import cachetypes, ggufinfo
-from tq_gguf.cacheconfig import CacheConfig
-from tq_gguf.cli_eval import eval_lines
-from tq_gguf.evaluate import Evaluation, Score, parse_kld
-
 from helpers import run_cli
 
+from tq_gguf.analysis.evaluate import Evaluation, Score, parse_kld
+from tq_gguf.cli.eval import eval_lines
+from tq_gguf.gguf import ggufinfo
+from tq_gguf.kv import cachetypes
+from tq_gguf.kv.cacheconfig import CacheConfig
 
 EVAL_CONFIGS = "f16/f16,q8_0/q8_0,q8_0/turbo4,q8_0/turbo2,max"
 

@@ -15,11 +15,11 @@ import re
 import struct
 
 import pytest
-
-from tq_gguf import cachetypes, ggufheader, ggufinfo, models, plan
-from tq_gguf.cacheconfig import PRESETS, CacheConfig
-
 from helpers import run_cli, synthetic_gguf, u32
+
+from tq_gguf.gguf import ggufheader, ggufinfo, models
+from tq_gguf.kv import cachetypes, plan
+from tq_gguf.kv.cacheconfig import PRESETS, CacheConfig
 
 MODEL_NAMES = ("smollm2-135m", "gemma3-270m", "qwen2.5-coder-1.5b")
 
@@ -186,22 +186,10 @@ class Allocation:
 
 def allocate(path, n_ctx: int, spec: str, params: plan.ContextParams) -> Allocation:
     import llama_cpp
-    from cffi import FFI
 
-    from tq_gguf import ggml
+    from tq_gguf.native import ggml
 
-    ffi = FFI()
-    ffi.cdef("""
-    struct ggml_tensor {
-        int type; void * buffer; int64_t ne[4]; size_t nb[4]; int op; int32_t op_params[16]; int32_t flags;
-        struct ggml_tensor * src[10]; struct ggml_tensor * view_src; size_t view_offs; void * data;
-        char name[64]; void * extra; char padding[8];
-    };
-    size_t ggml_backend_buffer_get_size(void * buffer);
-    size_t ggml_nbytes(const struct ggml_tensor * tensor);
-    const char * ggml_type_name(int type);
-    """)
-    base = ffi.dlopen(str(ggml.library_dir() / ggml._LIB_NAME))
+    ffi, base = ggml.ffi, ggml.lib()  # the package's one FFI declares struct ggml_tensor and these calls
     buffers: dict[int, int] = {}
     tensors: dict[str, tuple[str, int]] = {}
     log: list[str] = []

@@ -6,9 +6,9 @@ import json
 
 from click.testing import CliRunner
 
-from tq_gguf import ggufinfo
-from tq_gguf.cacheconfig import CacheConfig
 from tq_gguf.cli import main
+from tq_gguf.gguf import ggufinfo
+from tq_gguf.kv.cacheconfig import CacheConfig
 
 
 def invoke(*args):
@@ -31,7 +31,7 @@ def test_models_list_json(default_model_path):
 
 
 def test_build_json_reports_the_installed_build(native_lib):
-    from tq_gguf.build import current_key
+    from tq_gguf.build.builder import current_key
 
     result = CliRunner().invoke(main, ["build", "--json"])
     assert result.exit_code == 0, result.output

@@ -46,9 +46,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pytest
-
 from test_turbo_models import mean_kl
-
 
 N_PAST, N_DROP, N_NEXT = 300, 100, 32
 
@@ -88,9 +86,9 @@ def top1(ref: np.ndarray, got: np.ndarray) -> float:
 
 def shift_runs(model: str, cache: str, info) -> dict[str, np.ndarray]:
     """The next-token logits (N_NEXT rows) after a shift, a recompute, a translation and nothing."""
-    from tq_gguf import models
-    from tq_gguf.evaltext import git_release_notes
-    from tq_gguf.lowlevel import Context
+    from tq_gguf.analysis.evaltext import git_release_notes
+    from tq_gguf.gguf import models
+    from tq_gguf.runtime.lowlevel import Context
 
     path = models.fetch(model)
     with Context(path, cache=cache, n_ctx=512, n_threads=1, info=info) as ctx:
@@ -116,7 +114,7 @@ def shift_runs(model: str, cache: str, info) -> dict[str, np.ndarray]:
 @pytest.fixture(scope="module")
 def runs():
     """Logits per (model, config), computed once per model and shared by the tests."""
-    from tq_gguf import ggufinfo, models
+    from tq_gguf.gguf import ggufinfo, models
 
     cache: dict = {}
     infos: dict = {}
@@ -177,7 +175,7 @@ def test_prefix_reuse_matches_a_fresh_session(default_model_path, cache):
     over the cells its cache already holds, and must answer exactly as a fresh session
     (measured: identical text and bit-identical logits for every config here)."""
     from tq_gguf import Llama
-    from tq_gguf.evaltext import git_release_notes
+    from tq_gguf.analysis.evaltext import git_release_notes
 
     base = git_release_notes(400)
     first, second = base + "\n\nIn short, the most important change is", base + "\n\nThe release was prepared by"

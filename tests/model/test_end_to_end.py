@@ -11,13 +11,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-
 Q8_MEAN_KL_BOUND = 0.016
 Q8_TOP1_BOUND = 0.87
 
 
 def eval_text() -> str:
-    from tq_gguf.evaltext import git_release_notes
+    from tq_gguf.analysis.evaltext import git_release_notes
 
     return git_release_notes(3000)
 
@@ -42,7 +41,7 @@ def f16_logits(default_model_path):
 
 
 def test_greedy_generation_is_deterministic(default_model_path):
-    from tq_gguf.generate import generate
+    from tq_gguf.runtime.generate import generate
 
     runs = [generate(str(default_model_path), cache_k="f16", cache_v="f16", prompt="The capital of France is",
                      n_predict=24, n_ctx=256) for _ in range(2)]
@@ -67,7 +66,7 @@ def test_q8_0_cache_stays_close_to_f16(default_model_path, f16_logits):
 
 
 def test_run_reports_speed_and_kv_size(default_model_path):
-    from tq_gguf.generate import generate
+    from tq_gguf.runtime.generate import generate
 
     stats = generate(str(default_model_path), cache_k="q8_0", cache_v="q8_0", prompt="Once upon a time, in a land far away,",
                      n_predict=8, n_ctx=1024)

@@ -60,7 +60,9 @@ def _cases():
 
 
 def _commands_taking_a_model(group: click.Group, prefix: str = ""):
-    for name, command in group.commands.items():
+    ctx = click.Context(group)  # through click's API: the main group loads its commands on demand
+    for name in group.list_commands(ctx):
+        command = group.get_command(ctx, name)
         if isinstance(command, click.Group):
             yield from _commands_taking_a_model(command, f"{prefix}{name} ")
         elif any(param.name == "model" for param in command.params):

@@ -1,6 +1,6 @@
 """The real llama.cpp graph stores what docs/FORMAT.md says, for every turbo type on K and on V.
 
-tq_gguf.cachewrites stops a real context at each layer's SET_ROWS into the cache and reads
+tq_gguf.analysis.cachewrites stops a real context at each layer's SET_ROWS into the cache and reads
 the float rows fed in, the cache rows written, and the attention input before rotation.
 Two properties, per layer and side:
 
@@ -24,11 +24,12 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
-from tq_gguf import cachetypes, cachewrites, models
-from tq_gguf.cacheconfig import CacheConfig
-from tq_gguf.evaltext import git_release_notes
+from tq_gguf.analysis import cachewrites
+from tq_gguf.analysis.evaltext import git_release_notes
+from tq_gguf.gguf import models
+from tq_gguf.kv import cachetypes
+from tq_gguf.kv.cacheconfig import CacheConfig
 from tq_gguf.reference import quants, rotation
-
 
 N_TOKENS = 40
 # Each turbo type on K and on V; SmolLM2 has head 64, Gemma 3 head 256 (one KV head,

@@ -16,11 +16,11 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from tq_gguf import ggufinfo, needle, needlerun
-from tq_gguf.cacheconfig import CacheConfig
+from tq_gguf.analysis import needle, needlerun
+from tq_gguf.analysis.evaltext import git_release_notes
 from tq_gguf.cli import main
-from tq_gguf.evaltext import git_release_notes
-
+from tq_gguf.gguf import ggufinfo
+from tq_gguf.kv.cacheconfig import CacheConfig
 
 CONFIGS = ["f16/f16", "q8_0/turbo3"]
 LENGTHS = [512, 1024]

@@ -5,8 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tq_gguf import cachetypes, ggufinfo
-from tq_gguf.cacheconfig import CacheConfig
+from tq_gguf.gguf import ggufinfo
+from tq_gguf.kv import cachetypes
+from tq_gguf.kv.cacheconfig import CacheConfig
+from tq_gguf.native import typeids
 
 PROMPT = "Release notes list what changed: new options, fixed bugs, and the commands that"
 
@@ -24,13 +26,13 @@ def _logits(model_path, **kwargs) -> np.ndarray:
 
 
 def _ids(names):
-    return [cachetypes.get(n).ggml_id for n in names]
+    return [typeids.ggml_id(cachetypes.get(n)) for n in names]
 
 
 def test_per_layer_types_reach_the_cache(default_model_path):
     info = ggufinfo.read(default_model_path)
     n = info.n_layer
-    q8, t2 = cachetypes.get("q8_0").ggml_id, cachetypes.get("turbo2").ggml_id
+    q8, t2 = typeids.ggml_id(cachetypes.get("q8_0")), typeids.ggml_id(cachetypes.get("turbo2"))
     uniform_t2 = _logits(default_model_path, type_k=q8, type_v=t2)
     uniform_q8 = _logits(default_model_path, type_k=q8, type_v=q8)
     # every layer overridden with the cache-wide type: the same computation, bit for bit

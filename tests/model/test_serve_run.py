@@ -18,9 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from tq_gguf import ggufinfo
-from tq_gguf.cacheconfig import CacheConfig
-
+from tq_gguf.gguf import ggufinfo
+from tq_gguf.kv.cacheconfig import CacheConfig
 
 TQ_GGUF = str(Path(sys.executable).parent / "tq-gguf")
 N_CTX = 512

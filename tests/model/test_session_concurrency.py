@@ -13,9 +13,7 @@ import threading
 
 import numpy as np
 import pytest
-
 from test_session_state import continue_greedy, last_logits
-
 
 CONFIGS = ["q8_0/turbo3", "turbo4/turbo2:b2", "f16/f16"]
 N_PROMPT = 60
@@ -36,7 +34,7 @@ def new_session(path, cache: str):
 
 
 def prompt_tokens(llm, cache: str) -> list[int]:
-    from tq_gguf.evaltext import git_release_notes
+    from tq_gguf.analysis.evaltext import git_release_notes
 
     return llm.tokenize((git_release_notes(600) + "\n\n" + PROMPTS[cache]).encode())[-N_PROMPT:]
 

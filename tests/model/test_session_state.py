@@ -1,4 +1,4 @@
-"""Saving and loading sessions with compressed KV caches (tq_gguf.state).
+"""Saving and loading sessions with compressed KV caches (tq_gguf.runtime.state).
 
 A saved state holds the K/V rows in the cache's own types, so a round trip must
 be bit-exact: same raw state bytes, same next-token logits, same continuation.
@@ -12,7 +12,6 @@ import ctypes
 
 import numpy as np
 import pytest
-
 
 N_CTX = 256
 N_PROMPT = 100
@@ -46,14 +45,14 @@ def continue_greedy(llm, first: int, n: int = N_CONTINUE) -> tuple[list[int], li
 
 
 def raw_state(llm) -> bytes:
-    from tq_gguf import state
+    from tq_gguf.runtime import state
 
     return state.raw_bytes(llm)
 
 
 @pytest.fixture(scope="module")
 def text_tokens(default_model_path) -> list[int]:
-    from tq_gguf.evaltext import git_release_notes
+    from tq_gguf.analysis.evaltext import git_release_notes
 
     llm = session(default_model_path, "f16/f16")
     tokens = llm.tokenize(git_release_notes(3000).encode())[: N_PROMPT + 1]
@@ -94,7 +93,7 @@ def test_round_trip_is_bit_exact(default_model_path, text_tokens, saved, cache):
 def test_state_is_stored_in_the_cache_types(default_model_path, text_tokens, saved, tmp_path):
     """Only the K/V rows depend on the cache types: a q8_0/turbo3 session file is an f16 one
     minus exactly the difference in row bytes, and the layout reader predicts the f16 size."""
-    from tq_gguf import state as st
+    from tq_gguf.gguf import statefile as st
 
     llm = session(default_model_path, "f16/f16", flash_attn=True)
     llm.eval(text_tokens[:N_PROMPT])
@@ -119,7 +118,7 @@ def test_state_is_stored_in_the_cache_types(default_model_path, text_tokens, sav
 
 def test_mixed_config_is_read_back_from_the_bytes(saved):
     """A state carries no config name in llama.cpp's bytes; the per-layer types say it."""
-    from tq_gguf import state as st
+    from tq_gguf.gguf import statefile as st
 
     state, path, _ = saved["q8_0/turbo2:b2"]
     layout = st.read_layout(state.llama_state)
@@ -132,7 +131,7 @@ def test_mixed_config_is_read_back_from_the_bytes(saved):
 
 def test_config_is_inferred_from_layer_types_in_any_order():
     """Gemma-style states list full-attention layers first, so only the counts can be used."""
-    from tq_gguf.state import CacheBlock, LayerRows, StateLayout, infer_config
+    from tq_gguf.gguf.statefile import CacheBlock, LayerRows, StateLayout, infer_config
 
     mixed = [("q8_0", "q8_0")] * 2 + [("q8_0", "turbo2")] * 26 + [("q8_0", "q8_0")] * 2
     assert str(infer_config(mixed)) == "q8_0/turbo2:b2"
@@ -147,7 +146,7 @@ def test_config_is_inferred_from_layer_types_in_any_order():
 
 def _refusal(default_model_path, text_tokens, cache: str, load) -> str:
     """Load into a session that holds 10 tokens of its own; the error, and the session unchanged."""
-    from tq_gguf.state import StateConfigMismatch
+    from tq_gguf.gguf.statefile import StateConfigMismatch
 
     llm = session(default_model_path, cache)
     llm.eval(text_tokens[:10])
@@ -192,7 +191,7 @@ def test_a_preset_name_matches_its_spec(default_model_path, text_tokens, saved):
 
 def test_damaged_or_oversized_states_are_refused(default_model_path, text_tokens, saved, tmp_path):
     from tq_gguf import Llama
-    from tq_gguf.state import StateError
+    from tq_gguf.gguf.statefile import StateError
 
     _, path, _ = saved["q8_0/turbo3"]
     cut = tmp_path / "cut.bin"
@@ -219,9 +218,9 @@ def test_damaged_or_oversized_states_are_refused(default_model_path, text_tokens
 def test_gemma3_round_trip_and_refusals(saved, tmp_path):
     """Gemma 3 saves two caches (3 full-attention layers, then 15 window layers) with 256-wide
     heads. (Few sessions here: reading Gemma 3's metadata takes seconds.)"""
-    from tq_gguf import models
-    from tq_gguf import state as st
-    from tq_gguf.evaltext import git_release_notes
+    from tq_gguf.analysis.evaltext import git_release_notes
+    from tq_gguf.gguf import models
+    from tq_gguf.gguf import statefile as st
 
     path = models.fetch("gemma3-270m")
     a = session(path, "turbo4/turbo3")
@@ -263,7 +262,7 @@ def test_disk_prompt_cache(default_model_path, tmp_path):
     session does, and what it stores is the compressed state (not 200 KB of unused scores per token)."""
     from llama_cpp.llama_cache import LlamaDiskCache
 
-    from tq_gguf.state import StateConfigMismatch
+    from tq_gguf.gguf.statefile import StateConfigMismatch
 
     prompt = "The three most important changes in this release of git are"
     fresh = session(default_model_path, "q8_0/turbo3")

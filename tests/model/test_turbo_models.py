@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from test_end_to_end import log_softmax, logits
-
 
 KL_BOUND = {"q8_0/turbo4": 0.03, "q8_0/turbo3": 0.08, "q8_0/turbo2": 0.30, "turbo4/turbo4": 0.15}
 
@@ -51,8 +49,8 @@ def test_default_config_beats_q4_0_everywhere(kls):
 
 
 def _next_token_logits(path, k: str, v: str, shift: bool) -> list[np.ndarray]:
-    from tq_gguf.evaltext import git_release_notes
-    from tq_gguf.lowlevel import Context
+    from tq_gguf.analysis.evaltext import git_release_notes
+    from tq_gguf.runtime.lowlevel import Context
 
     with Context(path, k, v, n_ctx=256) as ctx:
         toks = ctx.tokenize(git_release_notes(3000))[:130]

@@ -11,7 +11,7 @@ import os
 import re
 import subprocess
 
-from tq_gguf.build import tool_path
+from tq_gguf.build.builder import tool_path
 
 
 OPS = "SET_ROWS,GET_ROWS,CPY,FLASH_ATTN_EXT"

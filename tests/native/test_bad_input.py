@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import pytest
+from helpers import run_cli, synthetic_gguf
 
-from tq_gguf import cachetypes, ggufinfo, models
 from tq_gguf.errors import CacheTypeError, ModelError
-
-from helpers import run_cli
-from helpers import synthetic_gguf
+from tq_gguf.gguf import ggufinfo, models
+from tq_gguf.kv import cachetypes
 
 
 def tiny_gguf(path, n: int = 4096):

@@ -15,9 +15,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tq_gguf import backendops, ggml
-from tq_gguf.verify import FLASH_ATTN_TOLERANCE, attention
-
+from tq_gguf.analysis.verify import FLASH_ATTN_TOLERANCE, attention
+from tq_gguf.native import backendops, ggml
 
 TURBO = ("turbo2", "turbo3", "turbo4")
 PAIRS = ([(k, v) for k in TURBO for v in TURBO]

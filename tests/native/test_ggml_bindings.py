@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tq_gguf import build, ggml
+from tq_gguf.build import builder
 from tq_gguf.errors import NativeLibraryError
-
+from tq_gguf.native import ggml
 
 
 @pytest.fixture
@@ -18,12 +18,12 @@ def fresh_lib_cache():
 
 
 def test_library_is_the_current_build(native_lib):
-    assert ggml.build_id() == build.current_key("cpu")
+    assert ggml.build_id() == builder.current_key("cpu")
     assert "CPU" in ggml.backends()
 
 
 def test_stale_build_is_refused(fresh_lib_cache, monkeypatch):
-    monkeypatch.setattr(build, "current_key", lambda backend="cpu": "cpu-0000000000000000")
+    monkeypatch.setattr(builder, "current_key", lambda backend="cpu": "cpu-0000000000000000")
     with pytest.raises(NativeLibraryError, match=r"stale.*run `tq-gguf build`"):
         ggml.lib()
 

@@ -9,22 +9,21 @@ tools/dump_kv.py) and the spec's edge cases.
 
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
-
-from tq_gguf import cachetypes, ggml, paths
-from tq_gguf import reference as ref
-from tq_gguf.cachetypes import TURBO_TYPES
-
 from helpers import edge_blocks, inputs, random_rows
 
+from tq_gguf import paths
+from tq_gguf import reference as ref
+from tq_gguf.kv import cachetypes
+from tq_gguf.kv.cachetypes import TURBO_TYPES
+from tq_gguf.native import ggml, typeids
 
 QTYPES = list(TURBO_TYPES)
 
 
 def type_id(qtype: str) -> int:
-    return cachetypes.get(qtype).ggml_id
+    return typeids.ggml_id(cachetypes.get(qtype))
 
 
 @pytest.fixture(scope="module")
@@ -112,6 +111,6 @@ def test_rotation_matrix_is_the_reference_rotation(native_lib):
 
 
 def test_type_facts_match_the_library(native_lib):
-    for ct in cachetypes.available():
-        assert ggml.type_name(ct.ggml_id) == ct.name
-        assert ggml.type_traits(ct.ggml_id) == (ct.block_size, ct.type_size), ct.name
+    for ct in typeids.available():
+        assert ggml.type_name(typeids.ggml_id(ct)) == ct.name
+        assert ggml.type_traits(typeids.ggml_id(ct)) == (ct.block_size, ct.type_size), ct.name

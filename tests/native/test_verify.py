@@ -1,4 +1,4 @@
-"""`tq-gguf verify` and its harness (tq_gguf.verify): every compiled kernel against the reference,
+"""`tq-gguf verify` and its harness (tq_gguf.analysis.verify): every compiled kernel against the reference,
 and proof that the harness notices kernels that are wrong."""
 
 from __future__ import annotations
@@ -8,12 +8,11 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-
-from tq_gguf import ggml, verify
-from tq_gguf import reference as ref
-
 from helpers import run_cli
 
+from tq_gguf import reference as ref
+from tq_gguf.analysis import verify
+from tq_gguf.native import ggml
 
 
 @pytest.fixture(scope="module")
@@ -172,9 +171,9 @@ def test_backends_without_a_harness_or_device_are_shown(native_lib, monkeypatch)
     skipped = [(r.backend, r.status, r.detail) for r in rep.results if r.backend in ("Vulkan", "Foo")]
     assert skipped == [
         ("Vulkan", "skipped", "the build has the Vulkan backend but this machine has no Vulkan device"),
-        ("Foo", "skipped", "tq_gguf.verify has no harness for the Foo backend yet")]
+        ("Foo", "skipped", "tq_gguf.analysis.verify has no harness for the Foo backend yet")]
     assert rep.ok
-    assert "skipped: Foo - turbo4 quantize: tq_gguf.verify has no harness for the Foo backend yet" \
+    assert "skipped: Foo - turbo4 quantize: tq_gguf.analysis.verify has no harness for the Foo backend yet" \
         in rep.table_lines()
 
 

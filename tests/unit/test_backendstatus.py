@@ -5,17 +5,17 @@ from __future__ import annotations
 import json
 
 import pytest
-
-from tq_gguf import backendstatus, build
-from tq_gguf.errors import BuildError
-
 from helpers import run_cli
+
+from tq_gguf.build import backendstatus
+from tq_gguf.build import builder
+from tq_gguf.errors import BuildError
 
 UNTESTED = [name for name, s in backendstatus.STATUS.items() if not s.has_run]
 
 
 def test_every_build_backend_has_a_status():
-    assert list(backendstatus.STATUS) == list(build.BACKENDS)
+    assert list(backendstatus.STATUS) == list(builder.BACKENDS)
     assert UNTESTED == ["cuda", "metal"]
 
 
@@ -40,7 +40,7 @@ def test_a_build_of_an_untested_backend_warns_first(monkeypatch, backend):
     def stop(backend):
         raise BuildError("stopped before compiling")
 
-    monkeypatch.setattr(build, "check_toolchain", stop)
+    monkeypatch.setattr(builder, "check_toolchain", stop)
     r = run_cli("build", "--backend", backend)
     assert r.exit_code == 1
     assert r.output.splitlines() == [backendstatus.caveat(backend), "error: stopped before compiling"]

@@ -6,9 +6,9 @@ import dataclasses
 
 import pytest
 
-from tq_gguf import ggufinfo
-from tq_gguf.cacheconfig import BOUNDARY_TYPE, PRESETS, CacheConfig, resolve
 from tq_gguf.errors import CacheTypeError
+from tq_gguf.gguf import ggufinfo
+from tq_gguf.kv.cacheconfig import BOUNDARY_TYPE, PRESETS, CacheConfig, resolve
 
 
 def test_specs_round_trip():
@@ -80,7 +80,7 @@ def test_validation_names_the_problem():
 def test_kv_bytes_sum_the_layers():
     info = _info(n_layer=6)
     row = info.n_head_kv * info.head_dim_k  # 128 values per cell and layer
-    # llama.cpp rounds the cell count up to a multiple of 256 (tq_gguf.plan has the rules)
+    # llama.cpp rounds the cell count up to a multiple of 256 (tq_gguf.kv.plan has the rules)
     expected = 256 * (2 * 2 * row // 32 * 34 + 4 * (row // 32 * 34 + row // 64 * 18))
     assert CacheConfig.parse("q8_0/turbo2:b1").kv_bytes(info, 256) == expected
     assert CacheConfig.parse("q8_0/turbo2:b1").kv_bytes(info, 100) == expected

@@ -3,7 +3,8 @@
 The Makefile and tools/wheel_install_check.sh install the package without its
 dependencies plus click, run `tq-gguf build` (which installs the patched llama-cpp-python),
 and only then install the rest: pip would otherwise compile the stock llama-cpp-python.
-So importing the CLI and running `build --help` must need nothing but click.
+So importing the CLI and running `build --help` must need nothing but click; so must
+`tq-gguf --help` and every command's --help, which only load the command modules (tq_gguf.cli).
 """
 
 import subprocess
@@ -15,13 +16,14 @@ CODE = f"""
 import sys
 sys.modules.update({{name: None for name in {HEAVY!r}}})  # importing any of them now fails
 from click.testing import CliRunner
-from tq_gguf.cli import main
-result = CliRunner().invoke(main, ["build", "--help"])
-assert result.exit_code == 0, result.output + repr(result.exception)
+from tq_gguf.cli import COMMANDS, main
+for args in (["build", "--help"], ["--help"], *([name, "--help"] for name in COMMANDS)):
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, (args, result.output, repr(result.exception))
 print("ok")
 """
 
 
-def test_build_command_needs_only_click():
+def test_build_and_help_need_only_click():
     res = subprocess.run([sys.executable, "-c", CODE], capture_output=True, text=True, timeout=120)
     assert res.returncode == 0 and res.stdout.strip() == "ok", res.stderr[-3000:]

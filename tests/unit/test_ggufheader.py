@@ -6,11 +6,10 @@ import gguf
 import numpy as np
 import pytest
 from gguf import GGUFReader
+from helpers import run_cli, synthetic_gguf
 
-from tq_gguf import ggufheader, ggufinfo, gguftag
 from tq_gguf.errors import ModelError
-
-from helpers import synthetic_gguf
+from tq_gguf.gguf import ggufheader, ggufinfo, gguftag
 
 
 def vocab_gguf(path, n_tokens: int, endianess=gguf.GGUFEndian.LITTLE):
@@ -86,3 +85,30 @@ def test_impossible_counts_are_corrupt(tmp_path):
     bad.write_bytes(bytes(data))
     with pytest.raises(ModelError, match="claims 1099511627776 keys"):
         ggufheader.read_header(bad)
+
+
+def test_inspect_plan_and_tag_read_the_header_only(tmp_path, monkeypatch):
+    """The commands that describe a model go through ggufheader, never gguf's full reader, which
+    decodes the whole vocabulary (seconds for a real model)."""
+    path = vocab_gguf(tmp_path / "v.gguf", ggufheader.MAX_DECODED_ITEMS + 1)
+    reads = []
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("gguf.GGUFReader parses the whole vocabulary")
+
+    def counted(p):
+        reads.append(p)
+        return read_checked(p)
+
+    read_checked = ggufheader.read_checked
+    monkeypatch.setattr(gguf, "GGUFReader", refuse)
+    monkeypatch.setattr(gguf.gguf_reader, "GGUFReader", refuse)
+    monkeypatch.setattr(ggufheader, "read_checked", counted)
+    for args in (["inspect", path], ["plan", path, "--ctx", "4096"],
+                 ["tag", path, "--cache", "f16/q8_0", "-o", tmp_path / "t.gguf"]):
+        before = len(reads)
+        ggufinfo._read_cached.cache_clear()  # each command reads the file afresh
+        result = run_cli(*args)
+        assert result.exit_code == 0, (args, result.output)
+        assert len(reads) > before, args
+

@@ -1,5 +1,5 @@
 """The needle task without a model: the scorer, the answer's extraction, sentence splitting and
-where the needle lands (tq_gguf.needle)."""
+where the needle lands (tq_gguf.analysis.needle)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import random
 
 import pytest
 
-from tq_gguf import needle
-from tq_gguf.needle import Haystack, NeedleError, answer_of, is_found, make_secret, split_sentences
+from tq_gguf.analysis import needle
+from tq_gguf.analysis.needle import Haystack, NeedleError, answer_of, is_found, make_secret, split_sentences
 
 
 def words(text: str) -> list[int]:

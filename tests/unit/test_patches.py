@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from tq_gguf import patches, paths, sdist
+from tq_gguf import paths
+from tq_gguf.build import patches, sdist
 from tq_gguf.errors import PatchError
 
 REPO = Path(__file__).resolve().parents[2]

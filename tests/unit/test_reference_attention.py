@@ -1,14 +1,21 @@
-"""Reference attention with turbo caches, and the research-only QJL estimator."""
+"""Reference attention with turbo caches, and the research-only QJL estimator and scale study
+(tools/qjl.py, tools/study.py)."""
 
 from __future__ import annotations
+
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from tq_gguf.reference import rotate
-from tq_gguf.reference.quants import QTYPES
+from tq_gguf.reference import dequantize, quantize, rotate
 from tq_gguf.reference.attention import float_attention, turbo_attention
-from tq_gguf.reference.qjl import QJLProd, mse_reconstruct, one_bit_centroid
+from tq_gguf.reference.quants import QTYPES
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tools"))  # research code is a tool, not the package
+from qjl import QJLProd, mse_reconstruct, one_bit_centroid  # noqa: E402
+from study import reconstruct  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -52,8 +59,6 @@ def test_rotation_helps_outlier_keys(head):
     """Without the rotation an outlier channel dominates each block's norm and the
     other channels collapse; with it the block looks like the codebook's law."""
     q, k, v = head
-    from tq_gguf.reference import dequantize, quantize
-
     plain = dequantize(quantize(k, "turbo3"), "turbo3")
     rot = turbo_attention(q, k, v, "turbo3", None)
     ref = float_attention(q, k, v)
@@ -100,9 +105,6 @@ def test_qjl_variance_exceeds_mse_only_at_equal_bits():
 
 def test_study_preserve_rule_is_the_format():
     """The scale study's 'preserve' rule is what the format stores (up to float64 vs float32 norms)."""
-    from tq_gguf.reference import dequantize, quantize
-    from tq_gguf.reference.study import reconstruct
-
     rng = np.random.default_rng(16)
     x = rng.standard_normal((500, 64)).astype(np.float32)
     for bits, qt in ((2, "turbo2"), (3, "turbo3"), (4, "turbo4")):

@@ -16,17 +16,7 @@ recorded in FORMAT.md).
 from __future__ import annotations
 
 from .codebooks import CENTROIDS, MIDPOINTS
-from .quants import (
-    BLOCK_SIZE,
-    QTYPES,
-    TYPE_SIZE,
-    Turbo2,
-    Turbo3,
-    Turbo4,
-    dequantize,
-    dot,
-    quantize,
-)
+from .quants import BLOCK_SIZE, QTYPES, TYPE_SIZE, Turbo2, Turbo3, Turbo4, dequantize, dot, quantize
 from .rotation import GROUP, SIGN_SEED, rotate, rotation_matrix, rotation_signs, splitmix64, unrotate
 
 __all__ = [

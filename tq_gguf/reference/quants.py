@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..cachetypes import CACHE_TYPES, TURBO_TYPES
+from ..kv.cachetypes import CACHE_TYPES, TURBO_TYPES
 from .codebooks import CENTROIDS, MIDPOINTS
 
 QType = str  # a name in TURBO_TYPES
 
-# The format facts come from the one type table (tq_gguf.cachetypes).
+# The format facts come from the one type table (tq_gguf.kv.cachetypes).
 QTYPES: tuple[QType, ...] = TURBO_TYPES
 BLOCK_SIZE = CACHE_TYPES[QTYPES[0]].block_size
 TYPE_SIZE: dict[str, int] = {q: CACHE_TYPES[q].type_size for q in QTYPES}

@@ -1,0 +1,27 @@
+"""Options shared by the commands that open a model session (`run`, `serve`)."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import click
+
+from ..kv.cacheconfig import DEFAULT_PRESET, PRESETS
+from ..kv.cachetypes import CACHE_TYPES
+
+
+def cache_options(command: Callable) -> Callable:
+    """--cache, --cache-k and --cache-v, passed as `cache`, `cache_k` and `cache_v`.
+
+    All default to None so that the resolution in tq_gguf.Llama applies: explicit K/V types
+    win over --cache; with neither, the model's tq.cache tag, else the default preset."""
+    types = ", ".join(CACHE_TYPES)
+    default = PRESETS[DEFAULT_PRESET].config
+    # click lists options in the order they are declared, i.e. the reverse of decorator application.
+    command = click.option("--cache-v", metavar="TYPE", help=f"V cache type, overriding --cache's: {types}")(command)
+    command = click.option("--cache-k", metavar="TYPE", help=f"K cache type, overriding --cache's: {types}")(command)
+    command = click.option(
+        "--cache", metavar="SPEC",
+        help=f"cache config: a preset ({', '.join(PRESETS)}), K/V (q8_0/turbo3) or K/V:bN (first and last N "
+             f"layers at q8_0) [default: the model's tq.cache tag, else {DEFAULT_PRESET} ({default})]")(command)
+    return command

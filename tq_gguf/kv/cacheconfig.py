@@ -1,0 +1,184 @@
+"""`CacheConfig`: which KV-cache type every layer's K and V use.
+
+One object serves the CLI, `Llama`, GGUF metadata (`tq.cache`) and the advisor.
+A config is written as a spec string:
+
+    q8_0/turbo3          K type / V type, every layer
+    q8_0/turbo2:b2       the same, but the first and last 2 layers keep q8_0/q8_0
+    balanced             a preset name (PRESETS)
+
+Boundary layers are protected because the first and last layers of a model are
+the ones whose K/V errors cost the most (README "Presets" has the measurements).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from types import ModuleType
+
+from ..errors import CacheTypeError
+from . import cachetypes
+from .cachetypes import CacheType
+
+# The protected type of boundary layers, for both K and V.
+BOUNDARY_TYPE = "q8_0"
+
+_SPEC = re.compile(r"^(?P<k>[\w.]+)/(?P<v>[\w.]+)(?::b(?P<boundary>\d+))?$")
+
+
+@dataclass(frozen=True)
+class CacheConfig:
+    k: CacheType
+    v: CacheType
+    boundary: int = 0  # the first and last `boundary` layers use BOUNDARY_TYPE for K and V
+
+    @classmethod
+    def of(cls, k: str, v: str, boundary: int = 0) -> "CacheConfig":
+        if boundary < 0:
+            raise CacheTypeError(f"boundary layer count must be >= 0, got {boundary}")
+        return cls(cachetypes.get(k), cachetypes.get(v), boundary)
+
+    @classmethod
+    def parse(cls, spec: str) -> "CacheConfig":
+        """A preset name, `K/V` or `K/V:bN`."""
+        spec = spec.strip().lower()
+        if spec in PRESETS:
+            return PRESETS[spec].config
+        m = _SPEC.match(spec)
+        if not m:
+            raise CacheTypeError(
+                f"cannot read cache config {spec!r}: write K/V (e.g. q8_0/turbo3), K/V:bN to keep the first "
+                f"and last N layers at {BOUNDARY_TYPE}, or a preset ({', '.join(PRESETS)})"
+            )
+        return cls.of(m["k"], m["v"], int(m["boundary"] or 0))
+
+    def __str__(self) -> str:
+        base = f"{self.k.name}/{self.v.name}"
+        return f"{base}:b{self.boundary}" if self.boundary else base
+
+    @property
+    def preset(self) -> str | None:
+        """The preset this config is, if any."""
+        return next((name for name, p in PRESETS.items() if p.config == self), None)
+
+    @property
+    def mixed(self) -> bool:
+        """Whether layers differ in type (llama.cpp then needs per-layer types)."""
+        protected = cachetypes.get(BOUNDARY_TYPE)
+        return self.boundary > 0 and (self.k, self.v) != (protected, protected)
+
+    def layer_types(self, n_layer: int) -> tuple[list[CacheType], list[CacheType]]:
+        """K and V type of every layer."""
+        protected = cachetypes.get(BOUNDARY_TYPE)
+        k = [self.k] * n_layer
+        v = [self.v] * n_layer
+        for il in range(n_layer):
+            if il < self.boundary or il >= n_layer - self.boundary:
+                k[il] = v[il] = protected
+        return k, v
+
+    def types(self) -> set[CacheType]:
+        used = {self.k, self.v}
+        if self.boundary:
+            used.add(cachetypes.get(BOUNDARY_TYPE))
+        return used
+
+    def needs_flash_attn(self) -> bool:
+        """llama.cpp can hold a quantized V cache only with flash attention on."""
+        return self.v.quantized or (self.boundary > 0 and cachetypes.get(BOUNDARY_TYPE).quantized)
+
+    def validate(self, info, flash_attn: bool = True, native: bool = True) -> None:
+        """Raise CacheTypeError for anything the model (a ggufinfo.ModelInfo) or build cannot do."""
+        k_types, v_types = self.layer_types(info.n_layer)
+        for ct in set(k_types):
+            ct.check_head_dim(info.head_dim_k, "K cache")
+        for ct in set(v_types):
+            ct.check_head_dim(info.head_dim_v, "V cache")
+        if self.boundary and 2 * self.boundary >= info.n_layer:
+            raise CacheTypeError(
+                f"{self} protects the first and last {self.boundary} layers, "
+                f"which leaves none of the model's {info.n_layer} layers to compress"
+            )
+        if not flash_attn and any(ct.quantized for ct in v_types):
+            raise CacheTypeError(
+                f"a quantized V cache ({self}) needs flash attention; turn flash attention on or use an f16 V cache"
+            )
+        if native:
+            typeids = _typeids()
+            for ct in self.types():
+                typeids.require(ct)
+
+    def kv_bytes(self, info, n_ctx: int) -> int:
+        """Bytes of the K and V caches at `n_ctx` cells (see ModelInfo.kv_bytes_layers)."""
+        k_types, v_types = self.layer_types(info.n_layer)
+        return info.kv_bytes_layers(n_ctx, k_types, v_types)
+
+    def bits_per_value(self, n_layer: int) -> tuple[float, float]:
+        """Mean bits per stored value of K and of V over the layers."""
+        k_types, v_types = self.layer_types(n_layer)
+        return (sum(t.bits_per_value for t in k_types) / n_layer,
+                sum(t.bits_per_value for t in v_types) / n_layer)
+
+    def llama_kwargs(self, n_layer: int) -> dict:
+        """Keyword arguments for llama_cpp.Llama: type_k/type_v, plus per-layer lists when mixed."""
+        ggml_id = _typeids().ggml_id
+        kwargs = {"type_k": ggml_id(self.k), "type_v": ggml_id(self.v)}
+        if self.mixed:
+            k_types, v_types = self.layer_types(n_layer)
+            kwargs["type_k_layer"] = [ggml_id(t) for t in k_types]
+            kwargs["type_v_layer"] = [ggml_id(t) for t in v_types]
+        return kwargs
+
+    def cli_args(self, n_layer: int) -> list[str]:
+        """Arguments for llama.cpp's tools (llama-perplexity, llama-completion)."""
+        args = ["-ctk", self.k.name, "-ctv", self.v.name]
+        if self.mixed:
+            k_types, v_types = self.layer_types(n_layer)
+            args += ["-ctkl", ",".join(t.name for t in k_types), "-ctvl", ",".join(t.name for t in v_types)]
+        return args
+
+
+@dataclass(frozen=True)
+class Preset:
+    config: CacheConfig
+    summary: str
+
+
+def _preset(spec: str, summary: str) -> Preset:
+    k, _, rest = spec.partition("/")
+    v, _, b = rest.partition(":b")
+    return Preset(CacheConfig.of(k, v, int(b or 0)), summary)
+
+
+PRESETS: dict[str, Preset] = {
+    "lossless": _preset("q8_0/q8_0", "q8_0 keys and values: indistinguishable from f16, half its size"),
+    "quality": _preset("q8_0/turbo4", "q8_0 keys, 4-bit turbo values"),
+    "balanced": _preset("q8_0/turbo3", "q8_0 keys, 3-bit turbo values: the default for turbo use"),
+    "compact": _preset("turbo4/turbo3", "4-bit turbo keys, 3-bit turbo values: for models whose keys tolerate it"),
+    "max": _preset("q8_0/turbo2:b2", "q8_0 keys, 2-bit turbo values, first and last 2 layers at q8_0"),
+}
+
+DEFAULT_PRESET = "balanced"
+
+
+def resolve(cache: str | CacheConfig | None = None, cache_k: str | None = None, cache_v: str | None = None,
+            default: CacheConfig | None = None) -> CacheConfig:
+    """The config a user asked for: `cache` (spec, preset or CacheConfig), then explicit K/V types
+    overriding its sides; with neither, `default` (e.g. a GGUF's tq.cache tag) or the default preset."""
+    if isinstance(cache, CacheConfig):
+        base = cache
+    elif cache:
+        base = CacheConfig.parse(cache)
+    else:
+        base = default or PRESETS[DEFAULT_PRESET].config
+    if cache_k is None and cache_v is None:
+        return base
+    return CacheConfig.of(cache_k or base.k.name, cache_v or base.v.name, base.boundary)
+
+
+def _typeids() -> ModuleType:
+    """The installed build's type ids (tq_gguf.native.typeids), for the two methods that need them."""
+    from ..native import typeids  # deferred: cffi and numpy; the CLI's option help reads this module without them
+
+    return typeids

@@ -1,0 +1,72 @@
+"""KV-cache types: what each one is called, costs and needs.
+
+Names, block sizes, bytes per block and (turbo types) index bits are format facts
+(docs/FORMAT.md, ggml's type traits; a test checks them against the library). This
+table is where the package learns them: the NumPy reference, verify, the CLI and the
+build derive theirs from it (docs/ADDING_A_TYPE.md). The ggml enum value
+behind a name is read from the built library at run time (tq_gguf.native.typeids),
+so Python never depends on where the patched ggml.h placed the turbo types.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..errors import CacheTypeError
+
+
+@dataclass(frozen=True)
+class CacheType:
+    name: str
+    block_size: int   # values per block
+    type_size: int    # bytes per block
+    index_bits: int = 0  # turbo types: bits of the codebook index per value (0: not a turbo type)
+
+    @property
+    def turbo(self) -> bool:
+        return self.index_bits > 0
+
+    @property
+    def quantized(self) -> bool:
+        return self.block_size > 1
+
+    @property
+    def bits_per_value(self) -> float:
+        return 8 * self.type_size / self.block_size
+
+    def bytes_for(self, n_values: int) -> int:
+        return n_values // self.block_size * self.type_size
+
+    def check_head_dim(self, head_dim: int, which: str = "cache") -> None:
+        if head_dim % self.block_size:
+            raise CacheTypeError(
+                f"{which} type {self.name} stores blocks of {self.block_size} values, "
+                f"but the model's head size {head_dim} is not a multiple of {self.block_size}"
+            )
+
+
+CACHE_TYPES: dict[str, CacheType] = {t.name: t for t in (
+    CacheType("f32", 1, 4),
+    CacheType("f16", 1, 2),
+    CacheType("bf16", 1, 2),
+    CacheType("q8_0", 32, 34),
+    CacheType("q5_1", 32, 24),
+    CacheType("q5_0", 32, 22),
+    CacheType("q4_1", 32, 20),
+    CacheType("q4_0", 32, 18),
+    CacheType("iq4_nl", 32, 18),
+    CacheType("turbo4", 64, 34, index_bits=4),
+    CacheType("turbo3", 64, 26, index_bits=3),
+    CacheType("turbo2", 64, 18, index_bits=2),
+)}
+
+# The turbo types, fewest bits first.
+TURBO_TYPES: tuple[str, ...] = tuple(sorted((t.name for t in CACHE_TYPES.values() if t.turbo),
+                                            key=lambda n: CACHE_TYPES[n].index_bits))
+
+
+def get(name: str) -> CacheType:
+    try:
+        return CACHE_TYPES[name.lower()]
+    except KeyError:
+        raise CacheTypeError(f"unknown cache type {name!r}; choose one of {', '.join(CACHE_TYPES)}") from None

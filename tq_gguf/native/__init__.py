@@ -1,0 +1,3 @@
+"""The installed native build: ggml through one cffi instance and one library handle (ggml), the cache
+type ids it has (typeids), llama_cpp imported only after the stale-build check (llamacpp), single ops on
+any backend (backendops), llama.cpp's log (llamalog) and what `tq-gguf info` reports (report)."""

@@ -1,0 +1,74 @@
+"""`tq-gguf info`: what is installed and what it can do."""
+
+from __future__ import annotations
+
+from importlib import metadata
+
+from .. import __version__
+from ..build import backendstatus, builder, upstream
+from ..errors import TqError
+from ..kv import cachetypes
+
+
+def info_data() -> dict:
+    """Versions, the installed build, its backends and which cache types it has."""
+    data: dict = {
+        "tq_gguf": __version__,
+        "llama_cpp_python_pin": {"version": upstream.SDIST_VERSION, "sha256": upstream.SDIST_SHA256},
+        "llama_cpp": {"commit": upstream.LLAMA_CPP_COMMIT, "ggml": upstream.GGML_VERSION},
+    }
+    try:
+        data["llama_cpp_installed"] = metadata.version("llama-cpp-python")
+    except metadata.PackageNotFoundError:
+        data["llama_cpp_installed"] = None
+    build = builder.installed_build()
+    data["build"] = None if build is None else {
+        "key": build["key"], "backend": build["backend"], "patches": build["patches"],
+    }
+    available: set[str] = set()
+    if build is not None:
+        try:
+            from . import ggml, typeids  # deferred: cffi, numpy; `info` also runs before the full install
+
+            ggml.lib()
+            data["backends"] = ggml.backends()
+            available = {ct.name for ct in typeids.available()}
+        except (TqError, ImportError) as exc:  # ImportError: cffi comes with the full install, after the build
+            data["native_library_error"] = str(exc)
+    data["backend_status"] = {
+        "backends": {name: {"status": s.status, "has_run": s.has_run} for name, s in backendstatus.STATUS.items()},
+        "details": backendstatus.BACKENDS_DOC,
+    }
+    data["cache_types"] = [
+        {"name": ct.name, "bits_per_value": ct.bits_per_value, "in_build": ct.name in available}
+        for ct in cachetypes.CACHE_TYPES.values()
+    ]
+    return data
+
+
+def info_lines(data: dict | None = None) -> list[str]:
+    data = data or info_data()
+    pin, cpp = data["llama_cpp_python_pin"], data["llama_cpp"]
+    lines = [
+        f"tq-gguf           {data['tq_gguf']}",
+        f"llama-cpp-python  {pin['version']} (pinned sdist sha256 {pin['sha256'][:16]}...)",
+        f"llama.cpp         {cpp['commit']}, ggml {cpp['ggml']}",
+        f"llama_cpp         {data['llama_cpp_installed']} installed" if data["llama_cpp_installed"]
+        else "llama_cpp         not installed (run `tq-gguf build`)",
+    ]
+    status = backendstatus.lines()
+    lines += [f"{'backend status' if i == 0 else '':<18}{line}" for i, line in enumerate(status)]
+    build = data["build"]
+    if build is None:
+        lines.append("native build      none installed (run `tq-gguf build`)")
+        return lines
+    lines.append(f"native build      {build['key']} ({build['backend']})")
+    lines.append(f"patch series      {', '.join(build['patches']) or '(empty)'}")
+    if "native_library_error" in data:
+        lines.append(f"native library    {data['native_library_error']}")
+    else:
+        lines.append(f"backends          {', '.join(data['backends'])}")
+    lines.append("cache types       name     bits/value  in this build")
+    for ct in data["cache_types"]:
+        lines.append(f"                  {ct['name']:<8} {ct['bits_per_value']:>10.2f}  {'yes' if ct['in_build'] else 'no'}")
+    return lines
