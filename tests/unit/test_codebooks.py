@@ -111,3 +111,21 @@ def test_centroids_are_conditional_means(bits):
     m0, m1, _ = gen.cell_moments(np.concatenate(([-1.0], m, [1.0])))
     assert np.allclose(m1 / m0, c, rtol=1e-6, atol=0)
     assert abs(m0.sum() - 1) < 1e-12
+
+
+@pytest.mark.parametrize("type_size,layout", [(42, (32, 8)), (40, None)])
+def test_block_layout_is_derived_from_the_table_row(monkeypatch, type_size, layout):
+    """A 5-bit row gets q5_0's planes (4 low bits in qs, 1 in qh) when its bytes add up,
+    and is refused when they do not."""
+    from tq_gguf import cachetypes
+
+    gen = _generator()
+    row = cachetypes.CacheType("turbo5", 64, type_size, index_bits=5)
+    monkeypatch.setitem(cachetypes.CACHE_TYPES, "turbo5", row)
+    monkeypatch.setattr(cachetypes, "TURBO_TYPES", (*cachetypes.TURBO_TYPES, "turbo5"))
+    if layout is None:
+        with pytest.raises(SystemExit, match="turbo5"):
+            gen.turbo_types()
+    else:
+        t = gen.turbo_types()[-1]
+        assert (t.name, t.bits, t.qs, t.qh, t.size) == ("turbo5", 5, *layout, type_size)
