@@ -15,29 +15,11 @@
 extern "C" {
 #endif
 
-#define QK_TURBO GGML_TQ_BLOCK
-
-// index k of value i sits in byte i % 16, bits 2*(i / 16) .. 2*(i / 16) + 1
-typedef struct {
-    ggml_half d;             // scale (fp16)
-    uint8_t   qs[QK_TURBO/4]; // 2-bit indices
-} block_turbo2;
-static_assert(sizeof(block_turbo2) == 2 + QK_TURBO/4, "wrong turbo2 block size");
-
-// low two bits as in turbo2; bit 2 of index i sits in byte i % 8, bit i / 8 of qh
-typedef struct {
-    ggml_half d;
-    uint8_t   qs[QK_TURBO/4];
-    uint8_t   qh[QK_TURBO/8];
-} block_turbo3;
-static_assert(sizeof(block_turbo3) == 2 + QK_TURBO/4 + QK_TURBO/8, "wrong turbo3 block size");
-
-// index i sits in byte i % 32, low nibble for i < 32, high nibble otherwise (like q4_0)
-typedef struct {
-    ggml_half d;
-    uint8_t   qs[QK_TURBO/2];
-} block_turbo4;
-static_assert(sizeof(block_turbo4) == 2 + QK_TURBO/2, "wrong turbo4 block size");
+// The blocks (generated from the type table): an fp16 scale d, then the index planes.
+//   turbo2: index i sits in qs[i % 16], bits 2*(i / 16) .. 2*(i / 16) + 1;
+//   turbo3: its low two bits as in turbo2, bit 2 in qh[i % 8], bit i / 8;
+//   turbo4: index i sits in qs[i % 32], low nibble for i < 32, high nibble otherwise (like q4_0).
+#include "tq-blocks.h"
 
 // The codebook of a type: 2^bits centroids and the 2^bits - 1 midpoints between them.
 struct tq_codebook {

@@ -45,9 +45,12 @@ from tq_gguf.errors import TqError  # noqa: E402
 from tq_gguf.kv import cachetypes  # noqa: E402
 GGML = Path("vendor/llama.cpp/ggml")
 CUDA_DIR = GGML / "src" / "ggml-cuda"
+# Our FlashAttention instances, generated into native/cuda/template-instances
+# (tools/gen_cuda_instances.py) and copied here with the rest of native/.
+TQ_INSTANCES = GGML / "src" / "tq" / "cuda" / "template-instances"
 
-# The .cu files the series adds to or changes (patches/*cuda*), plus the vector
-# FlashAttention instances of the turbo pairs the tq-gguf CUDA build compiles.
+# The .cu files the series changes (patches/*cuda*); with them, the vector FlashAttention
+# instances of the turbo pairs the tq-gguf CUDA build compiles.
 TOUCHED = ("set-rows.cu", "getrows.cu", "convert.cu", "cpy.cu", "fattn.cu", "ggml-cuda.cu")
 
 # Pinned so the cached headers and the cache keys do not move under us.
@@ -61,8 +64,9 @@ def fa_pairs() -> list[str]:
     return builder.defines_for("cuda")["GGML_CUDA_FA_QUANTS"].split(",")
 
 
-def instance_files() -> list[str]:
-    return [f"template-instances/fattn-vec-instance-{p}.cu" for p in fa_pairs() if "turbo" in p]
+def instance_files() -> list[Path]:
+    """Our instances the build compiles, relative to the source tree."""
+    return [TQ_INSTANCES / f"fattn-vec-instance-{p}.cu" for p in fa_pairs() if "turbo" in p]
 
 
 def fa_defines() -> list[str]:
@@ -208,7 +212,8 @@ def check(src: Path, files: list[Path], archs: list[str], jobs: int, echo=print)
     for cu in files:
         key = inputs_hash(src, cu, ver, fl)
         stamp = cache / f"{key}.json"
-        name = cu.relative_to(src / CUDA_DIR).as_posix() if (src / CUDA_DIR) in cu.parents else cu.name
+        name = next((cu.relative_to(d).as_posix() for d in (src / CUDA_DIR, src / TQ_INSTANCES.parent)
+                     if d in cu.parents), cu.name)
         if stamp.exists():
             took = json.loads(stamp.read_text())["seconds"]
             echo(f"cuda-check: {name} [{arch_txt}] cached (compiled in {took:.0f} s)")
@@ -249,8 +254,11 @@ def main(argv: list[str] | None = None) -> int:
             install_native(src)
         else:
             src = stage_tree()
-        names = args.only or [*TOUCHED, *instance_files()]
-        files = [src / CUDA_DIR / n for n in names] + [p.resolve() for p in args.extra]
+        if args.only:
+            files = [src / CUDA_DIR / n for n in args.only]
+        else:
+            files = [src / CUDA_DIR / n for n in TOUCHED] + [src / p for p in instance_files()]
+        files += [p.resolve() for p in args.extra]
         missing = [str(f) for f in files if not f.exists()]
         if missing:
             raise TqError(f"missing: {', '.join(missing)}")

@@ -1,14 +1,29 @@
 #!/usr/bin/env python3
-"""Solve the turbo Lloyd-Max codebooks and emit them for C and for Python.
+"""Generate every table of the turbo types: codebooks and block layouts, for each language.
 
-The turbo types quantize each coordinate of a (rotated, normalised) block of
-d = 64 values. For a uniform point on the unit sphere of R^d one coordinate has
-the density
+One source, two parts:
+
+* the type table, `tq_gguf/kv/cachetypes.py` (`CACHE_TYPES`): name, values per block,
+  bytes per block and codebook index bits of each turbo type;
+* the Lloyd-Max codebooks, solved here from the law of one coordinate of a uniform
+  point on the unit sphere of R^d, d = the block size (no data involved).
+
+From them this tool writes the files that C, CUDA, Metal, GLSL and Python compile or
+import (`OUTPUTS` below). Each one says it is generated; none is edited by hand.
+
+Block layout. A block is the fp16 scale `d` followed by bit planes of the indices, the
+ggml way: `qs` holds the low 2 or 4 bits of each index (an even number of bits, so that
+a byte never splits an index), `qh` the rest, one bit per value (turbo3, like q5_0's
+high bits). The sizes must add up to the table's bytes per block; the generator refuses
+a row whose layout it cannot derive. Where each index sits inside its plane is the
+kernels' business (docs/FORMAT.md, section 4).
+
+Codebook law. For a uniform point on the unit sphere of R^d one coordinate has the
+density
 
     f(x) = Γ(d/2) / (√π Γ((d-1)/2)) · (1 - x²)^((d-3)/2),   -1 ≤ x ≤ 1,
 
-and the codebooks are the Lloyd-Max (MSE-optimal scalar) quantizers of that law
-at 4, 8 and 16 levels. No data is involved.
+and the codebooks are its Lloyd-Max (MSE-optimal scalar) quantizers at 2^bits levels.
 
 Solver (float64 NumPy, deterministic):
 
@@ -32,12 +47,13 @@ normative). The centre midpoint of these symmetric codebooks is exactly 0.
 
 Usage:
 
-    python3 tools/gen_codebooks.py            # rewrite the two files in the repo
-    python3 tools/gen_codebooks.py --out DIR  # write DIR/tq-codebooks.h and DIR/codebooks.py
-    python3 tools/gen_codebooks.py --check    # exit 1 if the repo files are stale
+    python3 tools/gen_codebooks.py            # rewrite the generated files in the repo
+    python3 tools/gen_codebooks.py --out DIR  # write them under DIR, at their repo paths
+    python3 tools/gen_codebooks.py --check    # exit 1, one line per stale file, if any is stale
 
 The outputs are byte-for-byte reproducible: same NumPy float64 arithmetic, fixed
-iteration rule, values printed as exact hex floats.
+iteration rule, values printed exactly (hex floats, float32 bit patterns, or decimals
+that round to the same float32).
 """
 
 from __future__ import annotations
@@ -45,20 +61,58 @@ from __future__ import annotations
 import argparse
 import math
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
-DIM = 64
-BITS = (2, 3, 4)
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from tq_gguf.kv import cachetypes  # noqa: E402
+
+COMMAND = "python3 tools/gen_codebooks.py"
 QUAD_POINTS = 96
 TOL = 1e-16
 MAX_ITER = 200_000
 
-REPO = Path(__file__).resolve().parent.parent
-HEADER_PATH = REPO / "native" / "tq-codebooks.h"
-MODULE_PATH = REPO / "tq_gguf" / "reference" / "codebooks.py"
-COMMAND = "python3 tools/gen_codebooks.py"
+
+@dataclass(frozen=True)
+class Turbo:
+    """One turbo type as the generated code sees it."""
+    name: str    # "turbo3"
+    bits: int    # codebook index bits per value
+    block: int   # values per block
+    size: int    # bytes per block
+    qs: int      # bytes of the low-bit plane
+    qh: int      # bytes of the high-bit plane (0: none)
+
+    @property
+    def enum(self) -> str:
+        return f"GGML_TYPE_{self.name.upper()}"
+
+
+def turbo_types() -> list[Turbo]:
+    """The turbo rows of the type table, fewest bits first, with their derived layouts."""
+    out = []
+    for name in cachetypes.TURBO_TYPES:
+        ct = cachetypes.get(name)
+        bits = ct.index_bits
+        low = min(bits & ~1, 4)
+        qs, qh = ct.block_size * low // 8, ct.block_size * (bits - low) // 8
+        if low == 0 or bits - low > 1 or 2 + qs + qh != ct.type_size:
+            raise SystemExit(f"{name}: no fp16 scale + qs/qh layout of {bits}-bit indices gives "
+                             f"{ct.type_size} bytes per {ct.block_size} values")
+        out.append(Turbo(name, bits, ct.block_size, ct.type_size, qs, qh))
+    if len({t.block for t in out}) != 1 or len({t.bits for t in out}) != len(out):
+        raise SystemExit("the turbo types must share one block size and differ in index bits")
+    return out
+
+
+TYPES = turbo_types()
+DIM = TYPES[0].block  # the codebook law's dimension: one block, one rotation group
+BITS = tuple(t.bits for t in TYPES)
 
 
 def log_norm_const(d: int) -> float:
@@ -153,35 +207,273 @@ def build_tables() -> list[dict]:
     return tables
 
 
-def render_header(tables: list[dict]) -> str:
-    out = [
-        "// tq-gguf: Lloyd-Max codebooks of the turbo KV-cache types (docs/FORMAT.md).",
-        "//",
-        f"// GENERATED by `{COMMAND}` -- do not edit. The same values are in",
-        "// tq_gguf/reference/codebooks.py; tests/test_codebooks.py checks that they agree.",
-        "//",
-        f"// Law: one coordinate of a uniform unit vector in R^{DIM}, density ∝ (1 - x²)^((d-3)/2).",
-        "// Index selection: idx = number of midpoints m[j] with u > m[j] (ties go to the lower index).",
+def generated(by: str = "") -> str:
+    return f"GENERATED by `{COMMAND}` from the type table (tq_gguf/kv/cachetypes.py){by} -- do not edit."
+
+
+def rows(values: list[str], per_line: int, indent: str) -> str:
+    """Array literal body, `per_line` values a line."""
+    lines = [", ".join(values[i:i + per_line]) for i in range(0, len(values), per_line)]
+    return (",\n" + indent).join(lines)
+
+
+def hex_list(arr: np.ndarray) -> list[str]:
+    return [hexf(v) + "f" for v in arr]
+
+
+def decimal(v: np.float32) -> str:
+    """A decimal literal that rounds to exactly this float32 (9 significant digits suffice)."""
+    text = f"{float(v):.9g}"
+    return (text if any(ch in text for ch in ".e") else text + ".0") + "f"
+
+
+def bits_of(v: np.float32) -> str:
+    return f"0x{int(np.float32(v).view(np.uint32)):08X}u"
+
+
+def is_turbo_expr() -> str:
+    return " || ".join(f"type == {t.enum}" for t in TYPES)
+
+
+def c_comment(lines: list[str]) -> list[str]:
+    return [f"// {line}".rstrip() for line in lines]
+
+
+# --- C ----------------------------------------------------------------------------------
+
+def render_public_header(tables: list[dict]) -> str:
+    out = c_comment([
+        "tq-gguf: the turbo KV-cache types' sizes, for ggml and everything linking against it.",
+        "",
+        generated(),
+        "Included by ggml-tq.h.",
+    ])
+    out += [
         "#pragma once",
         "",
+        '#include "ggml.h"',
+        "",
+        "#include <stdbool.h>",
+        "",
+        "// values per block of every turbo type",
+        f"#define GGML_TQ_BLOCK     {DIM}",
+        "// the rotation acts on groups of one block: the codebooks are the optimum for a",
+        f"// rotated block read as a uniform direction in R^{DIM}",
+        "#define GGML_TQ_ROT_GROUP GGML_TQ_BLOCK",
+        "",
+        "static inline bool ggml_tq_is_turbo(enum ggml_type type) {",
+        f"    return {is_turbo_expr()};",
+        "}",
+        "",
     ]
-    for t in tables:
-        b, n = t["bits"], 1 << t["bits"]
-        out.append(f"// {b}-bit: {n} levels, E|u - Q(u)|^2 = {t['distortion']:.6f} for unit u in R^{DIM}")
-        cs = ", ".join(hexf(v) + "f" for v in t["centroids"])
-        ms = ", ".join(hexf(v) + "f" for v in t["midpoints"])
-        out.append(f"static const float tq_centroids_{b}bit[{n}] = {{ {cs} }};")
-        out.append(f"static const float tq_midpoints_{b}bit[{n - 1}] = {{ {ms} }};")
+    return "\n".join(out)
+
+
+def render_blocks_header(tables: list[dict]) -> str:
+    out = c_comment([
+        "tq-gguf: block layouts of the turbo KV-cache types (docs/FORMAT.md, section 4).",
+        "",
+        generated(),
+        "Included by tq-quants.h once ggml_half is in scope (uint16_t on the host, half in CUDA).",
+    ])
+    out += ["#pragma once", "", "#define QK_TURBO GGML_TQ_BLOCK", ""]
+    for t in TYPES:
+        fields = [("ggml_half d;", "scale (fp16)"),
+                  (f"uint8_t   qs[{t.qs}];", ("all" if t.qh == 0 else f"low {t.bits - 1}") + " bits of each index")]
+        if t.qh:
+            fields.append((f"uint8_t   qh[{t.qh}];", "high bit of each index"))
+        width = max(len(decl) for decl, _ in fields)
+        out.append(f"// {t.name}: {t.bits}-bit indices, {t.size} bytes per {t.block} values")
+        out.append("typedef struct {")
+        out += [f"    {decl:<{width}} // {note}" for decl, note in fields]
+        out.append(f"}} block_{t.name};")
+        out.append(f'static_assert(sizeof(block_{t.name}) == {t.size}, "wrong {t.name} block size");')
         out.append("")
     return "\n".join(out)
 
+
+def render_header(tables: list[dict]) -> str:
+    out = c_comment([
+        "tq-gguf: Lloyd-Max codebooks of the turbo KV-cache types (docs/FORMAT.md).",
+        "",
+        generated(" and the solver in that tool"),
+        "The same values are in tq_gguf/reference/codebooks.py and the GPU headers this tool",
+        "writes (tests/unit/test_codebooks.py and test_gpu_codebooks.py check that they agree).",
+        "",
+        f"Law: one coordinate of a uniform unit vector in R^{DIM}, density ∝ (1 - x²)^((d-3)/2).",
+        "Index selection: idx = number of midpoints m[j] with u > m[j] (ties go to the lower index).",
+    ])
+    out += ["#pragma once", ""]
+    for t in tables:
+        b, n = t["bits"], 1 << t["bits"]
+        out.append(f"// {b}-bit: {n} levels, E|u - Q(u)|^2 = {t['distortion']:.6f} for unit u in R^{DIM}")
+        out.append(f"static const float tq_centroids_{b}bit[{n}] = {{ {', '.join(hex_list(t['centroids']))} }};")
+        out.append(f"static const float tq_midpoints_{b}bit[{n - 1}] = {{ {', '.join(hex_list(t['midpoints']))} }};")
+        out.append("")
+    return "\n".join(out)
+
+
+# --- CUDA -------------------------------------------------------------------------------
+
+def render_cuda(tables: list[dict]) -> str:
+    out = c_comment([
+        "tq-gguf: the turbo types' codebooks as CUDA device tables, and their per-type traits.",
+        "",
+        generated(),
+        "Included by tq-cuda.cuh: device code cannot read the host arrays of tq-codebooks.h.",
+        "__device__ rather than __constant__: lanes look up different entries, which the",
+        "constant cache would serialise, while global loads of one 64-byte table hit L1.",
+    ])
+    out += ["#pragma once", ""]
+    for t in tables:
+        b, n = t["bits"], 1 << t["bits"]
+        for kind, count in (("centroids", n), ("midpoints", n - 1)):
+            out.append(f"static __device__ const float tq_cuda_{kind}_{b}bit[{count}] = {{")
+            out.append("    " + rows(hex_list(t[kind]), 4, "    ") + " };")
+    out += [
+        "",
+        "// Per-type constants and tables: one specialisation per type, like ggml_cuda_type_traits.",
+        "template <ggml_type type> struct tq_cuda_type;",
+        "",
+    ]
+    for t in TYPES:
+        out += [
+            f"template <> struct tq_cuda_type<{t.enum}> {{",
+            f"    typedef block_{t.name} block;",
+            f"    static constexpr int bits = {t.bits};",
+            f"    static __device__ __forceinline__ const float * centroids() {{ return tq_cuda_centroids_{t.bits}bit; }}",
+            f"    static __device__ __forceinline__ const float * midpoints() {{ return tq_cuda_midpoints_{t.bits}bit; }}",
+            "};",
+            "",
+        ]
+    out += [
+        "static constexpr __host__ __device__ bool tq_cuda_is_turbo(const ggml_type type) {",
+        f"    return {is_turbo_expr()};",
+        "}",
+        "",
+    ]
+    return "\n".join(out)
+
+
+# --- Metal ------------------------------------------------------------------------------
+
+def render_metal(tables: list[dict]) -> str:
+    out = c_comment([
+        "tq-gguf: the turbo types' blocks, codebooks and per-type traits, for Metal.",
+        "",
+        generated(),
+        "Inlined before tq-metal.h like the rest of ggml-metal's kernel headers. Metal sees",
+        "ggml-common.h, which does not have the turbo blocks, so they are written here too.",
+        "Codebooks in decimal: each literal rounds to exactly the float32 of tq-codebooks.h.",
+    ])
+    out += ["#pragma once", "", f"#define QK_TURBO {DIM}", ""]
+    for t in TYPES:
+        out.append("typedef struct {")
+        out.append("    half    d;")
+        out.append(f"    uint8_t qs[{t.qs}];")
+        if t.qh:
+            out.append(f"    uint8_t qh[{t.qh}];")
+        out.append(f"}} block_{t.name};")
+        out.append(f'static_assert(sizeof(block_{t.name}) == {t.size}, "wrong {t.name} block size");')
+        out.append("")
+    for t in tables:
+        b, n = t["bits"], 1 << t["bits"]
+        for kind, count in (("centroids", n), ("midpoints", n - 1)):
+            out.append(f"constant float tq_metal_{kind}_{b}bit[{count}] = {{")
+            out.append("    " + rows([decimal(v) for v in t[kind]], 4, "    ") + " };")
+    out += ["", "// Per-type constants and tables, one specialisation per block type.",
+            "template <typename block_q> struct tq_metal_type;", ""]
+    for t in TYPES:
+        out += [
+            f"template <> struct tq_metal_type<block_{t.name}> {{",
+            f"    enum {{ bits = {t.bits} }};",
+            f"    static constant float * centroids() {{ return tq_metal_centroids_{t.bits}bit; }}",
+            f"    static constant float * midpoints() {{ return tq_metal_midpoints_{t.bits}bit; }}",
+            "};",
+            "",
+        ]
+    return "\n".join(out)
+
+
+# --- GLSL (Vulkan) ----------------------------------------------------------------------
+
+def render_glsl_blocks(tables: list[dict]) -> str:
+    out = ["#if !defined(GGML_TQ_BLOCKS_COMP)", "#define GGML_TQ_BLOCKS_COMP", ""]
+    out += c_comment([
+        "tq-gguf: block layouts of the turbo KV-cache types for the Vulkan shaders.",
+        "",
+        generated(),
+        "Included at the end of types.glsl. The scale is kept as raw fp16 bits (uint16_t) so",
+        "that every decode goes through tq_fp16_to_f32 and stays exact whatever the device",
+        "does with fp16 subnormals.",
+    ])
+    out += ["", f"#define QUANT_K_TURBO {DIM}", "#define QUANT_R_TURBO 1", ""]
+    for t in TYPES:
+        for packed in (False, True):
+            elem, div = ("uint16_t", "/2") if packed else ("uint8_t", "")
+            out.append(f"struct block_{t.name}{'_packed16' if packed else ''}")
+            out.append("{")
+            out.append("    uint16_t d;")
+            out.append(f"    {elem} qs[{t.qs}{div}];")
+            if t.qh:
+                out.append(f"    {elem} qh[{t.qh}{div}];")
+            out.append("};")
+        out.append("")
+    for t in TYPES:
+        out += [
+            f"#if defined(DATA_A_{t.name.upper()})",
+            "#define DATA_A_TURBO",
+            f"#define A_TYPE block_{t.name}",
+            f"#define A_TYPE_PACKED16 block_{t.name}_packed16",
+            f"#define TURBO_BITS {t.bits}",
+            "#endif",
+        ]
+    out += [
+        "#if defined(DATA_A_TURBO)",
+        "#define QUANT_K QUANT_K_TURBO",
+        "#define QUANT_R QUANT_R_TURBO",
+        "#endif",
+        "",
+        "#endif // !defined(GGML_TQ_BLOCKS_COMP)",
+        "",
+    ]
+    return "\n".join(out)
+
+
+def render_glsl_codebooks(tables: list[dict]) -> str:
+    out = ["#if !defined(GGML_TQ_CODEBOOKS_COMP)", "#define GGML_TQ_CODEBOOKS_COMP", ""]
+    out += c_comment([
+        "tq-gguf: codebooks of the turbo KV-cache types for the Vulkan shaders.",
+        "",
+        generated(),
+        "Included by turbo_funcs.glsl. float32 bit patterns, equal to the hex floats of",
+        "tq-codebooks.h: GLSL has no hex float literals.",
+    ])
+    out.append("")
+    for t in tables:
+        b, n = t["bits"], 1 << t["bits"]
+        for kind, count in (("c", n), ("m", n - 1)):
+            arr = t["centroids" if kind == "c" else "midpoints"]
+            head = f"const uint tq_{kind}{b}_bits[{count}] = uint[{count}]("
+            out.append(head + rows([bits_of(v) for v in arr], 8, " " * len(head)) + ");")
+    for kind, name in (("c", "centroid"), ("m", "midpoint")):
+        out += ["", f"float tq_{name}(uint bits, uint k) {{"]
+        for t in TYPES[:-1]:
+            out.append(f"    if (bits == {t.bits}) return uintBitsToFloat(tq_{kind}{t.bits}_bits[k]);")
+        out.append(f"    return uintBitsToFloat(tq_{kind}{TYPES[-1].bits}_bits[k]);")
+        out.append("}")
+    out += ["", "#endif // !defined(GGML_TQ_CODEBOOKS_COMP)", ""]
+    return "\n".join(out)
+
+
+# --- Python -----------------------------------------------------------------------------
 
 def render_module(tables: list[dict]) -> str:
     out = [
         '"""Lloyd-Max codebooks of the turbo types (float32, exact).',
         "",
-        f"GENERATED by `{COMMAND}` -- do not edit. The C header",
-        "native/tq-codebooks.h carries the same values; docs/FORMAT.md lists them.",
+        generated(),
+        "The C header native/tq-codebooks.h carries the same values; docs/FORMAT.md lists them.",
         "",
         "CENTROIDS[bits] holds the 2**bits levels in ascending order, MIDPOINTS[bits]",
         "the 2**bits - 1 decision thresholds between neighbours, both float32.",
@@ -202,55 +494,66 @@ def render_module(tables: list[dict]) -> str:
         "    return arr",
         "",
         "",
-        "CENTROIDS: dict[int, np.ndarray] = {",
     ]
-    for t in tables:
-        vals = ", ".join(f'"{hexf(v)}"' for v in t["centroids"])
-        out.append(f"    {t['bits']}: _f32([{vals}]),")
-    out.append("}")
-    out.append("")
-    out.append("MIDPOINTS: dict[int, np.ndarray] = {")
-    for t in tables:
-        vals = ", ".join(f'"{hexf(v)}"' for v in t["midpoints"])
-        out.append(f"    {t['bits']}: _f32([{vals}]),")
-    out.append("}")
-    out.append("")
+    for const, kind in (("CENTROIDS", "centroids"), ("MIDPOINTS", "midpoints")):
+        out.append(f"{const}: dict[int, np.ndarray] = {{")
+        for t in tables:
+            vals = ", ".join(f'"{hexf(v)}"' for v in t[kind])
+            out.append(f"    {t['bits']}: _f32([{vals}]),")
+        out += ["}", ""]
     out.append("DISTORTION: dict[int, float] = {")
     for t in tables:
         out.append(f"    {t['bits']}: {t['distortion']!r},")
-    out.append("}")
-    out.append("")
+    out += ["}", ""]
     return "\n".join(out)
+
+
+# Every generated file: repo path -> renderer.
+OUTPUTS: dict[str, Callable[[list[dict]], str]] = {
+    "native/include/ggml-tq-types.h": render_public_header,
+    "native/tq-blocks.h": render_blocks_header,
+    "native/tq-codebooks.h": render_header,
+    "native/cuda/tq-codebooks.cuh": render_cuda,
+    "native/metal/tq-metal-types.h": render_metal,
+    "native/vulkan/tq-blocks.glsl": render_glsl_blocks,
+    "native/vulkan/tq-codebooks.glsl": render_glsl_codebooks,
+    "tq_gguf/reference/codebooks.py": render_module,
+}
+
+
+def render_all() -> dict[str, str]:
+    tables = build_tables()
+    return {rel: render(tables) for rel, render in OUTPUTS.items()}
+
+
+def stale(root: Path = REPO) -> list[str]:
+    """Generated files under `root` that differ from what this tool writes."""
+    return [rel for rel, text in render_all().items()
+            if not (root / rel).is_file() or (root / rel).read_text() != text]
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", type=Path, help="write both files into this directory instead of the repo")
-    ap.add_argument("--check", action="store_true", help="fail if the repo files differ from a fresh solve")
+    ap.add_argument("--out", type=Path, help="write the files under this directory instead of the repo")
+    ap.add_argument("--check", action="store_true", help="fail if a generated file in the repo is stale")
     ap.add_argument("-v", "--verbose", action="store_true")
     args = ap.parse_args(argv)
 
-    tables = build_tables()
-    header, module = render_header(tables), render_module(tables)
     if args.verbose:
-        for t in tables:
+        for t in build_tables():
             print(f"{t['bits']}-bit: {t['iterations']} iterations, distortion {t['distortion']:.6f}")
-
     if args.check:
-        stale = [p for p, text in ((HEADER_PATH, header), (MODULE_PATH, module))
-                 if not p.exists() or p.read_text() != text]
-        for p in stale:
-            print(f"stale: {p.relative_to(REPO)} (run {COMMAND})", file=sys.stderr)
-        return 1 if stale else 0
+        bad = stale()
+        for rel in bad:
+            print(f"stale: {rel} (run {COMMAND})", file=sys.stderr)
+        return 1 if bad else 0
 
-    if args.out is not None:
-        args.out.mkdir(parents=True, exist_ok=True)
-        targets = ((args.out / HEADER_PATH.name, header), (args.out / MODULE_PATH.name, module))
-    else:
-        targets = ((HEADER_PATH, header), (MODULE_PATH, module))
-    for path, text in targets:
+    root = args.out if args.out is not None else REPO
+    for rel, text in render_all().items():
+        path = root / rel
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
+        if not path.is_file() or path.read_text() != text:
+            path.write_text(text)
     return 0
 
 

@@ -4,65 +4,16 @@
 // common.cuh is in scope. The quantizer follows native/tq-quants.c step for step so
 // that it writes the same bytes: one warp quantizes one block of 64 values, lane i
 // holding x[i] and x[i + 32], so the spec's halving tree is exactly the xor-shuffle
-// butterfly 16, 8, 4, 2, 1 (tests/test_gpu_warp_model.py models it lane by lane).
+// butterfly 16, 8, 4, 2, 1 (tests/unit/test_gpu_warp_model.py models it lane by lane).
 // ggml-cuda compiles with -use_fast_math (approximate sqrt and division, FMA
 // contraction), so every normative step uses an explicitly rounded intrinsic.
 #pragma once
 
 #include "../tq-quants.h"
 
-// Codebooks of FORMAT.md section 9 (same values as tq-codebooks.h, whose host arrays
-// device code cannot read; tests/test_gpu_codebooks.py checks that they agree).
-// __device__ rather than __constant__: lanes look up different entries, which the
-// constant cache would serialise, while global loads of one 64-byte table hit L1.
-static __device__ const float tq_cuda_centroids_2bit[4] = {
-    -0x1.7ffe5ap-3f, -0x1.cef846p-5f, 0x1.cef846p-5f, 0x1.7ffe5ap-3f };
-static __device__ const float tq_cuda_midpoints_2bit[3] = {
-    -0x1.f3bc6cp-4f, 0x0p+0f, 0x1.f3bc6cp-4f };
-static __device__ const float tq_cuda_centroids_3bit[8] = {
-    -0x1.0e3f74p-2f, -0x1.544fdp-3f, -0x1.805642p-4f, -0x1.f335p-6f,
-     0x1.f335p-6f, 0x1.805642p-4f, 0x1.544fdp-3f, 0x1.0e3f74p-2f };
-static __device__ const float tq_cuda_midpoints_3bit[7] = {
-    -0x1.b8675cp-3f, -0x1.0a3d78p-3f, -0x1.fd2382p-5f, 0x0p+0f,
-     0x1.fd2382p-5f, 0x1.0a3d78p-3f, 0x1.b8675cp-3f };
-static __device__ const float tq_cuda_centroids_4bit[16] = {
-    -0x1.52bc44p-2f, -0x1.02fbdp-2f, -0x1.9741e4p-3f, -0x1.3d4998p-3f,
-    -0x1.dd2136p-4f, -0x1.4d0d92p-4f, -0x1.89f396p-5f, -0x1.04d138p-6f,
-     0x1.04d138p-6f, 0x1.89f396p-5f, 0x1.4d0d92p-4f, 0x1.dd2136p-4f,
-     0x1.3d4998p-3f, 0x1.9741e4p-3f, 0x1.02fbdp-2f, 0x1.52bc44p-2f };
-static __device__ const float tq_cuda_midpoints_4bit[15] = {
-    -0x1.2adc0ap-2f, -0x1.ce9cc2p-3f, -0x1.6a45bep-3f, -0x1.15ed1ap-3f,
-    -0x1.951764p-4f, -0x1.0903aep-4f, -0x1.062e18p-5f, 0x0p+0f,
-     0x1.062e18p-5f, 0x1.0903aep-4f, 0x1.951764p-4f, 0x1.15ed1ap-3f,
-     0x1.6a45bep-3f, 0x1.ce9cc2p-3f, 0x1.2adc0ap-2f };
-
-// Per-type constants and tables: one specialisation per type, like ggml_cuda_type_traits.
-template <ggml_type type> struct tq_cuda_type;
-
-template <> struct tq_cuda_type<GGML_TYPE_TURBO2> {
-    typedef block_turbo2 block;
-    static constexpr int bits = 2;
-    static __device__ __forceinline__ const float * centroids() { return tq_cuda_centroids_2bit; }
-    static __device__ __forceinline__ const float * midpoints() { return tq_cuda_midpoints_2bit; }
-};
-
-template <> struct tq_cuda_type<GGML_TYPE_TURBO3> {
-    typedef block_turbo3 block;
-    static constexpr int bits = 3;
-    static __device__ __forceinline__ const float * centroids() { return tq_cuda_centroids_3bit; }
-    static __device__ __forceinline__ const float * midpoints() { return tq_cuda_midpoints_3bit; }
-};
-
-template <> struct tq_cuda_type<GGML_TYPE_TURBO4> {
-    typedef block_turbo4 block;
-    static constexpr int bits = 4;
-    static __device__ __forceinline__ const float * centroids() { return tq_cuda_centroids_4bit; }
-    static __device__ __forceinline__ const float * midpoints() { return tq_cuda_midpoints_4bit; }
-};
-
-static constexpr __host__ __device__ bool tq_cuda_is_turbo(const ggml_type type) {
-    return type == GGML_TYPE_TURBO2 || type == GGML_TYPE_TURBO3 || type == GGML_TYPE_TURBO4;
-}
+// Codebooks and the per-type traits tq_cuda_type<type> (bits, block, centroids(),
+// midpoints()), generated from the type table.
+#include "tq-codebooks.cuh"
 
 //
 // quantization: one warp per block of 64 values

@@ -8,20 +8,11 @@
 #pragma once
 
 #include "ggml.h"
-
-#include <stdbool.h>
+#include "ggml-tq-types.h" // GGML_TQ_BLOCK, GGML_TQ_ROT_GROUP, ggml_tq_is_turbo (generated)
 
 #ifdef __cplusplus
 extern "C" {
 #endif
-
-// values per turbo block, and the size of the rotation groups
-#define GGML_TQ_BLOCK     64
-#define GGML_TQ_ROT_GROUP 64
-
-static inline bool ggml_tq_is_turbo(enum ggml_type type) {
-    return type == GGML_TYPE_TURBO2 || type == GGML_TYPE_TURBO3 || type == GGML_TYPE_TURBO4;
-}
 
 // Content hash of the tq-gguf build this library came from ("cpu-0123abcd...").
 // Python compares it with the hash of the current sources to detect a stale build.

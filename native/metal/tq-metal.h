@@ -2,8 +2,8 @@
 //
 // The counterpart of native/cuda/tq-cuda.cuh, kept in the same order and with the same
 // names (tq_cuda_* -> tq_metal_*) so the two can be reviewed side by side. ggml-metal's
-// CMake inlines this header into kernels/turbo.metal and kernels/fa_vec_turbo.metal the
-// way it inlines dequantize.h. One simdgroup (32 threads) quantizes one block of 64
+// CMake (patch 0007) inlines this header, after tq-metal-types.h, into turbo.metal and
+// fa_vec_turbo.metal the way it inlines dequantize.h. One simdgroup (32 threads) quantizes one block of 64
 // values, thread i holding x[i] and x[i + 32], so FORMAT.md's halving tree is exactly
 // the simd_shuffle_xor butterfly 16, 8, 4, 2, 1.
 //
@@ -13,71 +13,13 @@
 // detected from their exponent bits rather than with isfinite().
 #pragma once
 
-// Blocks (tq-quants.h; ggml-common.h, which Metal sees, does not have them).
-typedef struct {
-    half    d;
-    uint8_t qs[16];
-} block_turbo2;
+// Blocks, QK_TURBO, codebooks and the per-type traits tq_metal_type<block_q>, generated
+// from the type table.
+#include "tq-metal-types.h"
 
-typedef struct {
-    half    d;
-    uint8_t qs[16];
-    uint8_t qh[8];
-} block_turbo3;
-
-typedef struct {
-    half    d;
-    uint8_t qs[32];
-} block_turbo4;
-
-#define QK_TURBO           64
 #define TQ_CLAMP           1152921504606846976.0f  // 2^60
 #define TQ_FLUSH           1.08420217248550443e-19f // 2^-63
 #define TQ_SCALE_NONFINITE 0x7E00
-
-// Codebooks of FORMAT.md section 9, in decimal (each literal rounds to the exact float32
-// value; tests/test_gpu_codebooks.py checks them against tq-codebooks.h).
-constant float tq_metal_centroids_2bit[4] = {
-    -0.187496856f, -0.0565148704f, 0.0565148704f, 0.187496856f };
-constant float tq_metal_midpoints_2bit[3] = {
-    -0.122005865f, 0.0f, 0.122005865f };
-constant float tq_metal_centroids_3bit[8] = {
-    -0.263913929f, -0.166167855f, -0.0938322619f, -0.0304691792f,
-     0.0304691792f, 0.0938322619f, 0.166167855f, 0.263913929f };
-constant float tq_metal_midpoints_3bit[7] = {
-    -0.215040892f, -0.130000055f, -0.0621507205f, 0.0f,
-     0.0621507205f, 0.130000055f, 0.215040892f };
-constant float tq_metal_centroids_4bit[16] = {
-    -0.330796301f, -0.252913713f, -0.198856145f, -0.154925525f,
-    -0.116486751f, -0.0813117698f, -0.0480897836f, -0.0159190223f,
-     0.0159190223f, 0.0480897836f, 0.0813117698f, 0.116486751f,
-     0.154925525f, 0.198856145f, 0.252913713f, 0.330796301f };
-constant float tq_metal_midpoints_4bit[15] = {
-    -0.291855007f, -0.225884929f, -0.176890835f, -0.135706142f,
-    -0.0988992602f, -0.0647007748f, -0.0320044011f, 0.0f,
-     0.0320044011f, 0.0647007748f, 0.0988992602f, 0.135706142f,
-     0.176890835f, 0.225884929f, 0.291855007f };
-
-// Per-type constants and tables, one specialisation per block type.
-template <typename block_q> struct tq_metal_type;
-
-template <> struct tq_metal_type<block_turbo2> {
-    enum { bits = 2 };
-    static constant float * centroids() { return tq_metal_centroids_2bit; }
-    static constant float * midpoints() { return tq_metal_midpoints_2bit; }
-};
-
-template <> struct tq_metal_type<block_turbo3> {
-    enum { bits = 3 };
-    static constant float * centroids() { return tq_metal_centroids_3bit; }
-    static constant float * midpoints() { return tq_metal_midpoints_3bit; }
-};
-
-template <> struct tq_metal_type<block_turbo4> {
-    enum { bits = 4 };
-    static constant float * centroids() { return tq_metal_centroids_4bit; }
-    static constant float * midpoints() { return tq_metal_midpoints_4bit; }
-};
 
 //
 // quantization: one simdgroup per block of 64 values

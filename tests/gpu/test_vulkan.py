@@ -28,9 +28,6 @@ from gpu_device import QTYPES, Device, assert_quantize_and_decode_exact, assert_
 from tq_gguf import paths
 
 
-PATCH = paths.PATCHES_DIR / "0005-vulkan-turbo.patch"
-
-
 def vulkan_env() -> dict[str, str]:
     env = dict(os.environ)
     # ggml skips CPU-type Vulkan devices (lavapipe) unless they are named here
@@ -51,26 +48,6 @@ def vulkan(native_lib):
     reason = VULKAN.skip_reason()
     if reason:
         pytest.skip(reason)
-
-
-def glsl_codebooks() -> dict[str, np.ndarray]:
-    text = PATCH.read_text()
-    out = {}
-    for kind, bits, body in re.findall(r"\+const uint tq_([cm])(\d)_bits\[\d+\]\s*=\s*uint\[\d+\]\(([^)]*)\)", text, re.S):
-        words = [int(w.strip().rstrip("u"), 16) for w in body.replace("+", " ").split(",")]
-        out[f"{kind}{bits}"] = np.array(words, dtype=np.uint32).view(np.float32)
-    return out
-
-
-def test_shader_codebooks_are_the_normative_ones():
-    """The shaders' codebook bit patterns equal native/tq-codebooks.h (the reference's tables)."""
-    from tq_gguf import reference as ref
-
-    found = glsl_codebooks()
-    assert sorted(found) == ["c2", "c3", "c4", "m2", "m3", "m4"]
-    for bits in (2, 3, 4):
-        np.testing.assert_array_equal(found[f"c{bits}"].view(np.uint32), ref.CENTROIDS[bits].view(np.uint32))
-        np.testing.assert_array_equal(found[f"m{bits}"].view(np.uint32), ref.MIDPOINTS[bits].view(np.uint32))
 
 
 # --- test-backend-ops -----------------------------------------------------------------
@@ -133,10 +110,11 @@ def test_quantizer_spirv_has_no_multiply_feeding_an_add(qtype, tmp_path):
     could fuse into the following addition."""
     import shutil
 
-    shaders = paths.work_dir("vulkan") / "src" / "vendor" / "llama.cpp" / "ggml" / "src" / "ggml-vulkan" / "vulkan-shaders"
+    ggml_src = paths.work_dir("vulkan") / "src" / "vendor" / "llama.cpp" / "ggml" / "src"
+    shaders = ggml_src / "ggml-vulkan" / "vulkan-shaders"
     if shutil.which("glslc") is None or shutil.which("spirv-dis") is None:
         pytest.skip("needs glslc and spirv-dis (apt-get install glslc spirv-tools)")
-    if not (shaders / "turbo_funcs.glsl").exists():
+    if not (ggml_src / "tq" / "vulkan" / "turbo_funcs.glsl").exists():
         pytest.skip("no patched Vulkan source tree (tq-gguf build --backend vulkan)")
     out = tmp_path / f"{qtype}.spv"
     subprocess.run(["glslc", "-fshader-stage=compute", "--target-env=vulkan1.2", "-O", str(shaders / "copy_to_quant.comp"),

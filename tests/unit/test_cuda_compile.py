@@ -35,7 +35,7 @@ def cuda_tree(tool):
 
 
 def test_touched_cuda_sources_compile_for_sm80_and_sm90(tool, cuda_tree):
-    files = [cuda_tree / tool.CUDA_DIR / n for n in (*tool.TOUCHED, *tool.instance_files())]
+    files = [cuda_tree / tool.CUDA_DIR / n for n in tool.TOUCHED] + [cuda_tree / p for p in tool.instance_files()]
     log: list[str] = []
     ok = tool.check(cuda_tree, files, ["80", "90"], jobs=2, echo=log.append)
     assert ok, "\n".join(log)

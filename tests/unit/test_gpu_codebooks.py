@@ -1,8 +1,9 @@
-"""The GPU copies of the codebooks equal native/tq-codebooks.h bit for bit.
+"""The GPU headers' codebooks equal native/tq-codebooks.h bit for bit.
 
-Device code cannot read the host arrays of tq-codebooks.h, so native/cuda/tq-cuda.cuh
-and native/metal/tq-metal.h carry their own tables (hex floats for CUDA, decimal
-literals for Metal); both must round to exactly the normative float32 values."""
+Device code cannot read the host arrays of tq-codebooks.h, so tools/gen_codebooks.py
+writes each GPU language its own tables: hex floats for CUDA, decimal literals for
+Metal (which must round to exactly the normative float32 values), float32 bit patterns
+for GLSL. This parses what each compiler will read, independently of the generator."""
 
 from __future__ import annotations
 
@@ -28,15 +29,34 @@ def _tables(path: Path, prefix: str) -> dict[str, np.ndarray]:
     return out
 
 
+def _glsl_tables(path: Path) -> dict[str, np.ndarray]:
+    out = {}
+    for kind, bits, count, body in re.findall(r"const uint tq_([cm])(\d)_bits\[(\d+)\]\s*=\s*uint\[\d+\]\(([^)]*)\)",
+                                              path.read_text()):
+        words = [int(w.strip().rstrip("u"), 16) for w in body.split(",")]
+        assert len(words) == int(count)
+        out[f"{'centroids' if kind == 'c' else 'midpoints'}_{bits}"] = np.array(words, dtype=np.uint32).view(np.float32)
+    return out
+
+
 REFERENCE = _tables(NATIVE / "tq-codebooks.h", "tq_")
 
 
-@pytest.mark.parametrize("path,prefix", [
-    (NATIVE / "cuda" / "tq-cuda.cuh", "tq_cuda_"),
-    (NATIVE / "metal" / "tq-metal.h", "tq_metal_"),
+@pytest.mark.parametrize("tables", [
+    pytest.param(lambda: _tables(NATIVE / "cuda" / "tq-codebooks.cuh", "tq_cuda_"), id="cuda"),
+    pytest.param(lambda: _tables(NATIVE / "metal" / "tq-metal-types.h", "tq_metal_"), id="metal"),
+    pytest.param(lambda: _glsl_tables(NATIVE / "vulkan" / "tq-codebooks.glsl"), id="glsl"),
 ])
-def test_gpu_tables_match_the_reference(path, prefix):
-    tables = _tables(path, prefix)
-    assert sorted(tables) == sorted(REFERENCE)
+def test_gpu_tables_match_the_reference(tables):
+    found = tables()
+    assert sorted(found) == sorted(REFERENCE)
     for name, ref in REFERENCE.items():
-        assert tables[name].view(np.uint32).tolist() == ref.view(np.uint32).tolist(), name
+        assert found[name].view(np.uint32).tolist() == ref.view(np.uint32).tolist(), name
+
+
+def test_reference_header_matches_the_python_module():
+    from tq_gguf.reference.codebooks import CENTROIDS, MIDPOINTS
+
+    for bits in CENTROIDS:
+        assert REFERENCE[f"centroids_{bits}"].view(np.uint32).tolist() == CENTROIDS[bits].view(np.uint32).tolist()
+        assert REFERENCE[f"midpoints_{bits}"].view(np.uint32).tolist() == MIDPOINTS[bits].view(np.uint32).tolist()

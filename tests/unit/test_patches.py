@@ -131,3 +131,10 @@ def test_real_series_applies_to_the_pinned_sources(tmp_path):
                 shutil.copyfile(pristine / t.path, target / t.path)
     applied = patches.apply_series(target, paths.PATCHES_DIR)
     assert applied == [p.name for p in patches.series(paths.PATCHES_DIR)]
+
+
+def test_real_series_creates_no_file():
+    """Our kernel code lives whole in native/; the series only wires it in (README, "Editing llama.cpp")."""
+    created = [f"{patch.name}: {t.path}" for patch in patches.series(paths.PATCHES_DIR)
+               for t in patches.touched_files(patch) if t.created]
+    assert created == []

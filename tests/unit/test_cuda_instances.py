@@ -1,0 +1,59 @@
+"""The CUDA FlashAttention instances in native/cuda/template-instances are current
+(tools/gen_cuda_instances.py) and cover what the CUDA build compiles."""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tq_gguf.build import builder
+from tq_gguf.kv import cachetypes
+
+REPO = Path(__file__).resolve().parents[2]
+TOOL = REPO / "tools" / "gen_cuda_instances.py"
+
+
+@pytest.fixture(scope="module")
+def gen():
+    spec = importlib.util.spec_from_file_location("gen_cuda_instances", TOOL)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_check_passes_on_the_repo():
+    res = subprocess.run([sys.executable, str(TOOL), "--check"], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+
+
+def test_every_turbo_pair_of_the_build_has_an_instance(gen):
+    turbo_pairs = [p for p in builder.CUDA_FA_PAIRS if any(t in p for t in cachetypes.TURBO_TYPES)]
+    assert turbo_pairs
+    for pair in turbo_pairs:
+        k, v = pair.split("-")
+        assert (gen.OUT_DIR / gen.file_name(k, v)).is_file(), pair
+
+
+def test_pairs_are_each_turbo_type_with_every_vector_kernel_type(gen):
+    n_up, n_tq = len(gen.UPSTREAM_TYPES), len(cachetypes.TURBO_TYPES)
+    assert len(gen.pairs()) == 2 * n_up * n_tq + n_tq * n_tq
+
+
+@pytest.mark.parametrize("edit", ["change", "remove", "add"])
+def test_check_names_a_stale_file(gen, tmp_path, edit):
+    assert gen.main(["--out", str(tmp_path)]) == 0
+    assert gen.stale(tmp_path) == []
+    name = gen.file_name("q8_0", "turbo3")
+    if edit == "change":
+        path = tmp_path / name
+        path.write_text(path.read_text().replace("DECL_FATTN_VEC_CASE(256", "DECL_FATTN_VEC_CASE(192"))
+    elif edit == "remove":
+        (tmp_path / name).unlink()
+    else:
+        name = gen.file_name("q8_0", "turbo9")
+        (tmp_path / name).write_text("")
+    assert gen.stale(tmp_path) == [name]
