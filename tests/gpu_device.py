@@ -48,7 +48,7 @@ class Device:
 
     def backend_ops(self, op: str, pattern: str = "turbo", timeout: int = 2400) -> tuple[int, int, str]:
         """test-backend-ops on this device against the CPU: (passed, total, output)."""
-        from tq_gguf.build.builder import tool_path
+        from tq_gguf.nativebuild.builder import tool_path
 
         res = subprocess.run([str(tool_path("test-backend-ops")), "test", "-b", self.name, "-o", op, "-p", pattern],
                              capture_output=True, text=True, timeout=timeout, env=self.env)

@@ -39,8 +39,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tq_gguf import paths  # noqa: E402
-from tq_gguf.build import builder  # noqa: E402
-from tq_gguf.build.nativesrc import BUILD_ID_HEADER  # noqa: E402
+from tq_gguf.nativebuild import builder  # noqa: E402
+from tq_gguf.nativebuild.nativesrc import BUILD_ID_HEADER  # noqa: E402
 from tq_gguf.errors import TqError  # noqa: E402
 from tq_gguf.kv import cachetypes  # noqa: E402
 GGML = Path("vendor/llama.cpp/ggml")
@@ -60,7 +60,7 @@ DEFAULT_ARCHS = ("80", "90")
 
 
 def fa_pairs() -> list[str]:
-    """K-V pairs compiled by the CUDA build (tq_gguf.build.builder's GGML_CUDA_FA_QUANTS)."""
+    """K-V pairs compiled by the CUDA build (tq_gguf.nativebuild.builder's GGML_CUDA_FA_QUANTS)."""
     return builder.defines_for("cuda")["GGML_CUDA_FA_QUANTS"].split(",")
 
 
@@ -143,7 +143,7 @@ def stage_tree(echo=print) -> Path:
 
 def install_native(src: Path) -> None:
     """Refresh ggml/src/tq from native/ so an edited tree compiles the current kernels."""
-    from tq_gguf.build import nativesrc  # noqa: E402
+    from tq_gguf.nativebuild import nativesrc  # noqa: E402
 
     nativesrc.install_sources(paths.NATIVE_DIR, src / builder.NATIVE_DEST, builder.current_key("cuda"))
 

@@ -8,7 +8,7 @@ native/cuda/template-instances/ and are written here from the type table: every 
 a turbo type with any vector-kernel type, in both orders, at head sizes 64, 128 and 256.
 The build copies them to ggml/src/tq/cuda/template-instances/; patch 0006 points
 ggml/cmake/common.cmake there for pairs that name a turbo type, and GGML_CUDA_FA_QUANTS
-(tq_gguf/build/builder.py) picks which of them are compiled.
+(tq_gguf/nativebuild/builder.py) picks which of them are compiled.
 
     python3 tools/gen_cuda_instances.py           # rewrite native/cuda/template-instances/
     python3 tools/gen_cuda_instances.py --check   # exit 1, one line per stale file, if any is stale

@@ -7,7 +7,7 @@
 #   tools/lavapipe_fa_crash.sh [N]        (needs `tq-gguf build --backend vulkan` first)
 set -uo pipefail
 cd "$(dirname "$0")/.."
-tool=$(${PYTHON:-.venv/bin/python} -c 'from tq_gguf.build import builder; print(builder.tool_path("test-backend-ops"))' 2>/dev/null) || {
+tool=$(${PYTHON:-.venv/bin/python} -c 'from tq_gguf.nativebuild import builder; print(builder.tool_path("test-backend-ops"))' 2>/dev/null) || {
     echo "no installed build: run tq-gguf build --backend vulkan" >&2; exit 2; }
 export GGML_VK_VISIBLE_DEVICES="${GGML_VK_VISIBLE_DEVICES:-0}"
 export MESA_SHADER_CACHE_DIR="${MESA_SHADER_CACHE_DIR:-$HOME/.cache/tq-gguf/mesa-shader-cache}"

@@ -27,8 +27,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tq_gguf import paths  # noqa: E402
-from tq_gguf.build import patches, sdist  # noqa: E402
-from tq_gguf.build.builder import BUILD_INFO_FILE, NATIVE_DEST  # noqa: E402
+from tq_gguf.nativebuild import patches, sdist  # noqa: E402
+from tq_gguf.nativebuild.builder import BUILD_INFO_FILE, NATIVE_DEST  # noqa: E402
 from tq_gguf.errors import TqError  # noqa: E402
 
 # Build products and copied inputs that live in the work tree but are not patches.

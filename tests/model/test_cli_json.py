@@ -31,7 +31,7 @@ def test_models_list_json(default_model_path):
 
 
 def test_build_json_reports_the_installed_build(native_lib):
-    from tq_gguf.build.builder import current_key
+    from tq_gguf.nativebuild.builder import current_key
 
     result = CliRunner().invoke(main, ["build", "--json"])
     assert result.exit_code == 0, result.output

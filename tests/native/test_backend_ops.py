@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 import subprocess
 
-from tq_gguf.build.builder import tool_path
+from tq_gguf.nativebuild.builder import tool_path
 
 
 def test_turbo_flash_attn_matches_the_reference_path(native_lib):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tq_gguf.build import builder
+from tq_gguf.nativebuild import builder
 from tq_gguf.errors import NativeLibraryError
 from tq_gguf.native import ggml
 

@@ -7,8 +7,8 @@ import json
 import pytest
 from helpers import run_cli
 
-from tq_gguf.build import backendstatus
-from tq_gguf.build import builder
+from tq_gguf.nativebuild import backendstatus
+from tq_gguf.nativebuild import builder
 from tq_gguf.errors import BuildError
 
 UNTESTED = [name for name, s in backendstatus.STATUS.items() if not s.has_run]

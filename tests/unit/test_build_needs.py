@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from tq_gguf import paths
-from tq_gguf.build import builder
+from tq_gguf.nativebuild import builder
 from tq_gguf.errors import BuildError
 
 CI_PACKAGES = paths.REPO_ROOT / ".ci" / "apt-packages"

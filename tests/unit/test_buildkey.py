@@ -1,9 +1,9 @@
 import shutil
 
 from tq_gguf import paths
-from tq_gguf.build import buildkey
-from tq_gguf.build.builder import defines_for
-from tq_gguf.build.treesync import sync_tree
+from tq_gguf.nativebuild import buildkey
+from tq_gguf.nativebuild.builder import defines_for
+from tq_gguf.nativebuild.treesync import sync_tree
 
 
 def copy_inputs(tmp_path):

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tq_gguf.build import builder
+from tq_gguf.nativebuild import builder
 from tq_gguf.kv import cachetypes
 
 REPO = Path(__file__).resolve().parents[2]

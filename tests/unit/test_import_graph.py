@@ -19,7 +19,7 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[2] / "tq_gguf"
 MARK = "# deferred:"
 # The subpackages in the order they may import each other: each only those before it (README "Layout").
-LAYERS = ("kv", "build", "native", "reference", "gguf", "runtime", "analysis", "cli")
+LAYERS = ("kv", "nativebuild", "native", "reference", "gguf", "runtime", "analysis", "cli")
 # The one import against that order, deferred: CacheConfig's validate() and llama_kwargs() ask the
 # installed build which types it has and their ggml ids.
 UPWARD = {("tq_gguf.kv.cacheconfig", "tq_gguf.native.typeids")}

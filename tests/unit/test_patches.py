@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tq_gguf import paths
-from tq_gguf.build import patches, sdist
+from tq_gguf.nativebuild import patches, sdist
 from tq_gguf.errors import PatchError
 
 REPO = Path(__file__).resolve().parents[2]

@@ -4,7 +4,7 @@ import tarfile
 
 import pytest
 
-from tq_gguf.build import sdist, upstream
+from tq_gguf.nativebuild import sdist, upstream
 from tq_gguf.errors import BuildError
 
 

@@ -11,7 +11,7 @@ import zipfile
 import pytest
 
 from tq_gguf import paths
-from tq_gguf.build import buildkey
+from tq_gguf.nativebuild import buildkey
 
 
 @pytest.fixture(scope="module")
@@ -47,5 +47,5 @@ def test_installed_layout_gives_the_same_build_key(wheel, tmp_path):
     wheel.extractall(tmp_path)
     data = tmp_path / "tq_gguf" / "_data"
     assert buildkey.native_hash(data / "native") == buildkey.native_hash(paths.REPO_ROOT / "native")
-    from tq_gguf.build import patches
+    from tq_gguf.nativebuild import patches
     assert patches.series_hash(data / "patches") == patches.series_hash(paths.REPO_ROOT / "patches")

@@ -13,7 +13,7 @@ import subprocess
 import tempfile
 from typing import Callable, Sequence
 
-from ..build.builder import tool_path
+from ..nativebuild.builder import tool_path
 from ..errors import TqError
 
 # llama.cpp's log prefixes error lines with a timestamp and ` E `; the rest of a failed run's

@@ -7,7 +7,7 @@ import json
 
 import click
 
-from ..build import backendstatus, builder
+from ..nativebuild import backendstatus, builder
 
 
 def _backend_epilog() -> str:

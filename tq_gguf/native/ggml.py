@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from cffi import FFI
 
-from ..build import builder
+from ..nativebuild import builder
 from ..errors import NativeLibraryError
 
 # Every declaration the package makes, on one FFI: the functions are spread over libggml-base

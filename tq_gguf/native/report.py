@@ -5,7 +5,7 @@ from __future__ import annotations
 from importlib import metadata
 
 from .. import __version__
-from ..build import backendstatus, builder, upstream
+from ..nativebuild import backendstatus, builder, upstream
 from ..errors import TqError
 from ..kv import cachetypes
 
