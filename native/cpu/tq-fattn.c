@@ -356,6 +356,15 @@ static void tq_fa_add_row(struct tq_fa_pass * p, const struct tq_fa_op * op, con
     p->acc[r]   = acc;
 }
 
+// whether any row of the pass gives key j of the tile a nonzero weight (its V row is needed)
+static inline bool tq_fa_key_used(float (*pw)[TQ_FA_TILE], int n, int j) {
+    bool used = false;
+    for (int r = 0; r < n; ++r) {
+        used |= pw[r][j] != 0.0f;
+    }
+    return used;
+}
+
 // The pass's rows over KV cells [ic0, ic1) of one KV head: per row the chunk's maximum M,
 // sum S and accumulator (M = -inf, S = 0, acc = 0 when every cell is masked for the row).
 static void tq_fa_chunk(const struct tq_fa_op * op, struct tq_fa_pass * p,
@@ -476,11 +485,7 @@ static void tq_fa_chunk(const struct tq_fa_op * op, struct tq_fa_pass * p,
         if (blocked) {
             int nu = 0;
             for (int j = 0; j < nt; ++j) {
-                bool used = false;
-                for (int r = 0; r < n; ++r) {
-                    used |= pw[r][j] != 0.0f;
-                }
-                if (!used) {
+                if (!tq_fa_key_used(pw, n, j)) {
                     continue;
                 }
                 const char * v_data = v_head + (it + j)*op->nbv1;
@@ -499,11 +504,7 @@ static void tq_fa_chunk(const struct tq_fa_op * op, struct tq_fa_pass * p,
         }
 #endif
         for (int j = 0; j < nt; ++j) {
-            bool used = false;
-            for (int r = 0; r < n; ++r) {
-                used |= pw[r][j] != 0.0f;
-            }
-            if (!used) {
+            if (!tq_fa_key_used(pw, n, j)) {
                 continue;
             }
             const char * v_data = v_head + (it + j)*op->nbv1;
