@@ -5,6 +5,8 @@
 #pragma once
 
 #define QK_TURBO GGML_TQ_BLOCK
+// candidate scales the encoder tries per block (FORMAT.md section 5, step 6)
+#define TQ_SEARCH_STEPS 8
 
 // turbo2: 2-bit indices, 18 bytes per 64 values
 typedef struct {

@@ -12,9 +12,9 @@
 #include <string.h>
 
 static const struct tq_codebook tq_codebooks[3] = {
-    { 2, tq_centroids_2bit, tq_midpoints_2bit },
-    { 3, tq_centroids_3bit, tq_midpoints_3bit },
-    { 4, tq_centroids_4bit, tq_midpoints_4bit },
+    { 2, tq_centroids_2bit, tq_midpoints_2bit, &tq_search_midpoints_2bit[0][0] },
+    { 3, tq_centroids_3bit, tq_midpoints_3bit, &tq_search_midpoints_3bit[0][0] },
+    { 4, tq_centroids_4bit, tq_midpoints_4bit, &tq_search_midpoints_4bit[0][0] },
 };
 
 const struct tq_codebook * tq_codebook_for(enum ggml_type type) {
@@ -93,20 +93,50 @@ ggml_half tq_quantize_block_ref(const float * GGML_RESTRICT x, uint8_t * GGML_RE
     const float norm = sqrtf(sumsq);
     const float inv  = 1.0f/norm;
 
-    float c[QK_TURBO];
+    float u[QK_TURBO];
     for (int i = 0; i < QK_TURBO; ++i) {
-        const float u = xc[i]*inv;
-        int k = 0;
-        for (int j = 0; j < nmid; ++j) {
-            k += u > cb->midpoints[j]; // ties go to the lower index
-        }
-        idx[i] = (uint8_t) k;
-        c[i]   = cb->centroids[k];
+        u[i] = xc[i]*inv;
     }
+    float cs;
+    tq_search_ref(xc, u, idx, &cs, cb);
 
     // stored scale: the norm corrected so that the reconstruction keeps the norm of x
-    const float cnorm = sqrtf(tq_sum_squares_ref(c));
-    return tq_scale_to_fp16(norm/cnorm);
+    return tq_scale_to_fp16(norm/sqrtf(cs));
+}
+
+void tq_select_ref(const float * GGML_RESTRICT u, const float * GGML_RESTRICT mids, uint8_t * GGML_RESTRICT idx, int bits) {
+    const int half = 1 << (bits - 1);
+    for (int i = 0; i < QK_TURBO; ++i) {
+        const float a = fabsf(u[i]);
+        int cnt = 0;
+        for (int j = 0; j < half - 1; ++j) {
+            cnt += a > mids[j]; // a tie goes to the index nearer zero
+        }
+        idx[i] = (uint8_t) (u[i] > 0.0f ? half + cnt : half - 1 - cnt);
+    }
+}
+
+void tq_search_ref(const float * GGML_RESTRICT x, const float * GGML_RESTRICT u, uint8_t * GGML_RESTRICT idx,
+                   float * GGML_RESTRICT cs_best, const struct tq_codebook * cb) {
+    const int nmid = (1 << (cb->bits - 1)) - 1;
+    float best = -INFINITY;
+    for (int t = 0; t < TQ_SEARCH_STEPS; ++t) {
+        uint8_t k[QK_TURBO];
+        float p[QK_TURBO], c2[QK_TURBO];
+        tq_select_ref(u, cb->search_midpoints + t*nmid, k, cb->bits);
+        for (int i = 0; i < QK_TURBO; ++i) {
+            const float c = fabsf(cb->centroids[k[i]]);
+            p[i]  = fabsf(x[i])*c;
+            c2[i] = c*c;
+        }
+        const float cs    = tq_sum_tree(c2);
+        const float score = tq_sum_tree(p)/sqrtf(cs);
+        if (score > best) { // the first of equal scores stays
+            best     = score;
+            *cs_best = cs;
+            memcpy(idx, k, QK_TURBO);
+        }
+    }
 }
 
 //

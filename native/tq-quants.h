@@ -21,11 +21,14 @@ extern "C" {
 //   turbo4: index i sits in qs[i % 32], low nibble for i < 32, high nibble otherwise (like q4_0).
 #include "tq-blocks.h"
 
-// The codebook of a type: 2^bits centroids and the 2^bits - 1 midpoints between them.
+// The codebook of a type: 2^bits centroids, the 2^bits - 1 midpoints between them, and
+// the scale search's TQ_SEARCH_STEPS rows of 2^(bits-1) - 1 positive midpoints, one row per
+// candidate scale (FORMAT.md section 5, step 6).
 struct tq_codebook {
     int           bits;
     const float * centroids;
     const float * midpoints;
+    const float * search_midpoints;
 };
 
 GGML_API const struct tq_codebook * tq_codebook_for(enum ggml_type type);
@@ -50,6 +53,12 @@ GGML_API ggml_half tq_scale_to_fp16(float scale);       // round to nearest even
 // Every other implementation must reproduce its output exactly.
 GGML_API ggml_half tq_quantize_block_ref(const float * GGML_RESTRICT x, uint8_t * GGML_RESTRICT idx,
                                          const struct tq_codebook * cb);
+
+// Step 6 on its own: the indices of one candidate (mids = its positive midpoints), and the
+// search over all candidates, giving the best one's indices and its sum of squared centroids.
+GGML_API void tq_select_ref(const float * GGML_RESTRICT u, const float * GGML_RESTRICT mids, uint8_t * GGML_RESTRICT idx, int bits);
+GGML_API void tq_search_ref(const float * GGML_RESTRICT x, const float * GGML_RESTRICT u, uint8_t * GGML_RESTRICT idx,
+                            float * GGML_RESTRICT cs_best, const struct tq_codebook * cb);
 
 // Pack / unpack 64 one-byte indices into a block's bit planes.
 GGML_API void tq_pack_turbo2(const uint8_t * GGML_RESTRICT idx, block_turbo2 * GGML_RESTRICT y);

@@ -45,6 +45,15 @@ float64 and rounded to float32, so an index chosen by comparison with them is
 the nearest float32 centroid (up to that final rounding, which the spec makes
 normative). The centre midpoint of these symmetric codebooks is exactly 0.
 
+Scale search. The encoder tries SEARCH_STEPS scaled copies of each codebook and keeps
+the one that fits the block best (docs/FORMAT.md, section 5, step 6). Candidate t scales
+the codebook by F[t] = f32(2^((t - SEARCH_CENTRE) / SEARCH_PER_OCTAVE)), so F rises
+from 2^(-4/12) ≈ 0.794 to 2^(3/12) ≈ 1.189 and F[SEARCH_CENTRE] = 1 is the plain
+codebook. Every backend compares against the same products, tabulated here: the
+positive midpoints of candidate t are f32(F[t] · M[j]), each one correctly rounded
+float32 product (the float64 product of two float32 values is exact). The grid was
+measured in docs/FORMAT.md, section 11.5; eight steps keep 97-99 % of what 32 give.
+
 Usage:
 
     python3 tools/gen_codebooks.py            # rewrite the generated files in the repo
@@ -76,6 +85,10 @@ COMMAND = "python3 tools/gen_codebooks.py"
 QUAD_POINTS = 96
 TOL = 1e-16
 MAX_ITER = 200_000
+
+SEARCH_STEPS = 8       # candidate scales per block
+SEARCH_CENTRE = 4      # the candidate that is the plain codebook (factor 1)
+SEARCH_PER_OCTAVE = 12 # candidate factors are 2^(1/12) apart
 
 
 @dataclass(frozen=True)
@@ -190,16 +203,31 @@ def hexf(v: np.float32) -> str:
     return f"{mant}p{int(exp)}"
 
 
+def search_factors() -> np.ndarray:
+    """F[t] = f32(2^((t - SEARCH_CENTRE) / SEARCH_PER_OCTAVE)), ascending; F[SEARCH_CENTRE] = 1."""
+    t = np.arange(SEARCH_STEPS, dtype=np.float64)
+    return np.exp2((t - SEARCH_CENTRE) / SEARCH_PER_OCTAVE).astype(np.float32)
+
+
+def search_midpoints(m32: np.ndarray) -> np.ndarray:
+    """(SEARCH_STEPS, levels/2 - 1) float32: the positive midpoints of each candidate, f32(F[t] · M[j])."""
+    positive = m32[len(m32) // 2 + 1:].astype(np.float64)
+    return (search_factors().astype(np.float64)[:, None] * positive[None, :]).astype(np.float32)
+
+
 def build_tables() -> list[dict]:
     tables = []
     for bits in BITS:
         c64, iters = solve(1 << bits)
         c32, m32 = float32_tables(c64)
+        if not np.array_equal(c32, -c32[::-1]) or m32[len(m32) // 2] != 0:
+            raise SystemExit(f"{bits}-bit codebook is not exactly symmetric in float32")
         tables.append(
             {
                 "bits": bits,
                 "centroids": c32,
                 "midpoints": m32,
+                "search": search_midpoints(m32),
                 "iterations": iters,
                 "distortion": distortion(c32, m32),
             }
@@ -276,7 +304,9 @@ def render_blocks_header(tables: list[dict]) -> str:
         generated(),
         "Included by tq-quants.h once ggml_half is in scope (uint16_t on the host, half in CUDA).",
     ])
-    out += ["#pragma once", "", "#define QK_TURBO GGML_TQ_BLOCK", ""]
+    out += ["#pragma once", "", "#define QK_TURBO GGML_TQ_BLOCK",
+            "// candidate scales the encoder tries per block (FORMAT.md section 5, step 6)",
+            f"#define TQ_SEARCH_STEPS {SEARCH_STEPS}", ""]
     for t in TYPES:
         fields = [("ggml_half d;", "scale (fp16)"),
                   (f"uint8_t   qs[{t.qs}];", ("all" if t.qh == 0 else f"low {t.bits - 1}") + " bits of each index")]
@@ -301,14 +331,19 @@ def render_header(tables: list[dict]) -> str:
         "writes (tests/unit/test_codebooks.py and test_gpu_codebooks.py check that they agree).",
         "",
         f"Law: one coordinate of a uniform unit vector in R^{DIM}, density ∝ (1 - x²)^((d-3)/2).",
-        "Index selection: idx = number of midpoints m[j] with u > m[j] (ties go to the lower index).",
+        "Index selection (FORMAT.md section 5, step 6): candidate t of the scale search compares",
+        "|u| with tq_search_midpoints_<b>bit[t], the positive midpoints times the factor F[t].",
     ])
+    out += c_comment([f"Candidate factors F[t]: {', '.join(hexf(v) for v in search_factors())}."])
     out += ["#pragma once", ""]
     for t in tables:
         b, n = t["bits"], 1 << t["bits"]
         out.append(f"// {b}-bit: {n} levels, E|u - Q(u)|^2 = {t['distortion']:.6f} for unit u in R^{DIM}")
         out.append(f"static const float tq_centroids_{b}bit[{n}] = {{ {', '.join(hex_list(t['centroids']))} }};")
         out.append(f"static const float tq_midpoints_{b}bit[{n - 1}] = {{ {', '.join(hex_list(t['midpoints']))} }};")
+        out.append(f"static const float tq_search_midpoints_{b}bit[TQ_SEARCH_STEPS][{n // 2 - 1}] = {{")
+        out += [f"    {{ {', '.join(hex_list(row))} }}," for row in t["search"]]
+        out.append("};")
         out.append("")
     return "\n".join(out)
 
@@ -330,7 +365,12 @@ def render_cuda(tables: list[dict]) -> str:
         for kind, count in (("centroids", n), ("midpoints", n - 1)):
             out.append(f"static __device__ const float tq_cuda_{kind}_{b}bit[{count}] = {{")
             out.append("    " + rows(hex_list(t[kind]), 4, "    ") + " };")
+        out.append(f"// scale search: row t = the {n // 2 - 1} positive midpoints of candidate t")
+        out.append(f"static __device__ const float tq_cuda_search_midpoints_{b}bit[{SEARCH_STEPS * (n // 2 - 1)}] = {{")
+        out.append("    " + rows(hex_list(t["search"].reshape(-1)), n // 2 - 1, "    ") + " };")
     out += [
+        "",
+        f"#define TQ_CUDA_SEARCH_STEPS {SEARCH_STEPS}",
         "",
         "// Per-type constants and tables: one specialisation per type, like ggml_cuda_type_traits.",
         "template <ggml_type type> struct tq_cuda_type;",
@@ -343,6 +383,7 @@ def render_cuda(tables: list[dict]) -> str:
             f"    static constexpr int bits = {t.bits};",
             f"    static __device__ __forceinline__ const float * centroids() {{ return tq_cuda_centroids_{t.bits}bit; }}",
             f"    static __device__ __forceinline__ const float * midpoints() {{ return tq_cuda_midpoints_{t.bits}bit; }}",
+            f"    static __device__ __forceinline__ const float * search_midpoints() {{ return tq_cuda_search_midpoints_{t.bits}bit; }}",
             "};",
             "",
         ]
@@ -381,7 +422,10 @@ def render_metal(tables: list[dict]) -> str:
         for kind, count in (("centroids", n), ("midpoints", n - 1)):
             out.append(f"constant float tq_metal_{kind}_{b}bit[{count}] = {{")
             out.append("    " + rows([decimal(v) for v in t[kind]], 4, "    ") + " };")
-    out += ["", "// Per-type constants and tables, one specialisation per block type.",
+        out.append(f"// scale search: row t = the {n // 2 - 1} positive midpoints of candidate t")
+        out.append(f"constant float tq_metal_search_midpoints_{b}bit[{SEARCH_STEPS * (n // 2 - 1)}] = {{")
+        out.append("    " + rows([decimal(v) for v in t["search"].reshape(-1)], n // 2 - 1, "    ") + " };")
+    out += ["", f"#define TQ_METAL_SEARCH_STEPS {SEARCH_STEPS}", "", "// Per-type constants and tables, one specialisation per block type.",
             "template <typename block_q> struct tq_metal_type;", ""]
     for t in TYPES:
         out += [
@@ -389,6 +433,7 @@ def render_metal(tables: list[dict]) -> str:
             f"    enum {{ bits = {t.bits} }};",
             f"    static constant float * centroids() {{ return tq_metal_centroids_{t.bits}bit; }}",
             f"    static constant float * midpoints() {{ return tq_metal_midpoints_{t.bits}bit; }}",
+            f"    static constant float * search_midpoints() {{ return tq_metal_search_midpoints_{t.bits}bit; }}",
             "};",
             "",
         ]
@@ -456,6 +501,17 @@ def render_glsl_codebooks(tables: list[dict]) -> str:
             arr = t["centroids" if kind == "c" else "midpoints"]
             head = f"const uint tq_{kind}{b}_bits[{count}] = uint[{count}]("
             out.append(head + rows([bits_of(v) for v in arr], 8, " " * len(head)) + ");")
+        count = SEARCH_STEPS * (n // 2 - 1)
+        head = f"const uint tq_s{b}_bits[{count}] = uint[{count}]("
+        out.append(head + rows([bits_of(v) for v in t["search"].reshape(-1)], n // 2 - 1, " " * len(head)) + ");")
+    out += ["", "// scale search (FORMAT.md section 5, step 6): candidates per block, and positive",
+            "// midpoint j of candidate t",
+            f"#define TQ_SEARCH_STEPS {SEARCH_STEPS}u", "", "float tq_search_midpoint(uint bits, uint t, uint j) {"]
+    for t in TYPES[:-1]:
+        out.append(f"    if (bits == {t.bits}) return uintBitsToFloat(tq_s{t.bits}_bits[t*{(1 << t.bits) // 2 - 1}u + j]);")
+    last = TYPES[-1].bits
+    out.append(f"    return uintBitsToFloat(tq_s{last}_bits[t*{(1 << last) // 2 - 1}u + j]);")
+    out.append("}")
     for kind, name in (("c", "centroid"), ("m", "midpoint")):
         out += ["", f"float tq_{name}(uint bits, uint k) {{"]
         for t in TYPES[:-1]:
@@ -479,6 +535,8 @@ def render_module(tables: list[dict]) -> str:
         "the 2**bits - 1 decision thresholds between neighbours, both float32.",
         "DISTORTION[bits] is E|u - Q(u)|^2 of the float32 codebook for a uniform unit",
         f"vector u in R^{DIM} (exact quadrature, plain-norm reconstruction).",
+        "SEARCH_FACTORS holds the scale search's candidate factors (ascending, float32) and",
+        "SEARCH_MIDPOINTS[bits][t] the positive midpoints of candidate t, f32(F[t] * M[j]).",
         '"""',
         "",
         "from __future__ import annotations",
@@ -504,6 +562,12 @@ def render_module(tables: list[dict]) -> str:
     out.append("DISTORTION: dict[int, float] = {")
     for t in tables:
         out.append(f"    {t['bits']}: {t['distortion']!r},")
+    out += ["}", ""]
+    out.append(f"SEARCH_FACTORS = _f32([{', '.join(chr(34) + hexf(v) + chr(34) for v in search_factors())}])")
+    out += ["", "SEARCH_MIDPOINTS: dict[int, np.ndarray] = {"]
+    for t in tables:
+        vals = ", ".join(f'"{hexf(v)}"' for v in t["search"].reshape(-1))
+        out.append(f"    {t['bits']}: _f32([{vals}]).reshape({SEARCH_STEPS}, -1),")
     out += ["}", ""]
     return "\n".join(out)
 

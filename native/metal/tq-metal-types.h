@@ -31,12 +31,32 @@ constant float tq_metal_centroids_2bit[4] = {
     -0.187496856f, -0.0565148704f, 0.0565148704f, 0.187496856f };
 constant float tq_metal_midpoints_2bit[3] = {
     -0.122005865f, 0.0f, 0.122005865f };
+// scale search: row t = the 1 positive midpoints of candidate t
+constant float tq_metal_search_midpoints_2bit[8] = {
+    0.0968361199f,
+    0.102594294f,
+    0.108694866f,
+    0.1151582f,
+    0.122005865f,
+    0.129260719f,
+    0.136946946f,
+    0.145090237f };
 constant float tq_metal_centroids_3bit[8] = {
     -0.263913929f, -0.166167855f, -0.0938322619f, -0.0304691792f,
     0.0304691792f, 0.0938322619f, 0.166167855f, 0.263913929f };
 constant float tq_metal_midpoints_3bit[7] = {
     -0.215040892f, -0.130000055f, -0.0621507205f, 0.0f,
     0.0621507205f, 0.130000055f, 0.215040892f };
+// scale search: row t = the 3 positive midpoints of candidate t
+constant float tq_metal_search_midpoints_3bit[24] = {
+    0.0493290573f, 0.103181109f, 0.170678064f,
+    0.0522623174f, 0.10931658f, 0.180827111f,
+    0.0553699955f, 0.115816884f, 0.191579655f,
+    0.0586624667f, 0.122703709f, 0.202971578f,
+    0.0621507205f, 0.130000055f, 0.215040892f,
+    0.0658463985f, 0.137730271f, 0.227827907f,
+    0.0697618276f, 0.145920128f, 0.241375238f,
+    0.0739100799f, 0.154596984f, 0.255728155f };
 constant float tq_metal_centroids_4bit[16] = {
     -0.330796301f, -0.252913713f, -0.198856145f, -0.154925525f,
     -0.116486751f, -0.0813117698f, -0.0480897836f, -0.0159190223f,
@@ -47,6 +67,18 @@ constant float tq_metal_midpoints_4bit[15] = {
     -0.0988992602f, -0.0647007748f, -0.0320044011f, 0.0f,
     0.0320044011f, 0.0647007748f, 0.0988992602f, 0.135706142f,
     0.176890835f, 0.225884929f, 0.291855007f };
+// scale search: row t = the 7 positive midpoints of candidate t
+constant float tq_metal_search_midpoints_4bit[56] = {
+    0.0254019089f, 0.0513530374f, 0.0784963965f, 0.107710034f, 0.140398353f, 0.17928499f, 0.231645465f,
+    0.0269123875f, 0.0544066504f, 0.0831640363f, 0.114114806f, 0.148746878f, 0.189945832f, 0.24541983f,
+    0.028512679f, 0.0576418377f, 0.088109225f, 0.120900422f, 0.15759182f, 0.201240584f, 0.260013252f,
+    0.0302081313f, 0.0610693991f, 0.0933484733f, 0.128089532f, 0.166962713f, 0.213206977f, 0.275474429f,
+    0.0320044011f, 0.0647007748f, 0.0988992602f, 0.135706142f, 0.176890835f, 0.225884929f, 0.291855007f,
+    0.0339074843f, 0.0685480833f, 0.104780123f, 0.143775657f, 0.187409326f, 0.239316761f, 0.309209615f,
+    0.0359237269f, 0.0726241618f, 0.111010663f, 0.152324989f, 0.198553249f, 0.253547251f, 0.327596158f,
+    0.0380598605f, 0.0769426227f, 0.117611699f, 0.161382705f, 0.210359827f, 0.268623948f, 0.347076029f };
+
+#define TQ_METAL_SEARCH_STEPS 8
 
 // Per-type constants and tables, one specialisation per block type.
 template <typename block_q> struct tq_metal_type;
@@ -55,16 +87,19 @@ template <> struct tq_metal_type<block_turbo2> {
     enum { bits = 2 };
     static constant float * centroids() { return tq_metal_centroids_2bit; }
     static constant float * midpoints() { return tq_metal_midpoints_2bit; }
+    static constant float * search_midpoints() { return tq_metal_search_midpoints_2bit; }
 };
 
 template <> struct tq_metal_type<block_turbo3> {
     enum { bits = 3 };
     static constant float * centroids() { return tq_metal_centroids_3bit; }
     static constant float * midpoints() { return tq_metal_midpoints_3bit; }
+    static constant float * search_midpoints() { return tq_metal_search_midpoints_3bit; }
 };
 
 template <> struct tq_metal_type<block_turbo4> {
     enum { bits = 4 };
     static constant float * centroids() { return tq_metal_centroids_4bit; }
     static constant float * midpoints() { return tq_metal_midpoints_4bit; }
+    static constant float * search_midpoints() { return tq_metal_search_midpoints_4bit; }
 };

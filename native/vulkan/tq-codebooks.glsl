@@ -9,12 +9,46 @@
 
 const uint tq_c2_bits[4] = uint[4](0xBE3FFF2Du, 0xBD677C23u, 0x3D677C23u, 0x3E3FFF2Du);
 const uint tq_m2_bits[3] = uint[3](0xBDF9DE36u, 0x00000000u, 0x3DF9DE36u);
+const uint tq_s2_bits[8] = uint[8](0x3DC65204u,
+                                   0x3DD21CF5u,
+                                   0x3DDE9B6Au,
+                                   0x3DEBD810u,
+                                   0x3DF9DE36u,
+                                   0x3E045CECu,
+                                   0x3E0C3BD2u,
+                                   0x3E149289u);
 const uint tq_c3_bits[8] = uint[8](0xBE871FBAu, 0xBE2A27E8u, 0xBDC02B21u, 0xBCF99A80u, 0x3CF99A80u, 0x3DC02B21u, 0x3E2A27E8u, 0x3E871FBAu);
 const uint tq_m3_bits[7] = uint[7](0xBE5C33AEu, 0xBE051EBCu, 0xBD7E91C1u, 0x00000000u, 0x3D7E91C1u, 0x3E051EBCu, 0x3E5C33AEu);
+const uint tq_s3_bits[24] = uint[24](0x3D4A0D44u, 0x3DD3509Eu, 0x3E2EC63Bu,
+                                     0x3D561103u, 0x3DDFE15Fu, 0x3E392ABEu,
+                                     0x3D62CBA6u, 0x3DED3167u, 0x3E442D75u,
+                                     0x3D70480Eu, 0x3DFB4C15u, 0x3E4FD7C8u,
+                                     0x3D7E91C1u, 0x3E051EBCu, 0x3E5C33AEu,
+                                     0x3D86DA7Au, 0x3E0D092Au, 0x3E694BB8u,
+                                     0x3D8EDF4Au, 0x3E156C16u, 0x3E772B12u,
+                                     0x3D975E2Bu, 0x3E1E4EACu, 0x3E82EECDu);
 const uint tq_c4_bits[16] = uint[16](0xBEA95E22u, 0xBE817DE8u, 0xBE4BA0F2u, 0xBE1EA4CCu, 0xBDEE909Bu, 0xBDA686C9u, 0xBD44F9CBu, 0xBC82689Cu,
                                      0x3C82689Cu, 0x3D44F9CBu, 0x3DA686C9u, 0x3DEE909Bu, 0x3E1EA4CCu, 0x3E4BA0F2u, 0x3E817DE8u, 0x3EA95E22u);
 const uint tq_m4_bits[15] = uint[15](0xBE956E05u, 0xBE674E61u, 0xBE3522DFu, 0xBE0AF68Du, 0xBDCA8BB2u, 0xBD8481D7u, 0xBD03170Cu, 0x00000000u,
                                      0x3D03170Cu, 0x3D8481D7u, 0x3DCA8BB2u, 0x3E0AF68Du, 0x3E3522DFu, 0x3E674E61u, 0x3E956E05u);
+const uint tq_s4_bits[56] = uint[56](0x3CD017AAu, 0x3D525790u, 0x3DA0C2B8u, 0x3DDC9714u, 0x3E0FC496u, 0x3E37967Cu, 0x3E6D3478u,
+                                     0x3CDC775Eu, 0x3D5ED982u, 0x3DAA51E8u, 0x3DE9B506u, 0x3E18511Au, 0x3E428129u, 0x3E7B4F56u,
+                                     0x3CE9936Cu, 0x3D6C19D9u, 0x3DB4729Cu, 0x3DF79AA4u, 0x3E215FC0u, 0x3E4E1203u, 0x3E852075u,
+                                     0x3CF7770Bu, 0x3D7A23E8u, 0x3DBF2D7Cu, 0x3E0329E7u, 0x3E2AF846u, 0x3E5A52EEu, 0x3E8D0AFCu,
+                                     0x3D03170Cu, 0x3D8481D7u, 0x3DCA8BB2u, 0x3E0AF68Du, 0x3E3522DFu, 0x3E674E61u, 0x3E956E05u,
+                                     0x3D0AE293u, 0x3D8C62F0u, 0x3DD696F6u, 0x3E1339EDu, 0x3E3FE83Bu, 0x3E750F74u, 0x3E9E50B9u,
+                                     0x3D1324C2u, 0x3D94BBFAu, 0x3DE3598Fu, 0x3E1BFB15u, 0x3E4B518Bu, 0x3E81D0F2u, 0x3EA7BAAFu,
+                                     0x3D1BE4A8u, 0x3D9D9418u, 0x3DF0DE67u, 0x3E254182u, 0x3E576891u, 0x3E898914u, 0x3EB1B3F3u);
+
+// scale search (FORMAT.md section 5, step 6): candidates per block, and positive
+// midpoint j of candidate t
+#define TQ_SEARCH_STEPS 8u
+
+float tq_search_midpoint(uint bits, uint t, uint j) {
+    if (bits == 2) return uintBitsToFloat(tq_s2_bits[t*1u + j]);
+    if (bits == 3) return uintBitsToFloat(tq_s3_bits[t*3u + j]);
+    return uintBitsToFloat(tq_s4_bits[t*7u + j]);
+}
 
 float tq_centroid(uint bits, uint k) {
     if (bits == 2) return uintBitsToFloat(tq_c2_bits[k]);

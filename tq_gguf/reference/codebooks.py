@@ -7,6 +7,8 @@ CENTROIDS[bits] holds the 2**bits levels in ascending order, MIDPOINTS[bits]
 the 2**bits - 1 decision thresholds between neighbours, both float32.
 DISTORTION[bits] is E|u - Q(u)|^2 of the float32 codebook for a uniform unit
 vector u in R^64 (exact quadrature, plain-norm reconstruction).
+SEARCH_FACTORS holds the scale search's candidate factors (ascending, float32) and
+SEARCH_MIDPOINTS[bits][t] the positive midpoints of candidate t, f32(F[t] * M[j]).
 """
 
 from __future__ import annotations
@@ -38,4 +40,12 @@ DISTORTION: dict[int, float] = {
     2: 0.11452575680882598,
     3: 0.033390834095932694,
     4: 0.009131517603556964,
+}
+
+SEARCH_FACTORS = _f32(["0x1.965feap-1", "0x1.ae89fap-1", "0x1.c823ep-1", "0x1.e3437ep-1", "0x1p0", "0x1.0f38fap0", "0x1.1f59acp0", "0x1.306fep0"])
+
+SEARCH_MIDPOINTS: dict[int, np.ndarray] = {
+    2: _f32(["0x1.8ca408p-4", "0x1.a439eap-4", "0x1.bd36d4p-4", "0x1.d7b02p-4", "0x1.f3bc6cp-4", "0x1.08b9d8p-3", "0x1.1877a4p-3", "0x1.292512p-3"]).reshape(8, -1),
+    3: _f32(["0x1.941a88p-5", "0x1.a6a13cp-4", "0x1.5d8c76p-3", "0x1.ac2206p-5", "0x1.bfc2bep-4", "0x1.72557cp-3", "0x1.c5974cp-5", "0x1.da62cep-4", "0x1.885aeap-3", "0x1.e0901cp-5", "0x1.f6982ap-4", "0x1.9faf9p-3", "0x1.fd2382p-5", "0x1.0a3d78p-3", "0x1.b8675cp-3", "0x1.0db4f4p-4", "0x1.1a1254p-3", "0x1.d2977p-3", "0x1.1dbe94p-4", "0x1.2ad82cp-3", "0x1.ee5624p-3", "0x1.2ebc56p-4", "0x1.3c9d58p-3", "0x1.05dd9ap-2"]).reshape(8, -1),
+    4: _f32(["0x1.a02f54p-6", "0x1.a4af2p-5", "0x1.41857p-4", "0x1.b92e28p-4", "0x1.1f892cp-3", "0x1.6f2cf8p-3", "0x1.da68fp-3", "0x1.b8eebcp-6", "0x1.bdb304p-5", "0x1.54a3dp-4", "0x1.d36a0cp-4", "0x1.30a234p-3", "0x1.850252p-3", "0x1.f69eacp-3", "0x1.d326d8p-6", "0x1.d833b2p-5", "0x1.68e538p-4", "0x1.ef3548p-4", "0x1.42bf8p-3", "0x1.9c2406p-3", "0x1.0a40eap-2", "0x1.eeee16p-6", "0x1.f447dp-5", "0x1.7e5af8p-4", "0x1.0653cep-3", "0x1.55f08cp-3", "0x1.b4a5dcp-3", "0x1.1a15f8p-2", "0x1.062e18p-5", "0x1.0903aep-4", "0x1.951764p-4", "0x1.15ed1ap-3", "0x1.6a45bep-3", "0x1.ce9cc2p-3", "0x1.2adc0ap-2", "0x1.15c526p-5", "0x1.18c5ep-4", "0x1.ad2decp-4", "0x1.2673dap-3", "0x1.7fd076p-3", "0x1.ea1ee8p-3", "0x1.3ca172p-2", "0x1.264984p-5", "0x1.2977f4p-4", "0x1.c6b31ep-4", "0x1.37f62ap-3", "0x1.96a316p-3", "0x1.03a1e4p-2", "0x1.4f755ep-2", "0x1.37c95p-5", "0x1.3b283p-4", "0x1.e1bccep-4", "0x1.4a8304p-3", "0x1.aed122p-3", "0x1.131228p-2", "0x1.6367e6p-2"]).reshape(8, -1),
 }

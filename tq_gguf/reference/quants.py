@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..kv.cachetypes import CACHE_TYPES, TURBO_TYPES
-from .codebooks import CENTROIDS, MIDPOINTS
+from .codebooks import CENTROIDS, MIDPOINTS, SEARCH_MIDPOINTS
 
 QType = str  # a name in TURBO_TYPES
 
@@ -67,12 +67,44 @@ def fp16_bits(scale: np.ndarray) -> np.ndarray:
     return np.where(np.isnan(scale), FP16_NAN_BITS, bits).astype(np.uint16)
 
 
-def select_indices(u: np.ndarray, bits: int) -> np.ndarray:
-    """Codebook index of each normalised value: the number of midpoints m with u > m.
+def select_indices(u: np.ndarray, bits: int, midpoints: np.ndarray | None = None) -> np.ndarray:
+    """Codebook index of each normalised value, by the symmetric rule of FORMAT.md step 6.
 
-    A value equal to a midpoint takes the lower index; ±0 takes index 2**(bits-1) - 1.
+    cnt = the number of positive midpoints m with |u| > m (strict: a tie goes to the
+    index nearer zero); idx = N/2 + cnt for u > 0, N/2 - 1 - cnt otherwise (±0 takes
+    N/2 - 1). `midpoints` are the positive midpoints to compare with, by default the
+    plain codebook's (search candidate SEARCH_CENTRE).
     """
-    return np.searchsorted(MIDPOINTS[bits], np.asarray(u, dtype=np.float32), side="left").astype(np.uint8)
+    u = np.asarray(u, dtype=np.float32)
+    half = 1 << (bits - 1)
+    pos = MIDPOINTS[bits][half:] if midpoints is None else midpoints
+    cnt = (np.abs(u)[..., None] > pos).sum(axis=-1)
+    return np.where(u > 0, half + cnt, half - 1 - cnt).astype(np.uint8)
+
+
+def search(x: np.ndarray, u: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarray]:
+    """Step 6, the scale search: (indices uint8 (n, 64), cs float32 (n,)) of the best candidate.
+
+    Candidate t takes the indices of `select_indices` against SEARCH_MIDPOINTS[bits][t]
+    and scores p / sqrt(cs), with p = tree_sum(|x[i]| * |C[idx[i]]|) and
+    cs = tree_sum(C[idx[i]]^2), every product rounded; the first highest score wins.
+    """
+    x = np.asarray(x, dtype=np.float32)
+    ax = np.abs(x)
+    cb = CENTROIDS[bits]
+    best_idx = np.zeros(x.shape, np.uint8)
+    best_cs = np.zeros(x.shape[:-1], np.float32)
+    best_score = np.full(x.shape[:-1], -np.inf, np.float32)
+    for mids in SEARCH_MIDPOINTS[bits]:
+        idx = select_indices(u, bits, mids)
+        c = cb[idx]
+        cs = sum_squares(c)
+        score = tree_sum(ax * np.abs(c)) / np.sqrt(cs)
+        better = score > best_score
+        best_idx = np.where(better[..., None], idx, best_idx)
+        best_cs = np.where(better, cs, best_cs)
+        best_score = np.where(better, score, best_score)
+    return best_idx, best_cs
 
 
 def encode(blocks: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarray]:
@@ -93,14 +125,13 @@ def encode(blocks: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarray]:
         inv = np.float32(1) / np.where(zero, np.float32(1), norm)
     u = x * inv[:, None]
 
-    # step 6: indices by comparison with the float32 midpoints
-    idx = select_indices(u, bits)
+    # step 6: the candidate scale whose indices fit the block best
+    idx, cs = search(x, u, bits)
 
     # step 7: norm-preserving scale ‖x‖ / ‖C[idx]‖
-    c = CENTROIDS[bits][idx]
-    cnorm = np.sqrt(sum_squares(c))
-    scale = norm / cnorm
-    d = fp16_bits(scale)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        scale = norm / np.sqrt(cs)
+    d = fp16_bits(np.where(zero, np.float32(0), scale))
 
     d = np.where(zero, np.uint16(0), d)
     d = np.where(finite, d, np.uint16(FP16_NAN_BITS))

@@ -164,8 +164,9 @@ TQ_AVX512 static inline void tq_unpack_avx512(enum ggml_type type, const void * 
 
 TQ_AVX512 static void tq_quantize_row_avx512(enum ggml_type type, const float * GGML_RESTRICT x, void * GGML_RESTRICT vy, int64_t k) {
     const struct tq_codebook * cb = tq_codebook_for(type);
-    const int nmid = (1 << tq_bits(type)) - 1;
-    const __m512 cbv = _mm512_maskz_loadu_ps((__mmask16) ((1u << (nmid + 1)) - 1), cb->centroids);
+    const int half = 1 << (tq_bits(type) - 1);
+    // the positive half of the codebook: |C[idx]| for a count of positive midpoints passed
+    const __m512 cpos = _mm512_maskz_loadu_ps((__mmask16) ((1u << half) - 1), cb->centroids + half);
     const size_t bsize = tq_block_size(type);
     char * y = (char *) vy;
     uint8_t idx[QK_TURBO];
@@ -196,20 +197,46 @@ TQ_AVX512 static void tq_quantize_row_avx512(enum ggml_type type, const float * 
         }
         const float norm = sqrtf(sumsq);
         const __m512 inv = _mm512_set1_ps(1.0f/norm);
-        __m512 c[4];
+        __m512 a[4], ax[4];
+        __mmask16 pos[4];
         for (int g = 0; g < 4; ++g) {
             const __m512 u = _mm512_mul_ps(v[g], inv);
-            __m512i kk = _mm512_setzero_si512();
-            for (int j = 0; j < nmid; ++j) {
-                const __mmask16 gt = _mm512_cmp_ps_mask(u, _mm512_set1_ps(cb->midpoints[j]), _CMP_GT_OQ);
-                kk = _mm512_mask_add_epi32(kk, gt, kk, _mm512_set1_epi32(1));
-            }
-            c[g] = _mm512_permutexvar_ps(kk, cbv);
-            _mm_storeu_si128((__m128i *) (idx + 16*g), _mm512_cvtepi32_epi8(kk));
+            pos[g] = _mm512_cmp_ps_mask(u, _mm512_setzero_ps(), _CMP_GT_OQ);
+            a[g]   = _mm512_abs_ps(u);
+            ax[g]  = _mm512_abs_ps(v[g]);
         }
-        const float cnorm = sqrtf(tq_tree64_avx512(_mm512_mul_ps(c[0], c[0]), _mm512_mul_ps(c[1], c[1]),
-                                                   _mm512_mul_ps(c[2], c[2]), _mm512_mul_ps(c[3], c[3])));
-        tq_set_block_d(y, tq_scale_to_fp16(norm/cnorm));
+        // step 6: every candidate scale, keeping the first best (see tq_search_ref)
+        __m512i best[4];
+        float best_score = -INFINITY, best_cs = 0.0f;
+        for (int t = 0; t < TQ_SEARCH_STEPS; ++t) {
+            const float * mids = cb->search_midpoints + t*(half - 1);
+            __m512i cnt[4];
+            __m512 p[4], c2[4];
+            for (int g = 0; g < 4; ++g) {
+                cnt[g] = _mm512_setzero_si512();
+                for (int j = 0; j < half - 1; ++j) {
+                    const __mmask16 gt = _mm512_cmp_ps_mask(a[g], _mm512_set1_ps(mids[j]), _CMP_GT_OQ);
+                    cnt[g] = _mm512_mask_add_epi32(cnt[g], gt, cnt[g], _mm512_set1_epi32(1));
+                }
+                const __m512 c = _mm512_permutexvar_ps(cnt[g], cpos);
+                p[g]  = _mm512_mul_ps(ax[g], c);
+                c2[g] = _mm512_mul_ps(c, c);
+            }
+            const float cs    = tq_tree64_avx512(c2[0], c2[1], c2[2], c2[3]);
+            const float score = tq_tree64_avx512(p[0], p[1], p[2], p[3])/sqrtf(cs);
+            if (score > best_score) {
+                best_score = score;
+                best_cs    = cs;
+                memcpy(best, cnt, sizeof(best));
+            }
+        }
+        for (int g = 0; g < 4; ++g) {
+            // index from the count and the sign: half + cnt above zero, half - 1 - cnt otherwise
+            const __m512i up   = _mm512_add_epi32(_mm512_set1_epi32(half), best[g]);
+            const __m512i down = _mm512_sub_epi32(_mm512_set1_epi32(half - 1), best[g]);
+            _mm_storeu_si128((__m128i *) (idx + 16*g), _mm512_cvtepi32_epi8(_mm512_mask_mov_epi32(down, pos[g], up)));
+        }
+        tq_set_block_d(y, tq_scale_to_fp16(norm/sqrtf(best_cs)));
         tq_pack_block(type, idx, y);
     }
 }
@@ -319,10 +346,11 @@ TQ_AVX2 static inline void tq_store8_epi8(uint8_t * dst, __m256i k) {
 
 TQ_AVX2 static void tq_quantize_row_avx2(enum ggml_type type, const float * GGML_RESTRICT x, void * GGML_RESTRICT vy, int64_t k) {
     const struct tq_codebook * cb = tq_codebook_for(type);
-    const int nmid = (1 << tq_bits(type)) - 1;
-    float cpad[16] = {0};
-    memcpy(cpad, cb->centroids, sizeof(float)*(nmid + 1));
-    const __m256 cb_lo = _mm256_loadu_ps(cpad), cb_hi = _mm256_loadu_ps(cpad + 8);
+    const int half = 1 << (tq_bits(type) - 1);
+    // the positive half of the codebook (at most 8 centroids: one permute): |C[idx]| for a count
+    float cpad[8] = {0};
+    memcpy(cpad, cb->centroids + half, sizeof(float)*half);
+    const __m256 cpos = _mm256_loadu_ps(cpad);
     const size_t bsize = tq_block_size(type);
     char * y = (char *) vy;
     uint8_t idx[QK_TURBO];
@@ -348,20 +376,45 @@ TQ_AVX2 static void tq_quantize_row_avx2(enum ggml_type type, const float * GGML
         }
         const float norm = sqrtf(sumsq);
         const __m256 inv = _mm256_set1_ps(1.0f/norm);
-        __m256 c2[8];
+        __m256 a[8], ax[8], pos[8];
         for (int r = 0; r < 8; ++r) {
             const __m256 u = _mm256_mul_ps(v[r], inv);
-            __m256i kk = _mm256_setzero_si256();
-            for (int j = 0; j < nmid; ++j) {
-                const __m256 gt = _mm256_cmp_ps(u, _mm256_set1_ps(cb->midpoints[j]), _CMP_GT_OQ);
-                kk = _mm256_sub_epi32(kk, _mm256_castps_si256(gt)); // true is -1
-            }
-            const __m256 c = tq_lookup_avx2(kk, cb_lo, cb_hi);
-            c2[r] = _mm256_mul_ps(c, c);
-            tq_store8_epi8(idx + 8*r, kk);
+            pos[r] = _mm256_cmp_ps(u, _mm256_setzero_ps(), _CMP_GT_OQ);
+            a[r]   = _mm256_andnot_ps(sign, u);
+            ax[r]  = _mm256_andnot_ps(sign, v[r]);
         }
-        const float cnorm = sqrtf(tq_tree64_avx2(c2));
-        tq_set_block_d(y, tq_scale_to_fp16(norm/cnorm));
+        // step 6: every candidate scale, keeping the first best (see tq_search_ref)
+        __m256i best[8];
+        float best_score = -INFINITY, best_cs = 0.0f;
+        for (int t = 0; t < TQ_SEARCH_STEPS; ++t) {
+            const float * mids = cb->search_midpoints + t*(half - 1);
+            __m256i cnt[8];
+            __m256 p[8], c2[8];
+            for (int r = 0; r < 8; ++r) {
+                cnt[r] = _mm256_setzero_si256();
+                for (int j = 0; j < half - 1; ++j) {
+                    const __m256 gt = _mm256_cmp_ps(a[r], _mm256_set1_ps(mids[j]), _CMP_GT_OQ);
+                    cnt[r] = _mm256_sub_epi32(cnt[r], _mm256_castps_si256(gt)); // true is -1
+                }
+                const __m256 c = _mm256_permutevar8x32_ps(cpos, cnt[r]);
+                p[r]  = _mm256_mul_ps(ax[r], c);
+                c2[r] = _mm256_mul_ps(c, c);
+            }
+            const float cs    = tq_tree64_avx2(c2);
+            const float score = tq_tree64_avx2(p)/sqrtf(cs);
+            if (score > best_score) {
+                best_score = score;
+                best_cs    = cs;
+                memcpy(best, cnt, sizeof(best));
+            }
+        }
+        for (int r = 0; r < 8; ++r) {
+            // index from the count and the sign: half + cnt above zero, half - 1 - cnt otherwise
+            const __m256i up   = _mm256_add_epi32(_mm256_set1_epi32(half), best[r]);
+            const __m256i down = _mm256_sub_epi32(_mm256_set1_epi32(half - 1), best[r]);
+            tq_store8_epi8(idx + 8*r, _mm256_castps_si256(_mm256_blendv_ps(_mm256_castsi256_ps(down), _mm256_castsi256_ps(up), pos[r])));
+        }
+        tq_set_block_d(y, tq_scale_to_fp16(norm/sqrtf(best_cs)));
         tq_pack_block(type, idx, y);
     }
 }
