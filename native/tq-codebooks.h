@@ -13,7 +13,7 @@
 // 2-bit: 4 levels, E|u - Q(u)|^2 = 0.114526 for unit u in R^64
 static const float tq_centroids_2bit[4] = { -0x1.7ffe5ap-3f, -0x1.cef846p-5f, 0x1.cef846p-5f, 0x1.7ffe5ap-3f };
 static const float tq_midpoints_2bit[3] = { -0x1.f3bc6cp-4f, 0x0p+0f, 0x1.f3bc6cp-4f };
-static const float tq_search_midpoints_2bit[TQ_SEARCH_STEPS][1] = {
+static const float tq_search_midpoints_2bit[8][1] = {
     { 0x1.8ca408p-4f },
     { 0x1.a439eap-4f },
     { 0x1.bd36d4p-4f },
@@ -27,7 +27,7 @@ static const float tq_search_midpoints_2bit[TQ_SEARCH_STEPS][1] = {
 // 3-bit: 8 levels, E|u - Q(u)|^2 = 0.033391 for unit u in R^64
 static const float tq_centroids_3bit[8] = { -0x1.0e3f74p-2f, -0x1.544fdp-3f, -0x1.805642p-4f, -0x1.f335p-6f, 0x1.f335p-6f, 0x1.805642p-4f, 0x1.544fdp-3f, 0x1.0e3f74p-2f };
 static const float tq_midpoints_3bit[7] = { -0x1.b8675cp-3f, -0x1.0a3d78p-3f, -0x1.fd2382p-5f, 0x0p+0f, 0x1.fd2382p-5f, 0x1.0a3d78p-3f, 0x1.b8675cp-3f };
-static const float tq_search_midpoints_3bit[TQ_SEARCH_STEPS][3] = {
+static const float tq_search_midpoints_3bit[8][3] = {
     { 0x1.941a88p-5f, 0x1.a6a13cp-4f, 0x1.5d8c76p-3f },
     { 0x1.ac2206p-5f, 0x1.bfc2bep-4f, 0x1.72557cp-3f },
     { 0x1.c5974cp-5f, 0x1.da62cep-4f, 0x1.885aeap-3f },
@@ -41,7 +41,7 @@ static const float tq_search_midpoints_3bit[TQ_SEARCH_STEPS][3] = {
 // 4-bit: 16 levels, E|u - Q(u)|^2 = 0.009132 for unit u in R^64
 static const float tq_centroids_4bit[16] = { -0x1.52bc44p-2f, -0x1.02fbdp-2f, -0x1.9741e4p-3f, -0x1.3d4998p-3f, -0x1.dd2136p-4f, -0x1.4d0d92p-4f, -0x1.89f396p-5f, -0x1.04d138p-6f, 0x1.04d138p-6f, 0x1.89f396p-5f, 0x1.4d0d92p-4f, 0x1.dd2136p-4f, 0x1.3d4998p-3f, 0x1.9741e4p-3f, 0x1.02fbdp-2f, 0x1.52bc44p-2f };
 static const float tq_midpoints_4bit[15] = { -0x1.2adc0ap-2f, -0x1.ce9cc2p-3f, -0x1.6a45bep-3f, -0x1.15ed1ap-3f, -0x1.951764p-4f, -0x1.0903aep-4f, -0x1.062e18p-5f, 0x0p+0f, 0x1.062e18p-5f, 0x1.0903aep-4f, 0x1.951764p-4f, 0x1.15ed1ap-3f, 0x1.6a45bep-3f, 0x1.ce9cc2p-3f, 0x1.2adc0ap-2f };
-static const float tq_search_midpoints_4bit[TQ_SEARCH_STEPS][7] = {
+static const float tq_search_midpoints_4bit[8][7] = {
     { 0x1.a02f54p-6f, 0x1.a4af2p-5f, 0x1.41857p-4f, 0x1.b92e28p-4f, 0x1.1f892cp-3f, 0x1.6f2cf8p-3f, 0x1.da68fp-3f },
     { 0x1.b8eebcp-6f, 0x1.bdb304p-5f, 0x1.54a3dp-4f, 0x1.d36a0cp-4f, 0x1.30a234p-3f, 0x1.850252p-3f, 0x1.f69eacp-3f },
     { 0x1.d326d8p-6f, 0x1.d833b2p-5f, 0x1.68e538p-4f, 0x1.ef3548p-4f, 0x1.42bf8p-3f, 0x1.9c2406p-3f, 0x1.0a40eap-2f },

@@ -341,7 +341,7 @@ def render_header(tables: list[dict]) -> str:
         out.append(f"// {b}-bit: {n} levels, E|u - Q(u)|^2 = {t['distortion']:.6f} for unit u in R^{DIM}")
         out.append(f"static const float tq_centroids_{b}bit[{n}] = {{ {', '.join(hex_list(t['centroids']))} }};")
         out.append(f"static const float tq_midpoints_{b}bit[{n - 1}] = {{ {', '.join(hex_list(t['midpoints']))} }};")
-        out.append(f"static const float tq_search_midpoints_{b}bit[TQ_SEARCH_STEPS][{n // 2 - 1}] = {{")
+        out.append(f"static const float tq_search_midpoints_{b}bit[{SEARCH_STEPS}][{n // 2 - 1}] = {{")
         out += [f"    {{ {', '.join(hex_list(row))} }}," for row in t["search"]]
         out.append("};")
         out.append("")

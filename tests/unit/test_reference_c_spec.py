@@ -48,7 +48,6 @@ static uint16_t to_half(float f) {             /* RNE, subnormals kept, saturati
 
 static void quantize_block(const float * xin, int bits, uint8_t * out) {
     const float * C = bits == 2 ? tq_centroids_2bit : bits == 3 ? tq_centroids_3bit : tq_centroids_4bit;
-    const float * M = bits == 2 ? tq_midpoints_2bit : bits == 3 ? tq_midpoints_3bit : tq_midpoints_4bit;
     const int n = 1 << bits;
     uint8_t idx[64];
     uint16_t d;
@@ -68,15 +67,26 @@ static void quantize_block(const float * xin, int bits, uint8_t * out) {
             d = 0; memset(idx, n / 2 - 1, 64);
         } else {
             const float norm = sqrtf(ss), inv = 1.0f / norm;
-            float c2[64];
-            for (int i = 0; i < 64; ++i) {
-                const float u = x[i] * inv;
-                int k = 0;
-                for (int j = 0; j < n - 1; ++j) k += u > M[j];
-                idx[i] = (uint8_t) k;
-                c2[i] = C[k] * C[k];
+            const float * P = bits == 2 ? &tq_search_midpoints_2bit[0][0] : bits == 3 ? &tq_search_midpoints_3bit[0][0]
+                                                                       : &tq_search_midpoints_4bit[0][0];
+            const int half = n / 2;
+            float best = -INFINITY, best_cs = 0.0f;
+            for (int t = 0; t < 8; ++t) {             /* FORMAT.md 5.6: the scale search */
+                uint8_t k[64];
+                float p[64], c2[64];
+                for (int i = 0; i < 64; ++i) {
+                    const float u = x[i] * inv, a = fabsf(u);
+                    int cnt = 0;
+                    for (int j = 0; j < half - 1; ++j) cnt += a > P[t * (half - 1) + j];
+                    k[i] = (uint8_t) (u > 0.0f ? half + cnt : half - 1 - cnt);
+                    const float c = fabsf(C[k[i]]);
+                    p[i] = fabsf(x[i]) * c;
+                    c2[i] = c * c;
+                }
+                const float cs = tree(c2), score = tree(p) / sqrtf(cs);
+                if (score > best) { best = score; best_cs = cs; memcpy(idx, k, 64); }
             }
-            d = to_half(norm / sqrtf(tree(c2)));
+            d = to_half(norm / sqrtf(best_cs));
         }
     }
     out[0] = (uint8_t) d; out[1] = (uint8_t) (d >> 8);

@@ -167,6 +167,10 @@ TQ_AVX512 static void tq_quantize_row_avx512(enum ggml_type type, const float * 
     const int half = 1 << (tq_bits(type) - 1);
     // the positive half of the codebook: |C[idx]| for a count of positive midpoints passed
     const __m512 cpos = _mm512_maskz_loadu_ps((__mmask16) ((1u << half) - 1), cb->centroids + half);
+    __m512 thr[TQ_SEARCH_STEPS]; // each candidate's half - 1 positive midpoints, ascending
+    for (int t = 0; t < TQ_SEARCH_STEPS; ++t) {
+        thr[t] = _mm512_maskz_loadu_ps((__mmask16) ((1u << (half - 1)) - 1), cb->search_midpoints + t*(half - 1));
+    }
     const size_t bsize = tq_block_size(type);
     char * y = (char *) vy;
     uint8_t idx[QK_TURBO];
@@ -209,14 +213,15 @@ TQ_AVX512 static void tq_quantize_row_avx512(enum ggml_type type, const float * 
         __m512i best[4];
         float best_score = -INFINITY, best_cs = 0.0f;
         for (int t = 0; t < TQ_SEARCH_STEPS; ++t) {
-            const float * mids = cb->search_midpoints + t*(half - 1);
             __m512i cnt[4];
             __m512 p[4], c2[4];
             for (int g = 0; g < 4; ++g) {
+                // cnt of step 6 by binary search (the rows ascend strictly, so it equals the count)
                 cnt[g] = _mm512_setzero_si512();
-                for (int j = 0; j < half - 1; ++j) {
-                    const __mmask16 gt = _mm512_cmp_ps_mask(a[g], _mm512_set1_ps(mids[j]), _CMP_GT_OQ);
-                    cnt[g] = _mm512_mask_add_epi32(cnt[g], gt, cnt[g], _mm512_set1_epi32(1));
+                for (int step = half/2; step >= 1; step /= 2) {
+                    const __m512 m = _mm512_permutexvar_ps(_mm512_add_epi32(cnt[g], _mm512_set1_epi32(step - 1)), thr[t]);
+                    const __mmask16 gt = _mm512_cmp_ps_mask(a[g], m, _CMP_GT_OQ);
+                    cnt[g] = _mm512_mask_add_epi32(cnt[g], gt, cnt[g], _mm512_set1_epi32(step));
                 }
                 const __m512 c = _mm512_permutexvar_ps(cnt[g], cpos);
                 p[g]  = _mm512_mul_ps(ax[g], c);
@@ -351,6 +356,12 @@ TQ_AVX2 static void tq_quantize_row_avx2(enum ggml_type type, const float * GGML
     float cpad[8] = {0};
     memcpy(cpad, cb->centroids + half, sizeof(float)*half);
     const __m256 cpos = _mm256_loadu_ps(cpad);
+    __m256 thr[TQ_SEARCH_STEPS]; // each candidate's half - 1 positive midpoints, ascending
+    for (int t = 0; t < TQ_SEARCH_STEPS; ++t) {
+        float tpad[8] = {0};
+        memcpy(tpad, cb->search_midpoints + t*(half - 1), sizeof(float)*(half - 1));
+        thr[t] = _mm256_loadu_ps(tpad);
+    }
     const size_t bsize = tq_block_size(type);
     char * y = (char *) vy;
     uint8_t idx[QK_TURBO];
@@ -387,14 +398,16 @@ TQ_AVX2 static void tq_quantize_row_avx2(enum ggml_type type, const float * GGML
         __m256i best[8];
         float best_score = -INFINITY, best_cs = 0.0f;
         for (int t = 0; t < TQ_SEARCH_STEPS; ++t) {
-            const float * mids = cb->search_midpoints + t*(half - 1);
             __m256i cnt[8];
             __m256 p[8], c2[8];
             for (int r = 0; r < 8; ++r) {
+                // cnt of step 6 by binary search (the rows ascend strictly, so it equals the count):
+                // 3 compares for turbo4's 7 thresholds instead of 7
                 cnt[r] = _mm256_setzero_si256();
-                for (int j = 0; j < half - 1; ++j) {
-                    const __m256 gt = _mm256_cmp_ps(a[r], _mm256_set1_ps(mids[j]), _CMP_GT_OQ);
-                    cnt[r] = _mm256_sub_epi32(cnt[r], _mm256_castps_si256(gt)); // true is -1
+                for (int step = half/2; step >= 1; step /= 2) {
+                    const __m256 m  = _mm256_permutevar8x32_ps(thr[t], _mm256_add_epi32(cnt[r], _mm256_set1_epi32(step - 1)));
+                    const __m256 gt = _mm256_cmp_ps(a[r], m, _CMP_GT_OQ);
+                    cnt[r] = _mm256_add_epi32(cnt[r], _mm256_and_si256(_mm256_castps_si256(gt), _mm256_set1_epi32(step)));
                 }
                 const __m256 c = _mm256_permutevar8x32_ps(cpos, cnt[r]);
                 p[r]  = _mm256_mul_ps(ax[r], c);
