@@ -1,11 +1,13 @@
 #!/usr/bin/env python3
 """Relative MSE of cache types on real K/V rows (tests/data/kv_rows.npz), after the rotation.
 
-Shows why turbo4 trails q4_0 on KL (README, "Quality") and what a format
-revision could gain: for the turbo codebooks it also prints the least-squares
-scale and a prototype joint scale search (re-select the indices for 19
-candidate scales from 0.8 to 1.25 x the norm, keep the least-squares scale of
-the best). The prototype is float64 NumPy, not part of any format.
+The measurement behind the scale search (docs/FORMAT.md, section 11.5). For each turbo
+type it prints the error of
+  plain   the indices of the plain codebook (search candidate 4 alone), as before the search;
+  format  the format itself, from the native encoder (8 candidates, FORMAT.md 5.6);
+  32      a float64 search over 32 candidates spanning the same range: how much a finer
+          grid could still add;
+beside q4_0 and q4_1 from the native library, and on Gaussian rows.
 
     python tools/kv_mse.py
 """
@@ -22,8 +24,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tq_gguf import reference as ref  # noqa: E402
 from tq_gguf.kv import cachetypes  # noqa: E402
 from tq_gguf.native import ggml, typeids  # noqa: E402
+from tq_gguf.reference.codebooks import SEARCH_FACTORS  # noqa: E402
+from tq_gguf.reference.quants import select_indices  # noqa: E402
 
 KV_ROWS = Path(__file__).resolve().parent.parent / "tests" / "data" / "kv_rows.npz"
+TURBO = ("turbo4", "turbo3", "turbo2")
 
 
 def rel_mse(x: np.ndarray, y: np.ndarray) -> float:
@@ -35,32 +40,34 @@ def native_mse(x: np.ndarray, name: str) -> float:
     return rel_mse(x, ggml.dequantize(ggml.quantize(x, tid), tid, x.size).reshape(x.shape))
 
 
-def scale_rules(x: np.ndarray, bits: int) -> dict[str, float]:
-    cb, mid = np.array(ref.CENTROIDS[bits], np.float64), np.array(ref.MIDPOINTS[bits], np.float64)
+def search_mse(x: np.ndarray, bits: int, factors: np.ndarray) -> float:
+    """float64 search: per block the candidate (codebook scaled by f) of least norm-preserving error."""
+    cb = ref.CENTROIDS[bits].astype(np.float64)
+    mids = ref.MIDPOINTS[bits][1 << (bits - 1):].astype(np.float64)
     b = x.reshape(-1, 64).astype(np.float64)
     norm = np.linalg.norm(b, axis=1, keepdims=True)
-    c = cb[np.searchsorted(mid, b / np.where(norm == 0, 1, norm), side="left")]
-    lsq = (b * c).sum(1, keepdims=True) / (c * c).sum(1, keepdims=True)
-    best = None
-    for f in np.linspace(0.8, 1.25, 19):
-        cc = cb[np.searchsorted(mid, b / np.where(norm == 0, 1, norm * f), side="left")]
-        s = (b * cc).sum(1, keepdims=True) / (cc * cc).sum(1, keepdims=True)
-        err = ((b - s * cc) ** 2).sum(1)
-        best = err if best is None else np.minimum(best, err)
-    total = (b * b).sum()
-    return {"lsq": float(((b - lsq * c) ** 2).sum() / total), "search": float(best.sum() / total)}
+    u = b / np.where(norm == 0, 1, norm)
+    best = np.full(len(b), np.inf)
+    for f in factors:
+        c = cb[select_indices(u, bits, f * mids)]
+        rec = c * norm / np.linalg.norm(c, axis=1, keepdims=True)
+        best = np.minimum(best, ((b - rec) ** 2).sum(1))
+    return float(best.sum() / (b * b).sum())
 
 
 def main() -> int:
     data = np.load(KV_ROWS)
     sets = {k: ref.rotate(data[k]) for k in sorted(data.files)}
     sets["gauss"] = np.random.default_rng(0).standard_normal((2000, 128)).astype(np.float32)
-    print("| rows | q4_0 | q4_1 | turbo4 | turbo4 lsq | turbo4 search | turbo3 | turbo3 lsq | turbo3 search |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    fine = np.geomspace(SEARCH_FACTORS[0], SEARCH_FACTORS[-1], 32)
+    head = ["q4_0", "q4_1"] + [f"{t} {kind}" for t in TURBO for kind in ("plain", "format", "32")]
+    print("| rows | " + " | ".join(head) + " |")
+    print("|---" * (len(head) + 1) + "|")
     for name, x in sets.items():
-        r4, r3 = scale_rules(x, 4), scale_rules(x, 3)
-        cells = [native_mse(x, "q4_0"), native_mse(x, "q4_1"), native_mse(x, "turbo4"), r4["lsq"], r4["search"],
-                 native_mse(x, "turbo3"), r3["lsq"], r3["search"]]
+        cells = [native_mse(x, "q4_0"), native_mse(x, "q4_1")]
+        for t in TURBO:
+            bits = cachetypes.get(t).index_bits
+            cells += [search_mse(x, bits, [1.0]), native_mse(x, t), search_mse(x, bits, fine)]
         print(f"| {name} | " + " | ".join(f"{v:.5f}" for v in cells) + " |")
     return 0
 
