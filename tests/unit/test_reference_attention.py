@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tq_gguf.reference import dequantize, quantize, rotate
+from tq_gguf.reference import CENTROIDS, dequantize, quantize, rotate
 from tq_gguf.reference.attention import float_attention, turbo_attention
-from tq_gguf.reference.quants import QTYPES
+from tq_gguf.reference.quants import QTYPES, TYPES
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tools"))  # research code is a tool, not the package
 from qjl import QJLProd, mse_reconstruct, one_bit_centroid  # noqa: E402
@@ -104,11 +104,15 @@ def test_qjl_variance_exceeds_mse_only_at_equal_bits():
 
 
 def test_study_preserve_rule_is_the_format():
-    """The scale study's 'preserve' rule is what the format stores (up to float64 vs float32 norms)."""
+    """The format stores the study's 'preserve' amplitude, norm / |C[idx]|, for whichever indices its
+    scale search picked (up to float64 vs float32 norms and the fp16 rounding)."""
     rng = np.random.default_rng(16)
     x = rng.standard_normal((500, 64)).astype(np.float32)
+    norm = np.linalg.norm(x.astype(np.float64), axis=1, keepdims=True)
     for bits, qt in ((2, "turbo2"), (3, "turbo3"), (4, "turbo4")):
-        fmt = dequantize(quantize(x, qt), qt).astype(np.float64)
-        assert np.allclose(reconstruct(x, bits, "preserve"), fmt, rtol=1e-3, atol=0)
+        raw = quantize(x, qt)
+        fmt = dequantize(raw, qt).astype(np.float64)
+        c = CENTROIDS[bits][TYPES[qt].indices(raw)].astype(np.float64)
+        assert np.allclose(c * norm / np.linalg.norm(c, axis=1, keepdims=True), fmt, rtol=1e-3, atol=0)
         # and the rules really differ, so the study measures something
         assert not np.allclose(reconstruct(x, bits, "norm"), fmt, rtol=1e-3, atol=0)
