@@ -140,9 +140,9 @@ float tq_sqrt_rn(float a) {
 }
 
 // Correctly rounded a / b for positive normal float32 a, b whose quotient is a normal
-// float32 (range conditioning guarantees it for 1/norm and norm/cnorm). The quotient of the
-// significands, scaled into [2^23, 2^24), is an exact 64-bit integer division; the
-// remainder decides the rounding (ties to even).
+// float32 (range conditioning guarantees it for 1/norm, the scale search's p/sqrt(cs) and
+// norm/cnorm). The quotient of the significands, scaled into [2^23, 2^24), is an exact
+// 64-bit integer division; the remainder decides the rounding (ties to even).
 float tq_div_rn(float a, float b) {
     const uint ab = floatBitsToUint(a);
     const uint bb = floatBitsToUint(b);
