@@ -88,7 +88,52 @@ def edge_blocks() -> np.ndarray:
     put(i9=np.float32(2.0**-63), i10=np.float32(2.0**-64), i11=np.float32(-(2.0**-63)))
     mids = ref.MIDPOINTS[4]
     tie = np.zeros(64, np.float32); tie[: len(mids)] = mids; tie[40] = 1.0; rows.append(tie)  # near midpoints
+    rows.extend(search_tie_blocks())
     return np.stack(rows).astype(np.float32)
+
+
+def search_tie_blocks() -> np.ndarray:
+    """Three blocks per type in which four |u[i]| equal thresholds of the scale-search candidate
+    that wins (FORMAT.md step 6: a tie goes to the index nearer zero). Random blocks, then
+    those four values nudged until x[i] * inv hits the threshold exactly for the block's
+    own inv; a block is kept if that fixed point holds and the winner did not change."""
+    from tq_gguf.reference import quants
+    from tq_gguf.reference.codebooks import SEARCH_MIDPOINTS
+
+    f32 = np.float32
+
+    def inv_of(x):
+        return f32(1) / np.sqrt(quants.sum_squares(x))
+
+    def winner(x, bits):
+        idx, _ = quants.encode(x[None], bits)
+        u = x * inv_of(x)
+        return next(t for t, m in enumerate(SEARCH_MIDPOINTS[bits])
+                    if np.array_equal(quants.select_indices(u, bits, m), idx[0]))
+
+    rng = np.random.default_rng(23)
+    rows = []
+    for bits in (2, 3, 4):
+        found = 0
+        while found < 3:
+            x = rng.standard_normal(64).astype(f32)
+            t = winner(x, bits)
+            mids = SEARCH_MIDPOINTS[bits][t]
+            at = list(zip(rng.choice(64, size=4, replace=False), rng.integers(0, len(mids), size=4)))
+            for _ in range(8):
+                inv = inv_of(x)
+                for i, j in at:
+                    v = mids[j] / inv
+                    for _ in range(16):
+                        if f32(v * inv) == mids[j]:
+                            break
+                        v = np.nextafter(v, f32(np.inf) if f32(v * inv) < mids[j] else f32(-np.inf))
+                    x[i] = np.copysign(v, x[i])
+            inv = inv_of(x)
+            if all(f32(abs(x[i]) * inv) == mids[j] for i, j in at) and winner(x, bits) == t:
+                rows.append(x)
+                found += 1
+    return np.stack(rows)
 
 
 def random_rows(n: int = 200, width: int = 256) -> np.ndarray:

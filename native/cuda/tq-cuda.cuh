@@ -12,7 +12,7 @@
 #include "../tq-quants.h"
 
 // Codebooks and the per-type traits tq_cuda_type<type> (bits, block, centroids(),
-// midpoints()), generated from the type table.
+// midpoints(), search_midpoints()), generated from the type table.
 #include "tq-codebooks.cuh"
 
 //
@@ -38,13 +38,14 @@ static __device__ __forceinline__ float tq_cuda_tree_sum(const float a, const fl
     return s;
 }
 
-// FORMAT.md step 6: the number of midpoints strictly below u (a tie takes the lower index).
+// FORMAT.md step 6: the number of positive midpoints of a candidate strictly below |u|
+// (a tie goes to the index nearer zero).
 template <int nmid>
-static __device__ __forceinline__ int tq_cuda_index(const float u, const float * __restrict__ mid) {
+static __device__ __forceinline__ int tq_cuda_count(const float a, const float * __restrict__ mid) {
     int k = 0;
 #pragma unroll
     for (int j = 0; j < nmid; ++j) {
-        k += u > mid[j];
+        k += a > mid[j];
     }
     return k;
 }
@@ -92,7 +93,8 @@ static __device__ __forceinline__ void tq_cuda_pack(const int lane, const int lo
 // Quantizes x[0..63] into *y with the whole warp. Must be called by all 32 lanes.
 template <ggml_type type>
 static __device__ void tq_cuda_quantize_block(const float * __restrict__ x, typename tq_cuda_type<type>::block * __restrict__ y) {
-    constexpr int nmid = (1 << tq_cuda_type<type>::bits) - 1;
+    constexpr int npos = 1 << (tq_cuda_type<type>::bits - 1);
+    constexpr int nmid = npos - 1; // N/2 centroids on each side of zero, N/2 - 1 midpoints between them
     const int lane = threadIdx.x % 32;
 
     float a = x[lane];
@@ -125,7 +127,7 @@ static __device__ void tq_cuda_quantize_block(const float * __restrict__ x, type
 
     // step 4: an all-zero block takes the index of u = 0 everywhere and scale 0
     if (ss == 0.0f) {
-        const int k = (1 << (tq_cuda_type<type>::bits - 1)) - 1;
+        const int k = npos - 1;
         tq_cuda_pack<type>(lane, k, k, y);
         if (lane == 0) {
             y->d = __ushort_as_half((unsigned short) 0);
@@ -136,17 +138,43 @@ static __device__ void tq_cuda_quantize_block(const float * __restrict__ x, type
     // step 5: one correctly rounded reciprocal, then one multiply per value
     const float norm = __fsqrt_rn(ss);
     const float inv  = __fdiv_rn(1.0f, norm);
+    const float ua = __fmul_rn(a, inv);
+    const float ub = __fmul_rn(b, inv);
 
-    // step 6
-    const float * mid = tq_cuda_type<type>::midpoints();
-    const float * cen = tq_cuda_type<type>::centroids();
-    const int ka = tq_cuda_index<nmid>(__fmul_rn(a, inv), mid);
-    const int kb = tq_cuda_index<nmid>(__fmul_rn(b, inv), mid);
+    // step 6: the scale search. Lane l counts x[l] and x[l + 32] against each candidate's
+    // thresholds; p and cs are tree sums, so every lane holds the same score and the
+    // branch below is uniform across the warp. |x| and |C| are exact, and both products
+    // are normal (the conditioning of step 2), so -ftz cannot touch them.
+    const float * smid = tq_cuda_type<type>::search_midpoints();
+    const float * cen  = tq_cuda_type<type>::centroids();
+    const float xa = fabsf(a);
+    const float xb = fabsf(b);
 
-    // step 7: norm-preserving scale from the chosen centroids, same tree
-    const float ca = cen[ka];
-    const float cb = cen[kb];
-    const float cs = tq_cuda_tree_sum(__fmul_rn(ca, ca), __fmul_rn(cb, cb));
+    float best = 0.0f;
+    float cs   = 0.0f;
+    int   na   = 0;
+    int   nb   = 0;
+#pragma unroll
+    for (int t = 0; t < TQ_CUDA_SEARCH_STEPS; ++t) {
+        const int   ta = tq_cuda_count<nmid>(fabsf(ua), smid + t*nmid);
+        const int   tb = tq_cuda_count<nmid>(fabsf(ub), smid + t*nmid);
+        const float ca = cen[npos + ta]; // |C[idx]|: the positive half of the codebook
+        const float cb = cen[npos + tb];
+        const float p  = tq_cuda_tree_sum(__fmul_rn(xa, ca), __fmul_rn(xb, cb));
+        const float tc = tq_cuda_tree_sum(__fmul_rn(ca, ca), __fmul_rn(cb, cb));
+        const float score = __fdiv_rn(p, __fsqrt_rn(tc));
+        // the first of equal scores stays
+        if (t == 0 || score > best) {
+            best = score;
+            cs   = tc;
+            na   = ta;
+            nb   = tb;
+        }
+    }
+    const int ka = ua > 0.0f ? npos + na : npos - 1 - na; // +-0 takes npos - 1
+    const int kb = ub > 0.0f ? npos + nb : npos - 1 - nb;
+
+    // step 7: norm-preserving scale from the winner's centroids
     const float scale = __fdiv_rn(norm, __fsqrt_rn(cs));
 
     tq_cuda_pack<type>(lane, ka, kb, y);

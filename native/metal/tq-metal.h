@@ -47,12 +47,13 @@ static inline float tq_metal_tree_sum(float a, float b) {
     return s;
 }
 
-// step 6: the number of midpoints strictly below u (a tie takes the lower index)
+// step 6: the number of positive midpoints of a candidate strictly below |u| (a tie goes
+// to the index nearer zero)
 template <short nmid>
-static inline short tq_metal_index(float u, constant float * mid) {
+static inline short tq_metal_count(float a, constant float * mid) {
     short k = 0;
     for (short j = 0; j < nmid; ++j) {
-        k += u > mid[j];
+        k += a > mid[j];
     }
     return k;
 }
@@ -111,7 +112,8 @@ inline void tq_metal_pack<block_turbo3>(ushort lane, short lo, short hi, device 
 template <typename block_q>
 static void tq_metal_quantize_block(device const float * x, device block_q & y, ushort lane) {
 #pragma clang fp contract(off)
-    constexpr short nmid = (1 << tq_metal_type<block_q>::bits) - 1;
+    constexpr short npos = 1 << (tq_metal_type<block_q>::bits - 1);
+    constexpr short nmid = npos - 1; // N/2 centroids on each side of zero, N/2 - 1 midpoints between them
 
     float a = x[lane];
     float b = x[lane + 32];
@@ -132,7 +134,7 @@ static void tq_metal_quantize_block(device const float * x, device block_q & y, 
 
     // step 4: an all-zero block takes the index of u = 0 everywhere and scale 0
     if (ss == 0.0f) {
-        const short k = (1 << (tq_metal_type<block_q>::bits - 1)) - 1;
+        const short k = npos - 1;
         tq_metal_pack<block_q>(lane, k, k, y);
         if (lane == 0) {
             y.d = (half) 0.0f;
@@ -143,17 +145,41 @@ static void tq_metal_quantize_block(device const float * x, device block_q & y, 
     // step 5: one correctly rounded reciprocal, then one multiply per value
     const float norm = precise::sqrt(ss);
     const float inv  = precise::divide(1.0f, norm);
+    const float ua = a*inv;
+    const float ub = b*inv;
 
-    // step 6
-    constant float * mid = tq_metal_type<block_q>::midpoints();
-    constant float * cen = tq_metal_type<block_q>::centroids();
-    const short ka = tq_metal_index<nmid>(a*inv, mid);
-    const short kb = tq_metal_index<nmid>(b*inv, mid);
+    // step 6: the scale search. Thread l counts x[l] and x[l + 32] against each candidate's
+    // thresholds; p and cs are tree sums, so every thread holds the same score and the
+    // branch below is uniform across the simdgroup.
+    constant float * smid = tq_metal_type<block_q>::search_midpoints();
+    constant float * cen  = tq_metal_type<block_q>::centroids();
+    const float xa = fabs(a);
+    const float xb = fabs(b);
 
-    // step 7: norm-preserving scale from the chosen centroids, same tree
-    const float ca = cen[ka];
-    const float cb = cen[kb];
-    const float cs = tq_metal_tree_sum(ca*ca, cb*cb);
+    float best = 0.0f;
+    float cs   = 0.0f;
+    short na   = 0;
+    short nb   = 0;
+    for (short t = 0; t < TQ_METAL_SEARCH_STEPS; ++t) {
+        const short ta = tq_metal_count<nmid>(fabs(ua), smid + t*nmid);
+        const short tb = tq_metal_count<nmid>(fabs(ub), smid + t*nmid);
+        const float ca = cen[npos + ta]; // |C[idx]|: the positive half of the codebook
+        const float cb = cen[npos + tb];
+        const float p  = tq_metal_tree_sum(xa*ca, xb*cb);
+        const float tc = tq_metal_tree_sum(ca*ca, cb*cb);
+        const float score = precise::divide(p, precise::sqrt(tc));
+        // the first of equal scores stays
+        if (t == 0 || score > best) {
+            best = score;
+            cs   = tc;
+            na   = ta;
+            nb   = tb;
+        }
+    }
+    const short ka = ua > 0.0f ? npos + na : npos - 1 - na; // +-0 takes npos - 1
+    const short kb = ub > 0.0f ? npos + nb : npos - 1 - nb;
+
+    // step 7: norm-preserving scale from the winner's centroids
     const float scale = precise::divide(norm, precise::sqrt(cs));
 
     tq_metal_pack<block_q>(lane, ka, kb, y);

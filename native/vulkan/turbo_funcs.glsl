@@ -13,12 +13,12 @@
 //    construction, whatever the device's sqrt/div; the float sqrt/div only seed the
 //    integer search, and the search fixes any error of the seed;
 //  - float <-> fp16 are bit manipulations;
-//  - the squares that feed the halving-tree sums are also computed on the significands
-//    (tq_square_rn): with no float multiply in front of those additions there is nothing a
-//    compiler could fuse into an FMA. `precise`/NoContraction is not enough on its own:
-//    spirv-opt's loop unroller (glslc -O, as vulkan-shaders-gen runs it) drops the
-//    NoContraction decoration on the copies it makes. The remaining float multiplies
-//    (x * inv, d * C) feed no addition;
+//  - the squares and products that feed the halving-tree sums are also computed on the
+//    significands (tq_mul_rn, tq_square_rn): with no float multiply in front of those
+//    additions there is nothing a compiler could fuse into an FMA. `precise`/NoContraction
+//    is not enough on its own: spirv-opt's loop unroller (glslc -O, as vulkan-shaders-gen
+//    runs it) drops the NoContraction decoration on the copies it makes. The remaining
+//    float multiplies (x * inv, d * C) feed no addition;
 //  - inputs are read as bits and conditioned (section 5, step 2) before any float
 //    arithmetic, so FTZ/DAZ hardware sees no subnormal.
 
@@ -76,17 +76,18 @@ uint tq_scale_to_fp16(float f) {
     return v;
 }
 
-// Correctly rounded x*x for a conditioned value (zero, or 2^-63 <= |x| <= 2^60, so the square
-// is zero or a normal float32): the 48-bit product of the significands, rounded to 24 bits,
-// ties to even.
-float tq_square_rn(float x) {
-    const uint b = floatBitsToUint(x) & 0x7FFFFFFFu;
-    if (b == 0u) {
+// Correctly rounded a*b where a is zero or a normal float32, b is a normal float32, and a
+// nonzero product is a normal float32 (a zero a gives +0.0): the 48-bit product of the
+// significands, rounded to 24 bits, ties to even. The encoder calls it for the squares of
+// conditioned values (zero, or 2^-63 <= |x| <= 2^60) and of centroids, and for |x| * |C|
+// (|C| in [2^-7, 1)).
+float tq_mul_rn(float a, float b) {
+    const uint ab = floatBitsToUint(a);
+    const uint bb = floatBitsToUint(b);
+    if ((ab & 0x7FFFFFFFu) == 0u) {
         return 0.0;
     }
-    const int e = int(b >> 23) - 150;
-    const uint64_t m = uint64_t((b & 0x7FFFFFu) | 0x800000u);
-    const uint64_t p = m * m;
+    const uint64_t p = uint64_t((ab & 0x7FFFFFu) | 0x800000u) * uint64_t((bb & 0x7FFFFFu) | 0x800000u);
     const int shift = p >= (1ul << 47) ? 24 : 23;
     uint64_t q = p >> shift;
     const uint64_t rem = p & ((1ul << shift) - 1ul);
@@ -94,13 +95,19 @@ float tq_square_rn(float x) {
     if (rem > mid || (rem == mid && (q & 1ul) != 0ul)) {
         q += 1ul;
     }
-    int ex = 2*e + shift + 150;
+    // |a * b| = q * 2^(ea + eb - 300 + shift), ea and eb the biased exponents
+    int ex = int((ab >> 23) & 0xFFu) + int((bb >> 23) & 0xFFu) - 150 + shift;
     uint qq = uint(q);
     if (qq == 0x1000000u) {
         qq = 0x800000u;
         ex += 1;
     }
-    return uintBitsToFloat((uint(ex) << 23) | (qq & 0x7FFFFFu));
+    return uintBitsToFloat(((ab ^ bb) & 0x80000000u) | (uint(ex) << 23) | (qq & 0x7FFFFFu));
+}
+
+// Correctly rounded x*x, for a conditioned value or a centroid.
+float tq_square_rn(float x) {
+    return tq_mul_rn(x, x);
 }
 
 // Correctly rounded sqrt of a positive normal float32. With a = m * 2^e (m the 24-bit
@@ -133,9 +140,9 @@ float tq_sqrt_rn(float a) {
 }
 
 // Correctly rounded a / b for positive normal float32 a, b whose quotient is a normal
-// float32 (range conditioning guarantees it for 1/norm and norm/cnorm). The quotient of the
-// significands, scaled into [2^23, 2^24), is an exact 64-bit integer division; the
-// remainder decides the rounding (ties to even).
+// float32 (range conditioning guarantees it for 1/norm, the scale search's p/sqrt(cs) and
+// norm/cnorm). The quotient of the significands, scaled into [2^23, 2^24), is an exact
+// 64-bit integer division; the remainder decides the rounding (ties to even).
 float tq_div_rn(float a, float b) {
     const uint ab = floatBitsToUint(a);
     const uint bb = floatBitsToUint(b);

@@ -58,25 +58,57 @@ void quantize(uint dst_idx, uint src_idx)
         } else {
             const float norm = tq_sqrt_rn(ss);
             const float inv  = tq_div_rn(1.0, norm);
-
-            float cs[32];
+            float u[QUANT_K_TURBO];
             [[unroll]] for (uint j = 0; j < QUANT_K_TURBO; ++j) {
-                const float u = x[j]*inv;
-                uint k = 0;
-                [[unroll]] for (uint m = 0; m < N - 1; ++m) {
-                    k += u > tq_midpoint(TURBO_BITS, m) ? 1u : 0u;
+                u[j] = x[j]*inv;
+            }
+
+            // step 6: the scale search. cnt[j] counts the positive midpoints of a candidate
+            // below |u[j]| (strict: a tie goes to the index nearer zero); p and cs are the
+            // halving trees of |x|*|C| and C*C over the candidate's centroids. The candidate
+            // loop stays rolled: unrolled eight times the shader only compiles slower.
+            uint  cnt[QUANT_K_TURBO];
+            float best = 0.0;
+            float cs   = 0.0;
+            [[dont_unroll]] for (uint t = 0; t < TQ_SEARCH_STEPS; ++t) {
+                uint k[QUANT_K_TURBO];
+                [[unroll]] for (uint j = 0; j < QUANT_K_TURBO; ++j) {
+                    const float a = abs(u[j]);
+                    uint n = 0u;
+                    [[unroll]] for (uint m = 0; m < N/2 - 1; ++m) {
+                        n += a > tq_search_midpoint(TURBO_BITS, t, m) ? 1u : 0u;
+                    }
+                    k[j] = n;
                 }
-                idx[j] = k;
-            }
-            [[unroll]] for (uint i = 0; i < 32; ++i) {
-                cs[i] = tq_square_rn(tq_centroid(TURBO_BITS, idx[i])) + tq_square_rn(tq_centroid(TURBO_BITS, idx[i + 32]));
-            }
-            [[unroll]] for (uint h = 16; h >= 1; h /= 2) {
-                [[unroll]] for (uint i = 0; i < h; ++i) {
-                    cs[i] = cs[i] + cs[i + h];
+                float p[32];
+                float c2[32];
+                [[unroll]] for (uint i = 0; i < 32; ++i) {
+                    // |C[idx]| is the positive half of the codebook
+                    const float ca = tq_centroid(TURBO_BITS, N/2 + k[i]);
+                    const float cb = tq_centroid(TURBO_BITS, N/2 + k[i + 32]);
+                    p[i]  = tq_mul_rn(abs(x[i]), ca) + tq_mul_rn(abs(x[i + 32]), cb);
+                    c2[i] = tq_square_rn(ca) + tq_square_rn(cb);
+                }
+                [[unroll]] for (uint h = 16; h >= 1; h /= 2) {
+                    [[unroll]] for (uint i = 0; i < h; ++i) {
+                        p[i]  = p[i] + p[i + h];
+                        c2[i] = c2[i] + c2[i + h];
+                    }
+                }
+                const float score = tq_div_rn(p[0], tq_sqrt_rn(c2[0]));
+                // the first of equal scores stays
+                if (t == 0 || score > best) {
+                    best = score;
+                    cs   = c2[0];
+                    cnt  = k;
                 }
             }
-            const float cnorm = tq_sqrt_rn(cs[0]);
+            [[unroll]] for (uint j = 0; j < QUANT_K_TURBO; ++j) {
+                idx[j] = u[j] > 0.0 ? N/2 + cnt[j] : N/2 - 1 - cnt[j]; // +0 takes N/2 - 1
+            }
+
+            // step 7: norm-preserving scale from the winner's centroids
+            const float cnorm = tq_sqrt_rn(cs);
             d = tq_scale_to_fp16(tq_div_rn(norm, cnorm));
         }
     }

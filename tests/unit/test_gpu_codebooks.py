@@ -15,27 +15,35 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 NATIVE = REPO / "native"
+SEARCH_STEPS = int(re.search(r"#define TQ_SEARCH_STEPS (\d+)", (NATIVE / "tq-blocks.h").read_text()).group(1))
+
+
+KINDS = {"c": "centroids", "m": "midpoints", "s": "search_midpoints"}
 
 
 def _tables(path: Path, prefix: str) -> dict[str, np.ndarray]:
+    """Every codebook array of a C-like header, flattened (the scale search's table is
+    two-dimensional in tq-codebooks.h, one row per candidate, and flat in the GPU headers)."""
     text = path.read_text()
     out = {}
-    for m in re.finditer(rf"{prefix}(centroids|midpoints)_(\d)bit\[(\d+)\]\s*=\s*\{{([^}}]*)\}}", text):
-        values = [v.strip() for v in m.group(4).replace("\n", " ").split(",") if v.strip()]
+    for m in re.finditer(rf"{prefix}(search_midpoints|centroids|midpoints)_(\d)bit((?:\[\w+\])+)\s*=\s*\{{(.*?)\}};",
+                         text, re.S):
+        values = [v.strip() for v in re.sub(r"[{}]", " ", m.group(4)).split(",") if v.strip()]
         parsed = [float.fromhex(v.rstrip("f")) if "0x" in v else float(v.rstrip("f")) for v in values]
         arr = np.array(parsed, dtype=np.float64).astype(np.float32)
-        assert len(arr) == int(m.group(3))
+        dims = [SEARCH_STEPS if d == "TQ_SEARCH_STEPS" else int(d) for d in re.findall(r"\[(\w+)\]", m.group(3))]
+        assert len(arr) == int(np.prod(dims))
         out[f"{m.group(1)}_{m.group(2)}"] = arr
     return out
 
 
 def _glsl_tables(path: Path) -> dict[str, np.ndarray]:
     out = {}
-    for kind, bits, count, body in re.findall(r"const uint tq_([cm])(\d)_bits\[(\d+)\]\s*=\s*uint\[\d+\]\(([^)]*)\)",
+    for kind, bits, count, body in re.findall(r"const uint tq_([cms])(\d)_bits\[(\d+)\]\s*=\s*uint\[\d+\]\(([^)]*)\)",
                                               path.read_text()):
         words = [int(w.strip().rstrip("u"), 16) for w in body.split(",")]
         assert len(words) == int(count)
-        out[f"{'centroids' if kind == 'c' else 'midpoints'}_{bits}"] = np.array(words, dtype=np.uint32).view(np.float32)
+        out[f"{KINDS[kind]}_{bits}"] = np.array(words, dtype=np.uint32).view(np.float32)
     return out
 
 
@@ -55,8 +63,11 @@ def test_gpu_tables_match_the_reference(tables):
 
 
 def test_reference_header_matches_the_python_module():
-    from tq_gguf.reference.codebooks import CENTROIDS, MIDPOINTS
+    from tq_gguf.reference.codebooks import CENTROIDS, MIDPOINTS, SEARCH_MIDPOINTS
 
+    assert len(REFERENCE) == 3 * len(CENTROIDS)
     for bits in CENTROIDS:
         assert REFERENCE[f"centroids_{bits}"].view(np.uint32).tolist() == CENTROIDS[bits].view(np.uint32).tolist()
         assert REFERENCE[f"midpoints_{bits}"].view(np.uint32).tolist() == MIDPOINTS[bits].view(np.uint32).tolist()
+        assert (REFERENCE[f"search_midpoints_{bits}"].view(np.uint32).tolist()
+                == SEARCH_MIDPOINTS[bits].reshape(-1).view(np.uint32).tolist())

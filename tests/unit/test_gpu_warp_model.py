@@ -3,8 +3,10 @@
 The CUDA (native/cuda/tq-cuda.cuh) and Metal (native/metal/tq-metal.h) quantizers
 give one 32-lane warp/simdgroup a 64-value block, lane l holding x[l] and x[l + 32].
 Neither can run here, so this models exactly their data movement: the xor-shuffle
-halving tree, the per-lane index choice, the shuffles that pack turbo2/3 bytes, and
-the byte ranges the FlashAttention readers load for a lane. Every operation is one
+halving tree, the per-lane index choice of each scale-search candidate, the choice
+between candidates (the same on every lane, since each lane holds the whole block's
+score), the shuffles that pack turbo2/3 bytes, and the byte ranges the FlashAttention
+readers load for a lane. Every operation is one
 float32 operation, as the kernels' __fmul_rn/__fadd_rn (CUDA) and contraction-free
 code (Metal) make it. The model must give the reference's bytes on the spec's edge
 cases and on random data; a change to the kernels' lane logic should change this
@@ -17,6 +19,7 @@ import numpy as np
 import pytest
 
 from tq_gguf import reference as ref
+from tq_gguf.reference.codebooks import SEARCH_MIDPOINTS
 from helpers import edge_blocks
 
 BITS = {"turbo2": 2, "turbo3": 3, "turbo4": 4}
@@ -65,7 +68,7 @@ def pack(qtype: str, lo: np.ndarray, hi: np.ndarray) -> bytes:
 def quantize_block(x: np.ndarray, qtype: str) -> bytes:
     """tq_cuda_quantize_block for one block, all 32 lanes at once."""
     bits = BITS[qtype]
-    cen, mid = ref.CENTROIDS[bits], ref.MIDPOINTS[bits]
+    cen = ref.CENTROIDS[bits]
     a, b = x[:32].astype(f32), x[32:].astype(f32)
 
     if (~np.isfinite(a) | ~np.isfinite(b)).any():
@@ -85,12 +88,26 @@ def quantize_block(x: np.ndarray, qtype: str) -> bytes:
 
     norm = np.sqrt(ss[0], dtype=f32)
     inv = f32(1) / norm
-    ka = (a * inv)[:, None] > mid[None, :]
-    kb = (b * inv)[:, None] > mid[None, :]
-    ka, kb = ka.sum(1).astype(np.int64), kb.sum(1).astype(np.int64)
-    ca, cb = cen[ka], cen[kb]
-    cs = tree_sum(ca * ca, cb * cb)
-    scale = norm / np.sqrt(cs[0], dtype=f32)
+    ua, ub = a * inv, b * inv
+
+    # step 6: every lane counts its two values against candidate t's positive midpoints;
+    # the scores are tree sums, so every lane holds the same score and takes the same branch
+    npos = 1 << (bits - 1)
+    xa, xb = np.abs(a), np.abs(b)
+    for t, smid in enumerate(SEARCH_MIDPOINTS[bits]):
+        na = (np.abs(ua)[:, None] > smid[None, :]).sum(1).astype(np.int64)
+        nb = (np.abs(ub)[:, None] > smid[None, :]).sum(1).astype(np.int64)
+        ca, cb = cen[npos + na], cen[npos + nb]
+        p = tree_sum(xa * ca, xb * cb)
+        cs = tree_sum(ca * ca, cb * cb)
+        score = (p / np.sqrt(cs, dtype=f32)).astype(f32)
+        assert (score == score[0]).all()
+        if t == 0 or score[0] > best:
+            best, best_na, best_nb, best_cs = score[0], na, nb, cs[0]
+
+    ka = np.where(ua > 0, npos + best_na, npos - 1 - best_na)
+    kb = np.where(ub > 0, npos + best_nb, npos - 1 - best_nb)
+    scale = norm / np.sqrt(best_cs, dtype=f32)
     d = np.uint16(0x7BFF) if scale > f32(65504) else np.float16(scale).view(np.uint16)
     return np.uint16(d).tobytes() + pack(qtype, ka, kb)
 
