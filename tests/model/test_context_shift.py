@@ -18,24 +18,25 @@ so every step sees the same tokens), on one thread:
   type costs without any shift.
 
 Measured (KL mean, top-1 over 32 tokens), with the CPU flash-attention kernel of
-native/cpu/tq-fattn.c (FORMAT.md 7.1):
+native/cpu/tq-fattn.c (FORMAT.md 7.1) and the encoder's scale search (FORMAT.md 5.6):
     model    config            shift~recompute  translate      noise (vs f16)
     smollm2  f16/f16           0.0270 0.875     0.0017 0.875   0
-    smollm2  q8_0/turbo3       0.0464 0.812     0.0086 0.938   0.0379
-    smollm2  turbo4/turbo3     0.1430 0.750     0.0405 0.781   0.0627
-    smollm2  turbo3/turbo3     0.1924 0.781     0.1667 0.750   0.1783
-    smollm2  turbo4/turbo3:b2  0.0906 0.875     0.0548 0.812   0.0431
+    smollm2  q8_0/turbo3       0.0381 0.969     0.0131 0.906   0.0318
+    smollm2  turbo4/turbo3     0.1158 0.750     0.0386 0.781   0.0488
+    smollm2  turbo3/turbo3     0.1762 0.688     0.0955 0.625   0.1403
+    smollm2  turbo4/turbo3:b2  0.0800 0.781     0.0523 0.688   0.0282
     gemma3   f16/f16           0.0268 0.844     0.0045 0.969   0
-    gemma3   q8_0/turbo3       0.0396 0.844     0.0253 0.906   0.0271
-    gemma3   turbo4/turbo3     0.0999 0.906     0.0834 0.938   0.1265
-    gemma3   turbo3/turbo3     0.3977 0.625     0.2796 0.750   0.2932
+    gemma3   q8_0/turbo3       0.0385 0.844     0.0203 0.938   0.0190
+    gemma3   turbo4/turbo3     0.1224 0.750     0.1525 0.875   0.0640
+    gemma3   turbo3/turbo3     0.2193 0.688     0.2858 0.594   0.2635
 So a shifted turbo cache is about as close to its recompute as f16's is, plus the
-config's own noise: shift~recompute / (f16's shift~recompute + noise) is 0.65-1.59.
-The shift's own error (translate) stays below 1.27x the config's noise. These
-figures are noisy: the same measurement with ggml's per-row attention path, which
-adds in another order, gave 0.70-1.03 and 1.24x, and single KLs moved by up to 2x
-(gemma3 turbo4/turbo3 shift~recompute 0.2166 there). So the bounds allow 1.5x on
-the worst ratio of either kernel and 2x on each KL measured with this one. A shift
+config's own noise: shift~recompute / (f16's shift~recompute + noise) is 0.65-1.53.
+The shift's own error (translate) stays below 2.4x the config's noise. These
+figures are noisy: single KLs over 32 tokens moved by up to 2x between float orders
+(ggml's per-row attention path against ours) and between encoders. The scale search
+halved gemma3 turbo4/turbo3's noise (0.1265 -> 0.0640) while its translate moved
+0.0834 -> 0.1525; before the search the worst ratios were 1.59 and 1.27. So the
+bounds allow 1.5x on the worst ratio measured and 2x on each KL measured. A shift
 that skips the unrotation lands at KL 1.5-2.9 (see
 test_shift_of_f16_k_layers_beside_q8_0_ones), far beyond either.
 """
@@ -63,20 +64,21 @@ class Measured:
 
 MEASURED = {
     ("smollm2-135m", "f16/f16"): Measured(0.0270, 0.875, 0.0017, 0.0),
-    ("smollm2-135m", "q8_0/turbo3"): Measured(0.0464, 0.812, 0.0086, 0.0379),
-    ("smollm2-135m", "turbo4/turbo3"): Measured(0.1430, 0.750, 0.0405, 0.0627),
-    ("smollm2-135m", "turbo3/turbo3"): Measured(0.1924, 0.781, 0.1667, 0.1783),
-    ("smollm2-135m", "turbo4/turbo3:b2"): Measured(0.0906, 0.875, 0.0548, 0.0431),
+    ("smollm2-135m", "q8_0/turbo3"): Measured(0.0381, 0.969, 0.0131, 0.0318),
+    ("smollm2-135m", "turbo4/turbo3"): Measured(0.1158, 0.750, 0.0386, 0.0488),
+    ("smollm2-135m", "turbo3/turbo3"): Measured(0.1762, 0.688, 0.0955, 0.1403),
+    ("smollm2-135m", "turbo4/turbo3:b2"): Measured(0.0800, 0.781, 0.0523, 0.0282),
     ("gemma3-270m", "f16/f16"): Measured(0.0268, 0.844, 0.0045, 0.0),
-    ("gemma3-270m", "q8_0/turbo3"): Measured(0.0396, 0.844, 0.0253, 0.0271),
-    ("gemma3-270m", "turbo4/turbo3"): Measured(0.0999, 0.906, 0.0834, 0.1265),
-    ("gemma3-270m", "turbo3/turbo3"): Measured(0.3977, 0.625, 0.2796, 0.2932),
+    ("gemma3-270m", "q8_0/turbo3"): Measured(0.0385, 0.844, 0.0203, 0.0190),
+    ("gemma3-270m", "turbo4/turbo3"): Measured(0.1224, 0.750, 0.1525, 0.0640),
+    ("gemma3-270m", "turbo3/turbo3"): Measured(0.2193, 0.688, 0.2858, 0.2635),
 }
 KL_MARGIN = 2.0
 RATIO_MARGIN = 1.5
-# worst measured: shift~recompute at 1.59x (f16's + noise), translate at 1.27x the noise
+# worst measured: shift~recompute at 1.59x (f16's + noise, before the scale search; 1.53x
+# after), translate at 2.38x the noise (gemma3 turbo4/turbo3, after it)
 RECOMPUTE_RATIO_BOUND = 1.59 * RATIO_MARGIN
-TRANSLATE_RATIO_BOUND = 1.27 * RATIO_MARGIN
+TRANSLATE_RATIO_BOUND = 2.38 * RATIO_MARGIN
 TOP1_SLACK = 5 / N_NEXT  # top-1 may lose 5 of the 32 tokens against the measurement
 
 
