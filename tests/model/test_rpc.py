@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -99,12 +100,18 @@ def split(default_model_path, servers):
     llm.close()
 
 
-def test_split_run_has_turbo_caches_on_both_servers(split, servers):
-    assert (split.cache_k.name, split.cache_v.name) == ("turbo4", "turbo3")
-    # each server holds part of the model: its log shows the client and the buffers it allocated
-    tokens = split.tokenize(PROMPT.encode())
-    logits(split, tokens)
-    assert split.model_params.n_gpu_layers > 0
+def test_split_run_has_turbo_caches_on_both_servers(default_model_path, servers):
+    """llama.cpp's log of a split session: every layer, and its K and V cache, on a server."""
+    code = (f"from tq_gguf import Llama; Llama({str(default_model_path)!r}, cache={CACHE!r}, n_ctx={N_CTX}, "
+            f"rpc={[s.endpoint for s in servers]!r}, verbose=True)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    log = r.stderr
+    assert "load_tensors: offloaded 31/31 layers to GPU" in log  # ggml calls every non-CPU device a GPU
+    cache_devices = re.findall(r"llama_kv_cache: layer +(\d+): dev = (\w+)", log)
+    assert [int(layer) for layer, _ in cache_devices] == list(range(30))
+    assert {dev for _, dev in cache_devices} == {"RPC0", "RPC1"}
+    assert re.search(r"llama_kv_cache: size = .*K \(turbo4\).*V \(turbo3\)", log)
 
 
 def test_split_logits_match_local(split, local):

@@ -32,6 +32,7 @@ from .session import resolve_config
 
 READY_TIMEOUT = 600.0  # seconds for the server to load the model and answer /health
 ALL_LAYERS = "999"  # -ngl: every layer on the RPC devices
+VERBOSE_LOG = ["-lv", "4"]  # with --verbose: llama.cpp's info lines too (model, KV cache allocation)
 
 
 class ServerError(TqError):
@@ -114,7 +115,7 @@ def serve(model: str | None, *, cache: str | None, cache_k: str | None, cache_v:
     check_port(host, port)
     plan = slot_plan(info, config, flash_attn, parallel, n_ctx)
     cmd = command(path, info, config, flash_attn, plan, host=host, port=port, threads=threads,
-                  alias=alias or model or path.stem, rpc=endpoints)
+                  alias=alias or model or path.stem, rpc=endpoints) + (VERBOSE_LOG if verbose else [])
     url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
     echo(f"serving {path.name} with llama-server and {describe(config)}"
          + (f", layers on {', '.join(endpoints)}" if endpoints else ""))
