@@ -222,3 +222,39 @@ def test_stock_server_serves_stock_types(default_model_path, stock_server):
                         "--ctx", str(N_CTX), "--rpc", endpoint], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert len(r.stdout) > 8
+
+
+def test_llama_server_on_rpc_stops_with_the_reason_when_a_server_dies(default_model_path):
+    """`serve --engine llama-server --rpc`: answers with the layers on the servers; when one of
+    them is killed mid-stream, the client's stream ends and serve exits with one error line."""
+    import http.client
+    import json
+    import urllib.request
+
+    pair = [RpcServer(), RpcServer()]
+    port = free_port()
+    serve = subprocess.Popen([TQ_GGUF, "serve", str(default_model_path), "--engine", "llama-server", "--cache", CACHE,
+                              "--ctx", "2048", "--port", str(port), "-t", "1", "--rpc",
+                              ",".join(s.endpoint for s in pair)],
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        assert any("ready at" in line for line in serve.stdout), "serve did not start"
+        body = {"prompt": PROMPT, "max_tokens": 1500, "temperature": 0, "stream": True, "ignore_eos": True}
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/v1/completions", data=json.dumps(body).encode(),
+                                         headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=60) as response:
+            assert response.readline().startswith(b"data: ")
+            os.kill(pair[0].proc.pid, signal.SIGKILL)
+            try:
+                response.read()  # ends when llama-server goes: no hang
+            except (http.client.IncompleteRead, OSError):
+                pass  # the stream was cut short, as it must be
+        out, _ = serve.communicate(timeout=60)
+    finally:
+        if serve.poll() is None:
+            serve.kill()
+        for s in pair:
+            s.stop()
+    assert serve.returncode == 1, out
+    errors = [line for line in out.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "Remote RPC server crashed or returned malformed response" in errors[0], out

@@ -126,8 +126,10 @@ def serve(model: str | None, *, cache: str | None, cache_k: str | None, cache_v:
     with childproc.stop_signals():
         child = None
         try:
-            # the key goes through the environment: a command line is visible to every local user
-            child = childproc.Child(cmd, log, env={"LLAMA_API_KEY": api_key} if api_key else {})
+            # The API key goes through the environment (a command line is visible to every local
+            # user); without a debugger's backtrace, ggml's abort message is the log's last line.
+            child = childproc.Child(cmd, log, env={"GGML_NO_BACKTRACE": "1",
+                                                   **({"LLAMA_API_KEY": api_key} if api_key else {})})
             _wait_ready(child, url, log, str(path))
             echo(f"  ready at {url}/v1 (metrics at {url}/metrics); Ctrl-C stops it")
             status = child.wait()
