@@ -38,8 +38,14 @@ COMMANDS = {
 HEADER_ONLY = ("inspect", "plan", "tag")  # they never hand the model to llama.cpp
 # Other ways a command reaches a model: llama.cpp's own server loads it in a child process.
 VARIANTS = {
-    "serve-llama-server": lambda model, tmp: ["serve", model, "--engine", "llama-server", "--port", "0"],
+    "serve-llama-server": lambda model, tmp: ["serve", model, "--engine", "llama-server", "--port", _free_port()],
 }
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def bad_model(kind: str, tmp: Path) -> Path:

@@ -258,3 +258,44 @@ def test_llama_server_on_rpc_stops_with_the_reason_when_a_server_dies(default_mo
     assert serve.returncode == 1, out
     errors = [line for line in out.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "Remote RPC server crashed or returned malformed response" in errors[0], out
+
+
+def test_python_engine_serves_from_rpc_servers(default_model_path):
+    """`serve --rpc` with the default engine: the completion is the split session's (greedy, with
+    the server's repeat penalty)."""
+    import json
+    import urllib.request
+
+    from llama_cpp.server.types import CreateCompletionRequest
+
+    # servers of its own: a server serves one client at a time, and the module's split session
+    # holds the others
+    pair = [RpcServer(), RpcServer()]
+    port = free_port()
+    serve = subprocess.Popen([TQ_GGUF, "serve", str(default_model_path), "--cache", CACHE, "--ctx", str(N_CTX),
+                              "--port", str(port), "-t", "2", "--rpc", ",".join(s.endpoint for s in pair)],
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert serve.poll() is None, serve.stdout.read()
+            try:
+                request = urllib.request.Request(f"http://127.0.0.1:{port}/v1/completions", headers={
+                    "Content-Type": "application/json"}, data=json.dumps(
+                    {"prompt": PROMPT, "max_tokens": 8, "temperature": 0}).encode())
+                with urllib.request.urlopen(request, timeout=60) as response:
+                    got = json.load(response)["choices"][0]["text"]
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "serve did not answer within 120 s"
+                time.sleep(0.5)
+    finally:
+        serve.terminate()
+        serve.wait(30)
+        for s in pair:
+            s.stop()
+    penalty = CreateCompletionRequest.model_fields["repeat_penalty"].default
+    from tq_gguf import Llama
+
+    local = Llama(default_model_path, cache=CACHE, n_ctx=N_CTX, n_threads=2)
+    assert got == local(PROMPT, max_tokens=8, temperature=0, repeat_penalty=penalty)["choices"][0]["text"]

@@ -22,7 +22,7 @@ def exec_(tool: str, args: tuple[str, ...]) -> None:
     Everything after TOOL goes to it unchanged, and its exit status is tq-gguf's.
 
     \b
-    tq-gguf exec llama-cli -m model.gguf -ctk q8_0 -ctv turbo3 -p "Hello" -n 32 -no-cnv
+    tq-gguf exec llama-cli -m model.gguf -ctk q8_0 -ctv turbo3 -fa on -p "Hello" -n 32 -st
     tq-gguf exec llama-server -m model.gguf -ctk q8_0 -ctv turbo3 -np 4 --metrics
     tq-gguf exec rpc-server --host 0.0.0.0 --port 50052
     """

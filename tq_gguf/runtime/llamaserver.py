@@ -112,6 +112,8 @@ def serve(model: str | None, *, cache: str | None, cache_k: str | None, cache_v:
     if servers:
         rpcdevices.check_servers(servers, config.types())
     endpoints = [str(server) for server in servers]
+    if port == 0:  # llama-server would pick a port and not say which; nobody could reach it
+        raise ServerError("llama-server needs a fixed --port (0 asks for any free one)")
     check_port(host, port)
     plan = slot_plan(info, config, flash_attn, parallel, n_ctx)
     cmd = command(path, info, config, flash_attn, plan, host=host, port=port, threads=threads,
