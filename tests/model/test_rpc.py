@@ -215,13 +215,30 @@ def test_stock_server_is_refused_naming_the_type(default_model_path, stock_serve
     assert proc.poll() is None  # the server refused one request and lives on
 
 
-def test_stock_server_serves_stock_types(default_model_path, stock_server):
-    """The check asks only about the types in use: a q8_0 cache runs on a stock server."""
-    _, endpoint = stock_server
-    r = subprocess.run([TQ_GGUF, "run", str(default_model_path), "--cache", "q8_0/q8_0", "-p", PROMPT, "-n", "8",
-                        "--ctx", str(N_CTX), "--rpc", endpoint], capture_output=True, text=True, timeout=120)
-    assert r.returncode == 0, r.stderr
-    assert len(r.stdout) > 8
+def test_stock_server_is_refused_even_for_stock_types(default_model_path, stock_server):
+    """ggml's client in our build requires every rpc-server to hold the turbo types (patch 0008),
+    so a q8_0 cache on a stock server is refused too, naming the first type it lacks."""
+    proc, endpoint = stock_server
+    r = subprocess.run([TQ_GGUF, "run", str(default_model_path), "--cache", "q8_0/q8_0", "-p", "hi", "-n", "1",
+                        "--rpc", endpoint], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1
+    assert r.stderr.strip().splitlines() == [
+        f"error: rpc-server at {endpoint} does not know cache type turbo2 (ggml type 43): a stock rpc-server? "
+        f"Start `tq-gguf rpc-server` there"]
+
+
+def test_llama_cpp_tools_name_the_type_a_stock_server_lacks(default_model_path, stock_server):
+    """llama.cpp's own client (here llama-cli through `tq-gguf exec`) stops with ggml's abort, but
+    naming the missing type instead of "Remote RPC server crashed or returned malformed response"."""
+    proc, endpoint = stock_server
+    r = subprocess.run([TQ_GGUF, "exec", "llama-cli", "-m", str(default_model_path), "--rpc", endpoint, "-ctk",
+                        "q8_0", "-ctv", "turbo3", "-fa", "on", "-p", "hi", "-n", "1", "-st"],
+                       capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
+                       env={**os.environ, "GGML_NO_BACKTRACE": "1"})
+    assert r.returncode == -signal.SIGABRT
+    assert f"rpc-server at {endpoint} does not have the turbo2 type (a stock rpc-server?); run tq-gguf's " \
+           f"rpc-server there" in r.stderr, r.stderr[-2000:]
+    assert proc.poll() is None
 
 
 def test_llama_server_on_rpc_stops_with_the_reason_when_a_server_dies(default_model_path):

@@ -17,9 +17,13 @@ from .rpcwire import Endpoint, ProbedType, RpcError, check_server
 
 
 def probed_types(types) -> list[ProbedType]:
-    """The types a server must hold with our build's layout (ggml id, block bytes, block values)."""
+    """What to ask a server about: the cache types in use (so a refusal names the one asked for),
+    then every other turbo type of the build, which ggml's client requires of every server it adds
+    (patch 0008), in the layout of our build (ggml id, block bytes, block values)."""
+    in_use = sorted(types, key=lambda t: t.name)
+    others = sorted((ct for ct in typeids.available() if ct.turbo and ct not in in_use), key=lambda t: t.name)
     out = []
-    for ct in sorted(types, key=lambda t: t.name):
+    for ct in in_use + others:
         type_id = typeids.ggml_id(ct)
         block_size, type_size = ggml.type_traits(type_id)
         out.append(ProbedType(ct.name, type_id, type_size, block_size))
@@ -27,7 +31,8 @@ def probed_types(types) -> list[ProbedType]:
 
 
 def check_servers(endpoints: list[Endpoint], types: set[CacheType]) -> None:
-    """Every server reachable, of our protocol version and holding every type in `types`."""
+    """Every server reachable, of our protocol version and holding every type in `types` and every
+    turbo type."""
     probes = probed_types(types)
     for endpoint in endpoints:
         if check_server(endpoint, probes) == 0:
