@@ -20,9 +20,9 @@ from ..runtime.ports import check_port
 def rpc_server(host: str, port: int, threads: int | None) -> None:
     """Serve this machine's CPU to llama.cpp clients over ggml's RPC protocol, with the turbo types.
 
-    It serves one client at a time, until Ctrl-C. Clients check that it holds the
-    cache types they use before they send it layers (a stock rpc-server is refused
-    by name).
+    It serves one client at a time, until Ctrl-C. Clients of this build check
+    that it holds the turbo types before they send it layers, so a stock
+    rpc-server is refused, naming the type it lacks.
 
     \b
     tq-gguf rpc-server --host 0.0.0.0 --port 50052      # on each host
