@@ -8,6 +8,7 @@ the model need the native build; inspect, plan and tag read only the header.
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import click
@@ -35,6 +36,16 @@ COMMANDS = {
     "serve": lambda model, tmp: ["serve", model, "--port", "0"],
 }
 HEADER_ONLY = ("inspect", "plan", "tag")  # they never hand the model to llama.cpp
+# Other ways a command reaches a model: llama.cpp's own server loads it in a child process.
+VARIANTS = {
+    "serve-llama-server": lambda model, tmp: ["serve", model, "--engine", "llama-server", "--port", _free_port()],
+}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def bad_model(kind: str, tmp: Path) -> Path:
@@ -52,7 +63,7 @@ def bad_model(kind: str, tmp: Path) -> Path:
 
 def _cases():
     for kind in ("truncated", "not-gguf", "refused"):
-        for command in COMMANDS:
+        for command in {**COMMANDS, **VARIANTS}:
             if kind == "refused" and command in HEADER_ONLY:
                 continue
             marks = [] if command in HEADER_ONLY else [pytest.mark.native]
@@ -76,7 +87,7 @@ def test_every_command_that_takes_a_model_is_here():
 @pytest.mark.parametrize("kind,command", list(_cases()))
 def test_a_bad_model_is_one_error_line(tmp_path, kind, command):
     model = bad_model(kind, tmp_path)
-    r = run_cli(*COMMANDS[command](model, tmp_path))  # fails the test if an exception escapes
+    r = run_cli(*{**COMMANDS, **VARIANTS}[command](model, tmp_path))  # fails the test if an exception escapes
     errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]
     assert r.exit_code == 1, r.output
     assert len(errors) == 1 and "Traceback" not in r.output, r.stderr
@@ -97,3 +108,19 @@ def test_a_prompt_longer_than_the_context_is_one_error_line(default_model_path):
     r = run_cli("run", default_model_path, "--ctx", "64", "-n", "1", "-p", "word " * 300)
     assert r.exit_code == 1 and r.stderr.count("error:") == 1, r.output
     assert r.stderr.startswith("error: the prompt does not fit the 256-token context"), r.stderr
+
+
+def test_commands_without_a_model_answer_bad_input_in_one_line():
+    """exec and rpc-server take no model; their bad input (a tool that is not one, a port in use)
+    is refused before any process starts."""
+    r = run_cli("exec", "llama-nothing", "-h")
+    assert r.exit_code == 1 and r.stderr.splitlines() == [
+        "error: unknown tool 'llama-nothing'; choose one of llama-cli, llama-server, llama-bench, llama-perplexity, "
+        "rpc-server"], r.output
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        r = run_cli("rpc-server", "--port", port)
+    assert r.exit_code == 1 and r.stderr.splitlines() == [
+        f"error: cannot listen on 127.0.0.1:{port}: Address already in use"], r.output

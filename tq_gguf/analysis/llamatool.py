@@ -8,28 +8,17 @@ carries llama.cpp's own error lines rather than pages of log.
 from __future__ import annotations
 
 import os
-import re
 import subprocess
 import tempfile
 from typing import Callable, Sequence
 
 from ..nativebuild.builder import tool_path
 from ..errors import TqError
-
-# llama.cpp's log prefixes error lines with a timestamp and ` E `; the rest of a failed run's
-# output (model loading, system info) says nothing about why it failed.
-_ERROR_LINE = re.compile(r"^(?:[\d.]+ )?E (.*)$", re.MULTILINE)
-# Argument errors are printed without the log prefix, before any log line.
-_ARG_ERROR = re.compile(r"^(error\b.*)$", re.MULTILINE)
+from ..native.toollog import error_lines
 
 
 class ToolError(TqError):
     """A llama.cpp tool exited with an error."""
-
-
-def error_lines(stderr: str) -> list[str]:
-    """llama.cpp's error messages in a tool's stderr."""
-    return [line.strip() for line in _ERROR_LINE.findall(stderr) or _ARG_ERROR.findall(stderr) if line.strip()]
 
 
 def run(name: str, args: Sequence[str], on_stdout: Callable[[str], None] | None = None) -> tuple[str, str]:

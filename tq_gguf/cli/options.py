@@ -25,3 +25,11 @@ def cache_options(command: Callable) -> Callable:
         help=f"cache config: a preset ({', '.join(PRESETS)}), K/V (q8_0/turbo3) or K/V:bN (first and last N "
              f"layers at q8_0) [default: the model's tq.cache tag, else {DEFAULT_PRESET} ({default})]")(command)
     return command
+
+
+def rpc_option(command: Callable) -> Callable:
+    """--rpc HOST:PORT[,HOST:PORT...] (repeatable), passed as `rpc`: a tuple of strings."""
+    return click.option(
+        "--rpc", metavar="HOST:PORT[,...]", multiple=True,
+        help="put the model's layers and their KV cache on these rpc-servers (`tq-gguf rpc-server` on each "
+             "host), split by their free memory; repeat or separate with commas")(command)

@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from .options import cache_options
+from .options import cache_options, rpc_option
 
 
 def _stdin_messages():
@@ -39,9 +39,10 @@ def _stdin_messages():
 @click.option("--threads", "-t", type=click.IntRange(min=1), help="CPU threads [default: llama.cpp's]")
 @click.option("--json", "as_json", is_flag=True,
               help="print one JSON object (the text, speeds and cache sizes) instead of streaming")
+@rpc_option
 def run(model: str | None, cache: str | None, cache_k: str | None, cache_v: str | None, prompt: str | None,
         chat: bool, system: str | None, n_predict: int | None, n_ctx: int, seed: int, temp: float,
-        threads: int | None, as_json: bool) -> None:
+        threads: int | None, as_json: bool, rpc: tuple[str, ...]) -> None:
     """Generate text from MODEL (a GGUF path or a model name; default: the default model), or chat with it.
 
     Prints the decode speed and the KV cache's size next to f16's on stderr.
@@ -50,6 +51,7 @@ def run(model: str | None, cache: str | None, cache_k: str | None, cache_v: str 
     tq-gguf run -p "The three primary colors are" --cache max
     echo "What is a KV cache?" | tq-gguf run --chat --cache-v turbo2
     """
+    from ..native import fatal  # deferred: cffi and the native build; --help needs neither
     from ..runtime import generate  # deferred: heavy (numpy, gguf, llama_cpp); --help needs none
 
     if not chat and prompt is None:
@@ -58,8 +60,9 @@ def run(model: str | None, cache: str | None, cache_k: str | None, cache_v: str 
         raise click.UsageError("--system is for --chat")
     if as_json and chat:
         raise click.UsageError("--json is for one completion, not --chat")
+    fatal.exit_on_abort(" (with --rpc: is every rpc-server still running?)" if rpc else "")
     llm = generate.open_session(model, cache=cache, cache_k=cache_k, cache_v=cache_v, n_ctx=n_ctx, seed=seed,
-                                n_threads=threads)
+                                n_threads=threads, rpc=list(rpc))
     if chat:
         messages = _stdin_messages()
         stats = generate.chat(llm, [prompt, *messages] if prompt else messages, system=system,

@@ -138,6 +138,11 @@ const char *       ggml_backend_dev_description(ggml_backend_dev_t device);
 ggml_backend_dev_t ggml_backend_dev_by_name(const char * name);
 ggml_backend_reg_t ggml_backend_dev_backend_reg(ggml_backend_dev_t device);
 void *             ggml_backend_reg_get_proc_address(ggml_backend_reg_t reg, const char * name);
+ggml_backend_reg_t ggml_backend_reg_by_name(const char * name);
+typedef void (*ggml_abort_callback_t)(const char * error_message);
+ggml_abort_callback_t ggml_set_abort_callback(ggml_abort_callback_t callback);
+size_t             ggml_backend_reg_dev_count(ggml_backend_reg_t reg);
+ggml_backend_dev_t ggml_backend_reg_dev_get(ggml_backend_reg_t reg, size_t index);
 """
 
 ffi = FFI()

@@ -23,7 +23,7 @@ def info_data() -> dict:
         data["llama_cpp_installed"] = None
     build = builder.installed_build()
     data["build"] = None if build is None else {
-        "key": build["key"], "backend": build["backend"], "patches": build["patches"],
+        "key": build["key"], "backend": build["backend"], "patches": build["patches"], **_binaries(),
     }
     available: set[str] = set()
     if build is not None:
@@ -46,6 +46,14 @@ def info_data() -> dict:
     return data
 
 
+def _binaries() -> dict:
+    """Where the installed build's tools are, and which of those `tq-gguf exec` runs it has
+    (an older build may lack some)."""
+    bin_dir = builder.installed_bin_dir()
+    return {"bin_dir": str(bin_dir),
+            "tools": {name: str(bin_dir / exe) for name, exe in builder.USER_TOOLS.items() if (bin_dir / exe).exists()}}
+
+
 def info_lines(data: dict | None = None) -> list[str]:
     data = data or info_data()
     pin, cpp = data["llama_cpp_python_pin"], data["llama_cpp"]
@@ -64,6 +72,9 @@ def info_lines(data: dict | None = None) -> list[str]:
         return lines
     lines.append(f"native build      {build['key']} ({build['backend']})")
     lines.append(f"patch series      {', '.join(build['patches']) or '(empty)'}")
+    lines.append(f"binaries          {build['bin_dir']}")
+    lines.append(f"tools             {', '.join(build['tools']) or 'none (run `tq-gguf build --force`)'}"
+                 "  (run one: tq-gguf exec TOOL ARGS...)")
     if "native_library_error" in data:
         lines.append(f"native library    {data['native_library_error']}")
     else:

@@ -1,8 +1,10 @@
 """`tq-gguf build`: download, verify, extract, patch, compile, install, cache.
 
 One CMake build produces both the llama-cpp-python wheel (our patched
-`llama_cpp`) and the llama.cpp tools we drive (llama-perplexity, llama-bench,
-test-backend-ops, llama-completion). Finished builds are kept under
+`llama_cpp`) and llama.cpp's tools: those we drive (llama-perplexity, llama-bench,
+test-backend-ops, llama-completion) and those users run through `tq-gguf exec`,
+`serve --engine llama-server` and `rpc-server` (llama-cli, llama-server,
+ggml-rpc-server). Finished builds are kept under
 `<cache>/builds/<key>/`, where the key hashes everything that goes into them,
 so a second build with nothing changed only checks that the right wheel is
 installed.
@@ -29,7 +31,18 @@ from .. import paths
 from ..errors import BuildError
 from .treesync import sync_tree
 
-TOOLS = ("llama-perplexity", "llama-bench", "test-backend-ops", "llama-completion")
+# CMake targets, each an executable of the same name in the build's bin/.
+TOOLS = ("llama-perplexity", "llama-bench", "test-backend-ops", "llama-completion",
+         "llama-cli", "llama-server", "ggml-rpc-server")
+# The tools a user runs through `tq-gguf exec`, by the names llama.cpp's documentation uses, and
+# the executable of each (upstream's target for the RPC server is ggml-rpc-server).
+USER_TOOLS = {
+    "llama-cli": "llama-cli",
+    "llama-server": "llama-server",
+    "llama-bench": "llama-bench",
+    "llama-perplexity": "llama-perplexity",
+    "rpc-server": "ggml-rpc-server",
+}
 LIBRARY_TARGETS = ("llama", "ggml", "mtmd")
 
 # Where our native/ sources land inside the vendored tree; the patches compile them from there.
@@ -41,7 +54,13 @@ COMMON_DEFINES: dict[str, str] = {
     "LLAMA_BUILD_TOOLS": "ON",
     "LLAMA_BUILD_TESTS": "ON",
     "LLAMA_BUILD_EXAMPLES": "OFF",
-    "LLAMA_BUILD_SERVER": "OFF",
+    # llama-server and llama-cli (one CMake switch); the server's web UI would be downloaded
+    # or built with npm at build time, so it stays out and the server answers its API alone.
+    "LLAMA_BUILD_SERVER": "ON",
+    "LLAMA_USE_PREBUILT_UI": "OFF",
+    "LLAMA_BUILD_UI": "OFF",
+    # plain HTTP: the build must not depend on whether OpenSSL's headers happen to be installed
+    "LLAMA_OPENSSL": "OFF",
     "LLAMA_BUILD_APP": "OFF",
     "LLAMA_TOOLS_INSTALL": "OFF",
     "LLAMA_TESTS_INSTALL": "OFF",
@@ -49,6 +68,8 @@ COMMON_DEFINES: dict[str, str] = {
     # llama.cpp's tools/ adds mtmd; patch 0002 installs that one (see the patch)
     "LLAVA_BUILD": "OFF",
     "GGML_NATIVE": "ON",
+    # ggml's RPC backend: the ggml-rpc-server tool, and `--rpc` / Llama(rpc=...) on the client
+    "GGML_RPC": "ON",
     # Tools and libraries share build/bin; $ORIGIN lets a finished build move into the cache.
     "CMAKE_BUILD_RPATH_USE_ORIGIN": "ON",
 }
@@ -312,12 +333,30 @@ def build(backend: str = "cpu", jobs: int | None = None, force: bool = False,
     return BuildResult(key, backend, out_dir, wheel, out_dir / "bin", timings)
 
 
-def tool_path(name: str) -> Path:
-    """Path of a built llama.cpp tool, for the build that is installed now."""
+def installed_bin_dir() -> Path:
+    """The bin/ folder of the build that is installed now: its tools and the libraries they load."""
     info = installed_build()
     if info is None:
         raise BuildError("no patched llama_cpp is installed; run `tq-gguf build`")
-    path = paths.builds_dir() / info["key"] / "bin" / name
+    return paths.builds_dir() / info["key"] / "bin"
+
+
+def tool_path(name: str) -> Path:
+    """Path of a built llama.cpp tool, for the build that is installed now."""
+    path = installed_bin_dir() / name
     if not path.exists():
-        raise BuildError(f"{name} is missing from build {info['key']}; run `tq-gguf build --force`")
+        raise BuildError(f"{name} is missing from build {path.parent.parent.name}; run `tq-gguf build --force`")
     return path
+
+
+def user_tool_path(name: str) -> Path:
+    """Path of a tool `tq-gguf exec` runs, by its user-facing name (USER_TOOLS), from the installed
+    build, which must be the one the sources describe now: a tool from an older build would run
+    other kernels than the library's checks vouch for."""
+    if name not in USER_TOOLS:
+        raise BuildError(f"unknown tool {name!r}; choose one of {', '.join(USER_TOOLS)}")
+    info = installed_build()
+    if info is not None and info["key"] != current_key(info["backend"]):
+        raise BuildError(f"the installed build {info['key']} is stale: the sources now hash to "
+                         f"{current_key(info['backend'])}; run `tq-gguf build`")
+    return tool_path(USER_TOOLS[name])

@@ -11,9 +11,7 @@ tq_gguf.runtime.serve checks the request and starts it.
 
 from __future__ import annotations
 
-import os
-import socket
-from typing import Optional
+from typing import List, Optional
 
 import uvicorn
 from fastapi import APIRouter, Depends, FastAPI
@@ -50,6 +48,7 @@ class TqModelSettings(ModelSettings):
     kv_cache_k: Optional[str] = Field(default=None, description="K cache type; overrides kv_cache's.")
     kv_cache_v: Optional[str] = Field(default=None, description="V cache type; overrides kv_cache's.")
     flash_attn: Optional[bool] = Field(default=None, description="None: on whenever a cache type is quantized.")
+    rpc: Optional[List[str]] = Field(default=None, description="host:port of each rpc-server holding layers.")
 
 
 class TqLlamaProxy(LlamaProxy):
@@ -64,7 +63,7 @@ class TqLlamaProxy(LlamaProxy):
         if refused:
             raise TqError(f"tq-gguf serve does not support these model settings: {', '.join(refused)}")
         return Llama(settings.model, cache=settings.kv_cache, cache_k=settings.kv_cache_k,
-                     cache_v=settings.kv_cache_v, flash_attn=settings.flash_attn,
+                     cache_v=settings.kv_cache_v, flash_attn=settings.flash_attn, rpc=settings.rpc,
                      **{name: getattr(settings, name) for name in _PASSED})
 
 
@@ -89,16 +88,6 @@ def create_app(model_settings: TqModelSettings, server_settings: ServerSettings)
         server_app.LlamaProxy = stock
     app.include_router(router)
     return app
-
-
-def check_port(host: str, port: int) -> None:
-    """Fail before loading the model if the address cannot be listened on."""
-    try:
-        with socket.create_server((host, port)):
-            pass
-    except OSError as exc:
-        reason = os.strerror(exc.errno) if exc.errno else str(exc)
-        raise TqError(f"cannot listen on {host}:{port}: {reason}") from None
 
 
 def run(app: FastAPI, host: str, port: int, verbose: bool) -> None:

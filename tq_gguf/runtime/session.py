@@ -4,6 +4,7 @@
     llm = Llama("model.gguf", cache_k="q8_0", cache_v="turbo3")
     llm = Llama("model.gguf", cache="max")            # a preset
     llm = Llama("model.gguf", cache="q8_0/turbo2:b2")  # boundary layers at q8_0
+    llm = Llama("model.gguf", cache="balanced", rpc=["10.0.0.2:50052", "10.0.0.3:50052"])
 
 Checks happen before llama.cpp sees the model, so a bad choice is one clear
 error instead of an assertion deep in ggml: unknown type, a head size the type
@@ -22,7 +23,8 @@ from ..gguf import ggufinfo
 from ..kv import cachetypes
 from ..kv.cacheconfig import CacheConfig, resolve
 from ..kv.plan import padded_ctx
-from ..native import llamacpp, llamalog
+from ..native import llamacpp, llamalog, rpcdevices
+from ..native.rpcwire import parse_endpoints
 from . import state
 
 # The recommended configuration: keys need precision (q8_0), values compress well
@@ -91,16 +93,24 @@ def _refusal(model_path, message: str, reason: str) -> TqError:
 
 class Llama(llamacpp.load().Llama):  # type: ignore[misc]
     """A llama_cpp.Llama whose KV cache is given by name: `cache` (a preset or `K/V[:bN]` spec)
-    and/or `cache_k`, `cache_v`. Everything else is llama_cpp.Llama's API."""
+    and/or `cache_k`, `cache_v`. `rpc` ("host:port" of each rpc-server) places the model's layers,
+    and their caches, on those servers (`tq-gguf rpc-server`), split by their free memory.
+    Everything else is llama_cpp.Llama's API."""
 
     def __init__(self, model_path: str | Path, *, cache: str | CacheConfig | None = None,
                  cache_k: str | None = None, cache_v: str | None = None, n_ctx: int = 4096,
-                 flash_attn: bool | None = None, verbose: bool = False, **kwargs):
-        for raw in ("type_k", "type_v", "type_k_layer", "type_v_layer"):
+                 flash_attn: bool | None = None, rpc: list[str] | None = None, verbose: bool = False, **kwargs):
+        for raw in ("type_k", "type_v", "type_k_layer", "type_v_layer", "devices"):
             if raw in kwargs:
-                raise TypeError(f"tq_gguf.Llama takes cache types by name (cache=, cache_k=, cache_v=), not {raw}=")
+                raise TypeError(f"tq_gguf.Llama takes cache types by name (cache=, cache_k=, cache_v=) and "
+                                f"servers as rpc=, not {raw}=")
         self.model_info = ggufinfo.read(model_path)
         self.cache_config, flash_attn = resolve_config(self.model_info, cache, cache_k, cache_v, flash_attn)
+        self.rpc_servers = list(rpc or [])
+        if rpc:
+            # every layer goes to the servers unless told otherwise (llama.cpp's tools do the same)
+            kwargs = {"n_gpu_layers": -1, **kwargs,
+                      "devices": rpcdevices.devices(parse_endpoints(rpc), self.cache_config.types())}
         # llama.cpp pads the context to whole cell blocks, but llama-cpp-python sizes its token
         # buffer from the n_ctx it was given: a prompt between the two would overflow the buffer
         # instead of being refused. Asking for the padded size keeps both the same.
@@ -131,9 +141,10 @@ class Llama(llamacpp.load().Llama):  # type: ignore[misc]
 
     def __getstate__(self):
         state = super().__getstate__()
-        for raw in ("type_k", "type_v", "type_k_layer", "type_v_layer"):
+        for raw in ("type_k", "type_v", "type_k_layer", "type_v_layer", "devices"):
             state.pop(raw, None)
-        return state | {"cache": str(self.cache_config)}
+        # device addresses mean nothing in another process; the servers they came from do
+        return state | {"cache": str(self.cache_config), "rpc": self.rpc_servers or None}
 
     # Saved state (tq_gguf.runtime.state). K and V rows are saved in the cache's own types, so a state
     # loads only into a session with the same cache config; anything else is refused by name

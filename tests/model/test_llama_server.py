@@ -1,0 +1,186 @@
+"""`tq-gguf serve --engine llama-server` over real HTTP, on SmolLM2 with turbo caches.
+
+Concurrent streamed requests, more of them than slots, each give the text the same request
+gives alone (greedy); /metrics counts them; a client that hangs up mid-stream leaves the
+server serving; SIGTERM stops the server and its llama-server child, leaving no process.
+The OpenAI client is the real one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from tq_gguf.gguf import ggufinfo
+from tq_gguf.kv.cacheconfig import CacheConfig
+from tq_gguf.kv.plan import format_size
+from tq_gguf.runtime.llamaserver import slot_plan
+
+TQ_GGUF = str(Path(sys.executable).parent / "tq-gguf")
+SLOTS = 2
+N_CTX = 512
+N_TOKENS = 24
+PROMPTS = ["The capital of France is", "Water boils at", "The three primary colors are",
+           "Once upon a time, a small robot"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def children_of(pid: int) -> list[int]:
+    """Processes whose parent is `pid` (Linux /proc)."""
+    out = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                out.append(int(entry.name))
+    return out
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # a zombie is dead too: only its parent's wait is missing
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+
+
+class LlamaServer:
+    def __init__(self, model: Path, *args: str):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc = subprocess.Popen([TQ_GGUF, "serve", str(model), "--engine", "llama-server", "--port",
+                                      str(self.port), "--alias", "smollm2", *args],
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self.banner = []
+        for line in self.proc.stdout:  # the CLI says "ready" once /health answers
+            self.banner.append(line.rstrip("\n"))
+            if "ready at" in line:
+                return
+        raise AssertionError(f"serve exited with {self.proc.wait()}:\n" + "\n".join(self.banner))
+
+    def client(self):
+        from openai import OpenAI
+
+        return OpenAI(base_url=self.url + "/v1", api_key="unused", timeout=120, max_retries=0)
+
+    def stream(self, prompt: str) -> str:
+        pieces = self.client().completions.create(model="smollm2", prompt=prompt, max_tokens=N_TOKENS,
+                                                  temperature=0, stream=True)
+        return "".join(chunk.choices[0].text for chunk in pieces)
+
+    def metrics(self) -> dict[str, float]:
+        with urllib.request.urlopen(self.url + "/metrics", timeout=5) as response:
+            text = response.read().decode()
+        return {name: float(value) for name, value in
+                (line.split() for line in text.splitlines() if line and not line.startswith("#"))}
+
+    def stop(self) -> tuple[int, str]:
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            out, _ = self.proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            out, _ = self.proc.communicate()
+        return self.proc.returncode, out
+
+
+@pytest.fixture(scope="module")
+def server(default_model_path):
+    s = LlamaServer(default_model_path, "--parallel", str(SLOTS), "--ctx", str(N_CTX), "--cache-k", "turbo4",
+                    "--cache-v", "turbo3", "-t", "1")
+    yield s
+    if s.proc.poll() is None:
+        s.stop()
+
+
+def test_banner_states_slots_and_kv_bytes(server, default_model_path):
+    info = ggufinfo.read(default_model_path)
+    plan = slot_plan(info, CacheConfig.parse("turbo4/turbo3"), True, SLOTS, N_CTX)
+    assert plan.kv_total == 2 * plan.kv_per_slot and plan.ctx_per_slot == N_CTX
+    assert f"{SLOTS} slots of {N_CTX} tokens; KV cache {format_size(plan.kv_per_slot)} per slot, " \
+           f"{format_size(plan.kv_total)} in total" in "\n".join(server.banner)
+    with urllib.request.urlopen(server.url + "/props", timeout=5) as response:
+        props = json.load(response)
+    assert props["total_slots"] == SLOTS
+
+
+def test_concurrent_streams_match_each_alone(server):
+    """Twice as many concurrent requests as slots: the extra ones wait, none is lost, and every
+    text is what the request gives alone."""
+    alone = {prompt: server.stream(prompt) for prompt in PROMPTS}
+    assert all(len(text) > 20 for text in alone.values()), alone
+    before = server.metrics()
+    with ThreadPoolExecutor(len(PROMPTS)) as pool:
+        together = dict(zip(PROMPTS, pool.map(server.stream, PROMPTS)))
+    assert together == alone
+    after = server.metrics()
+    assert after["llamacpp:tokens_predicted_total"] - before["llamacpp:tokens_predicted_total"] == \
+        N_TOKENS * len(PROMPTS)
+
+
+def test_a_client_hanging_up_mid_stream_leaves_the_server_serving(server):
+    expected = server.stream(PROMPTS[0])
+    request = urllib.request.Request(server.url + "/v1/completions", method="POST",
+                                     headers={"Content-Type": "application/json"},
+                                     data=json.dumps({"prompt": PROMPTS[1], "max_tokens": 400, "temperature": 0,
+                                                      "stream": True}).encode())
+    with urllib.request.urlopen(request, timeout=30) as response:
+        assert response.readline().startswith(b"data: ")  # the stream has begun; now hang up
+    deadline = time.monotonic() + 60
+    while server.metrics()["llamacpp:requests_processing"] and time.monotonic() < deadline:
+        time.sleep(0.2)  # the server notices at its next token and frees the slot
+    assert server.metrics()["llamacpp:requests_processing"] == 0
+    assert server.stream(PROMPTS[0]) == expected
+
+
+def test_sigterm_stops_the_server_and_its_child(default_model_path):
+    s = LlamaServer(default_model_path, "--ctx", "256", "--cache", "balanced")
+    children = children_of(s.proc.pid)
+    assert len(children) == 1, children  # the llama-server process
+    code, out = s.stop()
+    assert code == 0, out
+    assert "stopping llama-server (SIGTERM)" in out
+    assert not alive(children[0])
+
+
+def test_per_layer_config_reaches_llama_server(default_model_path):
+    """`max` keeps the first and last 2 layers at q8_0: llama-server gets the per-layer flags and
+    allocates what the plan says."""
+    s = LlamaServer(default_model_path, "--ctx", "256", "--cache", "max", "--verbose")
+    code, out = s.stop()
+    log = "\n".join(s.banner) + out
+    plan = slot_plan(ggufinfo.read(default_model_path), CacheConfig.parse("max"), True, 1, 256)
+    sizes = [line for line in log.splitlines() if "llama_kv_cache: size =" in line]
+    assert code == 0 and len(sizes) == 1, sizes
+    # llama.cpp logs the size in MiB with two decimals; uniform q8_0/turbo2 would be 1.89 MiB
+    assert f"size = {plan.kv_total / 2**20:7.2f} MiB (   256 cells,  30 layers,  1/1 seqs)" in sizes[0], sizes
+
+
+def test_port_in_use_is_one_error_line(default_model_path):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        r = subprocess.run([TQ_GGUF, "serve", str(default_model_path), "--engine", "llama-server", "--port",
+                            str(port)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1
+    assert r.stderr.strip().splitlines() == [f"error: cannot listen on 127.0.0.1:{port}: Address already in use"]
