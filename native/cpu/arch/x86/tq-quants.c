@@ -10,6 +10,7 @@
 
 #include "ggml-impl.h"
 
+#include <assert.h>
 #include <immintrin.h>
 #include <math.h>
 #include <string.h>
@@ -101,6 +102,26 @@ static inline ggml_half tq_block_d(const void * block) {
 static inline void tq_set_block_d(void * block, ggml_half d) {
     memcpy(block, &d, sizeof(d));
 }
+
+#if TQ_BUILD_AVX2
+// Step 6's choice for all candidates at once: score = p / sqrt(cs) with one vector sqrt and
+// one vector division (IEEE, so equal to the scalar ones), then the first highest score.
+// Branch-free, so that the candidates' work overlaps instead of waiting on a division.
+static_assert(TQ_SEARCH_STEPS == 8, "the choice below holds one score per lane of a __m256");
+TQ_AVX2 static inline int tq_search_pick(const float p[TQ_SEARCH_STEPS], const float cs[TQ_SEARCH_STEPS]) {
+    const __m256 score = _mm256_div_ps(_mm256_loadu_ps(p), _mm256_sqrt_ps(_mm256_loadu_ps(cs)));
+    __m256 m = _mm256_max_ps(score, _mm256_permute2f128_ps(score, score, 1));
+    m = _mm256_max_ps(m, _mm256_shuffle_ps(m, m, _MM_SHUFFLE(1, 0, 3, 2)));
+    m = _mm256_max_ps(m, _mm256_shuffle_ps(m, m, _MM_SHUFFLE(2, 3, 0, 1)));
+    const int top = _mm256_movemask_ps(_mm256_cmp_ps(score, m, _CMP_EQ_OQ));
+    int t = 0;
+    while (!((top >> t) & 1)) {
+        ++t;
+    }
+    return t;
+}
+
+#endif
 
 //
 // AVX-512: a block is 4 vectors of 16
@@ -209,11 +230,11 @@ TQ_AVX512 static void tq_quantize_row_avx512(enum ggml_type type, const float * 
             a[g]   = _mm512_abs_ps(u);
             ax[g]  = _mm512_abs_ps(v[g]);
         }
-        // step 6: every candidate scale, keeping the first best (see tq_search_ref)
-        __m512i best[4];
-        float best_score = -INFINITY, best_cs = 0.0f;
+        // step 6: every candidate scale, then the first best (see tq_search_ref)
+        __m512i cnts[TQ_SEARCH_STEPS][4];
+        float ps[TQ_SEARCH_STEPS], css[TQ_SEARCH_STEPS];
         for (int t = 0; t < TQ_SEARCH_STEPS; ++t) {
-            __m512i cnt[4];
+            __m512i * cnt = cnts[t];
             __m512 p[4], c2[4];
             for (int g = 0; g < 4; ++g) {
                 // cnt of step 6 by binary search (the rows ascend strictly, so it equals the count)
@@ -227,21 +248,18 @@ TQ_AVX512 static void tq_quantize_row_avx512(enum ggml_type type, const float * 
                 p[g]  = _mm512_mul_ps(ax[g], c);
                 c2[g] = _mm512_mul_ps(c, c);
             }
-            const float cs    = tq_tree64_avx512(c2[0], c2[1], c2[2], c2[3]);
-            const float score = tq_tree64_avx512(p[0], p[1], p[2], p[3])/sqrtf(cs);
-            if (score > best_score) {
-                best_score = score;
-                best_cs    = cs;
-                memcpy(best, cnt, sizeof(best));
-            }
+            css[t] = tq_tree64_avx512(c2[0], c2[1], c2[2], c2[3]);
+            ps[t]  = tq_tree64_avx512(p[0], p[1], p[2], p[3]);
         }
+        const int t_best = tq_search_pick(ps, css);
+        const __m512i * best = cnts[t_best];
         for (int g = 0; g < 4; ++g) {
             // index from the count and the sign: half + cnt above zero, half - 1 - cnt otherwise
             const __m512i up   = _mm512_add_epi32(_mm512_set1_epi32(half), best[g]);
             const __m512i down = _mm512_sub_epi32(_mm512_set1_epi32(half - 1), best[g]);
             _mm_storeu_si128((__m128i *) (idx + 16*g), _mm512_cvtepi32_epi8(_mm512_mask_mov_epi32(down, pos[g], up)));
         }
-        tq_set_block_d(y, tq_scale_to_fp16(norm/sqrtf(best_cs)));
+        tq_set_block_d(y, tq_scale_to_fp16(norm/sqrtf(css[t_best])));
         tq_pack_block(type, idx, y);
     }
 }
@@ -394,11 +412,11 @@ TQ_AVX2 static void tq_quantize_row_avx2(enum ggml_type type, const float * GGML
             a[r]   = _mm256_andnot_ps(sign, u);
             ax[r]  = _mm256_andnot_ps(sign, v[r]);
         }
-        // step 6: every candidate scale, keeping the first best (see tq_search_ref)
-        __m256i best[8];
-        float best_score = -INFINITY, best_cs = 0.0f;
+        // step 6: every candidate scale, then the first best (see tq_search_ref)
+        __m256i cnts[TQ_SEARCH_STEPS][8];
+        float ps[TQ_SEARCH_STEPS], css[TQ_SEARCH_STEPS];
         for (int t = 0; t < TQ_SEARCH_STEPS; ++t) {
-            __m256i cnt[8];
+            __m256i * cnt = cnts[t];
             __m256 p[8], c2[8];
             for (int r = 0; r < 8; ++r) {
                 // cnt of step 6 by binary search (the rows ascend strictly, so it equals the count):
@@ -413,21 +431,18 @@ TQ_AVX2 static void tq_quantize_row_avx2(enum ggml_type type, const float * GGML
                 p[r]  = _mm256_mul_ps(ax[r], c);
                 c2[r] = _mm256_mul_ps(c, c);
             }
-            const float cs    = tq_tree64_avx2(c2);
-            const float score = tq_tree64_avx2(p)/sqrtf(cs);
-            if (score > best_score) {
-                best_score = score;
-                best_cs    = cs;
-                memcpy(best, cnt, sizeof(best));
-            }
+            css[t] = tq_tree64_avx2(c2);
+            ps[t]  = tq_tree64_avx2(p);
         }
+        const int t_best = tq_search_pick(ps, css);
+        const __m256i * best = cnts[t_best];
         for (int r = 0; r < 8; ++r) {
             // index from the count and the sign: half + cnt above zero, half - 1 - cnt otherwise
             const __m256i up   = _mm256_add_epi32(_mm256_set1_epi32(half), best[r]);
             const __m256i down = _mm256_sub_epi32(_mm256_set1_epi32(half - 1), best[r]);
             tq_store8_epi8(idx + 8*r, _mm256_castps_si256(_mm256_blendv_ps(_mm256_castsi256_ps(down), _mm256_castsi256_ps(up), pos[r])));
         }
-        tq_set_block_d(y, tq_scale_to_fp16(norm/sqrtf(best_cs)));
+        tq_set_block_d(y, tq_scale_to_fp16(norm/sqrtf(css[t_best])));
         tq_pack_block(type, idx, y);
     }
 }
