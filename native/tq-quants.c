@@ -12,9 +12,9 @@
 #include <string.h>
 
 static const struct tq_codebook tq_codebooks[3] = {
-    { 2, tq_centroids_2bit, tq_midpoints_2bit, &tq_search_midpoints_2bit[0][0] },
-    { 3, tq_centroids_3bit, tq_midpoints_3bit, &tq_search_midpoints_3bit[0][0] },
-    { 4, tq_centroids_4bit, tq_midpoints_4bit, &tq_search_midpoints_4bit[0][0] },
+    { 2, tq_centroids_2bit, &tq_search_midpoints_2bit[0][0] },
+    { 3, tq_centroids_3bit, &tq_search_midpoints_3bit[0][0] },
+    { 4, tq_centroids_4bit, &tq_search_midpoints_4bit[0][0] },
 };
 
 const struct tq_codebook * tq_codebook_for(enum ggml_type type) {

@@ -21,13 +21,11 @@ extern "C" {
 //   turbo4: index i sits in qs[i % 32], low nibble for i < 32, high nibble otherwise (like q4_0).
 #include "tq-blocks.h"
 
-// The codebook of a type: 2^bits centroids, the 2^bits - 1 midpoints between them, and
-// the scale search's TQ_SEARCH_STEPS rows of 2^(bits-1) - 1 positive midpoints, one row per
-// candidate scale (FORMAT.md section 5, step 6).
+// The codebook of a type: 2^bits centroids, and the scale search's TQ_SEARCH_STEPS rows of
+// 2^(bits-1) - 1 positive midpoints, one row per candidate scale (FORMAT.md section 5, step 6).
 struct tq_codebook {
     int           bits;
     const float * centroids;
-    const float * midpoints;
     const float * search_midpoints;
 };
 
