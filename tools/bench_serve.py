@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -32,18 +31,13 @@ from tq_gguf.gguf import ggufinfo, models  # noqa: E402
 from tq_gguf.kv.cacheconfig import CacheConfig  # noqa: E402
 from tq_gguf.kv.plan import format_size, parse_size  # noqa: E402
 from tq_gguf.runtime.llamaserver import slot_plan  # noqa: E402
+from tq_gguf.runtime.ports import free_port  # noqa: E402
 
 TQ_GGUF = str(Path(sys.executable).parent / "tq-gguf")
 PROMPTS = ["The three primary colors are", "Once upon a time, in a small village,", "The capital of France is",
            "Water boils at", "A list of useful kitchen tools:", "The history of the bicycle begins",
            "To make bread, you need", "The largest planet in the solar system"]
 BUDGET_CTX = 4096  # the slot size of the memory-budget column
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def percentile(values: list[float], q: float) -> float:

@@ -15,6 +15,7 @@ import click
 import pytest
 
 from tq_gguf.cli import main
+from tq_gguf.runtime.ports import free_port
 
 from helpers import run_cli
 from helpers import synthetic_gguf
@@ -38,14 +39,8 @@ COMMANDS = {
 HEADER_ONLY = ("inspect", "plan", "tag")  # they never hand the model to llama.cpp
 # Other ways a command reaches a model: llama.cpp's own server loads it in a child process.
 VARIANTS = {
-    "serve-llama-server": lambda model, tmp: ["serve", model, "--engine", "llama-server", "--port", _free_port()],
+    "serve-llama-server": lambda model, tmp: ["serve", model, "--engine", "llama-server", "--port", free_port()],
 }
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def bad_model(kind: str, tmp: Path) -> Path:

@@ -25,6 +25,7 @@ from tq_gguf.gguf import ggufinfo
 from tq_gguf.kv.cacheconfig import CacheConfig
 from tq_gguf.kv.plan import format_size
 from tq_gguf.runtime.llamaserver import slot_plan
+from tq_gguf.runtime.ports import free_port
 
 TQ_GGUF = str(Path(sys.executable).parent / "tq-gguf")
 SLOTS = 2
@@ -32,12 +33,6 @@ N_CTX = 512
 N_TOKENS = 24
 PROMPTS = ["The capital of France is", "Water boils at", "The three primary colors are",
            "Once upon a time, a small robot"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def children_of(pid: int) -> list[int]:

@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 
 from tq_gguf.errors import TqError
+from tq_gguf.runtime.ports import free_port
 
 TQ_GGUF = str(Path(sys.executable).parent / "tq-gguf")
 TOOLS = Path(__file__).resolve().parents[2] / "tools"
@@ -33,12 +34,6 @@ PROMPT = "The three primary colors are red, yellow and blue. Mixing two of them 
 # threads share a matrix product. Measured on SmolLM2: 0 (bit-identical); the bound leaves room
 # for a machine whose servers pick other SIMD variants than the client.
 LOGIT_TOLERANCE = 1e-3
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class RpcServer:

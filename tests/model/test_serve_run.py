@@ -20,6 +20,7 @@ import pytest
 
 from tq_gguf.gguf import ggufinfo
 from tq_gguf.kv.cacheconfig import CacheConfig
+from tq_gguf.runtime.ports import free_port
 
 TQ_GGUF = str(Path(sys.executable).parent / "tq-gguf")
 N_CTX = 512
@@ -32,12 +33,6 @@ def server_default(request_type: str, field: str):
     from llama_cpp.server import types
 
     return getattr(types, request_type).model_fields[field].default
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def tq_gguf(*args, input: str | None = None) -> subprocess.CompletedProcess:

@@ -28,26 +28,41 @@ ENGINES = ("python", "llama-server")
 @click.option("--chat-format", help="llama-cpp-python chat format (python engine) [default: the model's chat template]")
 @click.option("--api-key", envvar="TQ_GGUF_API_KEY", help="require this bearer token (or set TQ_GGUF_API_KEY)")
 @rpc_option
+@click.option("--draft", "draft_model", metavar="MODEL",
+              help="decode speculatively with this draft model (llama-server), e.g. qwen2.5-coder-0.5b for "
+                   "qwen2.5-coder-1.5b; it must share the target's vocabulary")
+@click.option("--draft-cache", metavar="K/V",
+              help="the draft's cache config, one K and one V type for all its layers "
+                   "[default: the target's K and V types]")
+@click.option("--draft-max", type=click.IntRange(1, 64), metavar="N",
+              help="tokens the draft proposes per step [default: llama.cpp's, 3]")
 @click.option("--verbose", is_flag=True, help="show llama.cpp's log")
 def serve(model: str | None, cache: str | None, cache_k: str | None, cache_v: str | None, engine: str, host: str,
           port: int, n_ctx: int, parallel: int, threads: int | None, alias: str | None, chat_format: str | None,
-          api_key: str | None, rpc: tuple[str, ...], verbose: bool) -> None:
+          api_key: str | None, rpc: tuple[str, ...], draft_model: str | None, draft_cache: str | None,
+          draft_max: int | None, verbose: bool) -> None:
     """Serve MODEL (a GGUF path or a model name; default: the default model) over an OpenAI-compatible API.
 
     The python engine is llama-cpp-python's server (/v1/completions,
     /v1/chat/completions, streaming with server-sent events, /v1/embeddings,
     /v1/models, docs at /docs); GET /tq/cache reports the cache in use. The
     llama-server engine is llama.cpp's server from our build: --parallel slots
-    with a KV stream of --ctx tokens each, continuous batching, /metrics. Both
-    check the cache config as `run` does and run until Ctrl-C or SIGTERM.
+    with a KV stream of --ctx tokens each, continuous batching, /metrics, and
+    speculative decoding with --draft. Both check the cache config as `run`
+    does and run until Ctrl-C or SIGTERM.
 
     \b
     tq-gguf serve smollm2-135m --cache-k q8_0 --cache-v turbo3 --port 8000
     tq-gguf serve smollm2-135m --engine llama-server --parallel 4 --cache balanced
+    tq-gguf serve qwen2.5-coder-1.5b --engine llama-server --draft qwen2.5-coder-0.5b
     curl http://127.0.0.1:8000/v1/completions -H 'Content-Type: application/json' \\
          -d '{"prompt": "The three primary colors are", "max_tokens": 32}'
     """
     echo = lambda line: click.echo(line, err=True)  # noqa: E731
+    if engine != "llama-server" and (draft_model or draft_cache or draft_max):
+        raise click.UsageError("--draft, --draft-cache and --draft-max are for --engine llama-server")
+    if (draft_cache or draft_max) and not draft_model:
+        raise click.UsageError("--draft-cache and --draft-max need --draft MODEL")
     if engine == "llama-server":
         if chat_format:
             raise click.UsageError("--chat-format is for --engine python; llama-server reads the model's template")
@@ -55,7 +70,8 @@ def serve(model: str | None, cache: str | None, cache_k: str | None, cache_v: st
 
         llamaserver.serve(model, cache=cache, cache_k=cache_k, cache_v=cache_v, host=host, port=port, n_ctx=n_ctx,
                           parallel=parallel, threads=threads, alias=alias, api_key=api_key, rpc=rpc,
-                          verbose=verbose, echo=echo)
+                          verbose=verbose, echo=echo, draft_model=draft_model, draft_cache=draft_cache,
+                          draft_max=draft_max)
         return
     if parallel > 1:
         raise click.UsageError("the python engine serves one request at a time; use --engine llama-server "

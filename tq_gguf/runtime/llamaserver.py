@@ -5,6 +5,11 @@ Each slot gets a KV stream of its own (`--no-kv-unified`) of `--ctx` cells, so w
 hold, and what the server allocates, is exactly what tq_gguf.kv.plan computes for llama.cpp's
 tools (sliding-window layers sized to their window, not swa_full). The server runs as a child
 (childproc) that stops with this process.
+
+With a draft model, llama-server decodes speculatively: the draft proposes up to `--draft-max`
+tokens, the target checks them in one batch and keeps the longest prefix it would have produced
+itself. The draft has a context of its own, with the same slots and cells and a cache config of
+its own (one K and one V type for all its layers: llama.cpp has no per-layer flags for it).
 """
 
 from __future__ import annotations
@@ -18,8 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from ..errors import TqError
-from ..gguf import ggufinfo, models
+from ..errors import CacheTypeError, ModelError, TqError
+from ..gguf import ggufheader, ggufinfo, models, vocab
 from ..kv.cacheconfig import CacheConfig
 from ..kv.plan import ContextParams, format_size, kv_size, padded_ctx
 from ..native import rpcdevices, toollog
@@ -33,6 +38,7 @@ from .session import resolve_config
 READY_TIMEOUT = 600.0  # seconds for the server to load the model and answer /health
 ALL_LAYERS = "999"  # -ngl: every layer on the RPC devices
 VERBOSE_LOG = ["-lv", "4"]  # with --verbose: llama.cpp's info lines too (model, KV cache allocation)
+DRAFT_MODEL_TYPE = "draft-simple"  # llama.cpp's --spec-type for a separate draft model; -md alone does not enable it
 
 
 class ServerError(TqError):
@@ -62,8 +68,47 @@ def slot_plan(info: ggufinfo.ModelInfo, config: CacheConfig, flash_attn: bool, s
     return SlotPlan(slots, size.n_ctx_seq, size.total, size_f16.total)
 
 
+@dataclass(frozen=True)
+class Draft:
+    """A speculative draft model and its cache config."""
+
+    path: Path
+    info: ggufinfo.ModelInfo
+    config: CacheConfig
+    n_max: int | None  # tokens drafted per step; None: llama.cpp's default
+
+    def cli_args(self) -> list[str]:
+        args = ["-md", str(self.path), "--spec-type", DRAFT_MODEL_TYPE,
+                "-ctkd", self.config.k.name, "-ctvd", self.config.v.name]
+        return args + (["--spec-draft-n-max", str(self.n_max)] if self.n_max is not None else [])
+
+
+def draft_config(target: CacheConfig, spec: str | None) -> CacheConfig:
+    """The draft's cache config: `spec`, or the target's K and V types on every layer."""
+    if spec is None:
+        return CacheConfig(target.k, target.v)
+    config = CacheConfig.parse(spec)
+    if config.boundary:
+        raise CacheTypeError(f"a draft cache takes one K and one V type for all of its layers (llama.cpp has no "
+                             f"per-layer flags for the draft): write {config.k.name}/{config.v.name}, not {config}")
+    return config
+
+
+def resolve_draft(model: str, spec: str | None, target_path: Path, target: CacheConfig, n_max: int | None) -> Draft:
+    path = models.resolve(model)
+    info = ggufinfo.read(path)
+    reason = vocab.mismatch(ggufheader.read_header(target_path), ggufheader.read_header(path))
+    if reason:
+        raise ModelError(f"{path.name} cannot draft for {target_path.name}, whose vocabulary differs: {reason} "
+                         f"(llama-server would serve without speculation)")
+    config = draft_config(target, spec)
+    config.validate(info, flash_attn=True)
+    return Draft(path, info, config, n_max)
+
+
 def command(path: Path, info: ggufinfo.ModelInfo, config: CacheConfig, flash_attn: bool, plan: SlotPlan, *,
-            host: str, port: int, threads: int | None, alias: str, rpc: list[str]) -> list[str]:
+            host: str, port: int, threads: int | None, alias: str, rpc: list[str],
+            draft: Draft | None = None) -> list[str]:
     """llama-server's arguments for this model, cache config and slot plan."""
     cmd = [str(tool_path("llama-server")), "-m", str(path), "--alias", alias, "--host", host, "--port", str(port),
            "-np", str(plan.slots), "-c", str(plan.ctx_per_slot * plan.slots), "--no-kv-unified",
@@ -72,6 +117,8 @@ def command(path: Path, info: ggufinfo.ModelInfo, config: CacheConfig, flash_att
         cmd += ["-t", str(threads), "-tb", str(threads)]
     if rpc:
         cmd += ["--rpc", ",".join(rpc), "-ngl", ALL_LAYERS]
+    if draft:
+        cmd += draft.cli_args()
     return cmd
 
 
@@ -103,11 +150,16 @@ def _log_reasons(log) -> str:
 
 def serve(model: str | None, *, cache: str | None, cache_k: str | None, cache_v: str | None, host: str, port: int,
           n_ctx: int, parallel: int, threads: int | None, alias: str | None, api_key: str | None,
-          rpc: tuple[str, ...], verbose: bool, echo: Callable[[str], None]) -> None:
+          rpc: tuple[str, ...], verbose: bool, echo: Callable[[str], None], draft_model: str | None = None,
+          draft_cache: str | None = None, draft_max: int | None = None) -> None:
     """Serve MODEL with llama-server until SIGINT or SIGTERM; stops the server before returning."""
     path = models.resolve(model)
     info = ggufinfo.read(path)
-    config, flash_attn = resolve_config(info, cache, cache_k, cache_v)
+    draft = resolve_draft(draft_model, draft_cache, path, resolve_config(info, cache, cache_k, cache_v)[0],
+                          draft_max) if draft_model else None
+    # -fa is one switch for target and draft: a quantized draft cache turns it on for both
+    config, flash_attn = resolve_config(info, cache, cache_k, cache_v,
+                                        flash_attn=True if draft and draft.config.needs_flash_attn() else None)
     servers = parse_endpoints(rpc) if rpc else []
     if servers:
         rpcdevices.check_servers(servers, config.types())
@@ -117,13 +169,17 @@ def serve(model: str | None, *, cache: str | None, cache_k: str | None, cache_v:
     check_port(host, port)
     plan = slot_plan(info, config, flash_attn, parallel, n_ctx)
     cmd = command(path, info, config, flash_attn, plan, host=host, port=port, threads=threads,
-                  alias=alias or model or path.stem, rpc=endpoints) + (VERBOSE_LOG if verbose else [])
+                  alias=alias or model or path.stem, rpc=endpoints, draft=draft) + (VERBOSE_LOG if verbose else [])
     url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
     echo(f"serving {path.name} with llama-server and {describe(config)}"
          + (f", layers on {', '.join(endpoints)}" if endpoints else ""))
     echo(f"  {plan.slots} slot{'s' if plan.slots > 1 else ''} of {plan.ctx_per_slot} tokens; KV cache "
          f"{format_size(plan.kv_per_slot)} per slot, {format_size(plan.kv_total)} in total "
          f"(f16 would take {format_size(plan.kv_total_f16)})")
+    if draft:
+        draft_plan = slot_plan(draft.info, draft.config, flash_attn, parallel, n_ctx)
+        echo(f"  speculative: draft {draft.path.name} with {describe(draft.config)}; its KV cache "
+             f"{format_size(draft_plan.kv_per_slot)} per slot, {format_size(draft_plan.kv_total)} in total")
     log = None if verbose else tempfile.TemporaryFile()
     with childproc.stop_signals():
         child = None
