@@ -18,6 +18,7 @@ from click.testing import CliRunner
 
 from tq_gguf.analysis import advisor, kvstats
 from tq_gguf.errors import CacheTypeError, ModelError, TqError
+from tq_gguf.gguf import models
 from tq_gguf.kv import cachetypes
 from tq_gguf.kv.cacheconfig import PRESETS, CacheConfig
 
@@ -201,7 +202,6 @@ model = [pytest.mark.native, pytest.mark.model]
 @pytest.fixture(scope="module")
 def probes():
     from tq_gguf.analysis import kvprobe
-    from tq_gguf.gguf import models
 
     return {name: kvprobe.capture(models.fetch(name)) for name in MODEL_NAMES}
 
@@ -354,7 +354,7 @@ def test_cli_missing_model_is_one_error_line(tmp_path):
     result = run_cli(tmp_path / "nope.gguf")
     assert result.exit_code == 1
     assert result.output.strip().splitlines() == [f"error: model file {tmp_path / 'nope.gguf'} does not exist "
-                                                  f"(known model names: smollm2-135m, gemma3-270m, qwen2.5-coder-1.5b)"]
+                                                  f"(known model names: {', '.join(models.MODELS)})"]
 
 
 def test_cli_rejects_a_non_positive_budget():
