@@ -72,7 +72,7 @@ def main() -> int:
     result = bench(path, [CacheConfig.parse(c) for c in args.configs], depths=args.depths, n_prompt=args.n_prompt,
                    n_gen=args.n_gen, reps=args.reps, threads=args.threads,
                    baselines=[CacheConfig.parse(b) for b in BASELINES],
-                   progress=lambda config: print(f"{config}: done", file=sys.stderr))
+                   progress=lambda _, speeds: print(f"{speeds.config}: done", file=sys.stderr))
     print(f"model {path.name}, {args.threads} threads, flash attention on; "
           "tok/s (x f16/f16, x q8_0/q8_0)\n")
     print(markdown(result))

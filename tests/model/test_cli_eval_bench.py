@@ -211,6 +211,11 @@ def test_bench_table(default_model_path):
     assert lines[5].startswith("q8_0/turbo3") and lines[5].endswith("x)")
     assert lines[7].startswith("decode against memory bandwidth: a plain copy moved")
     assert lines[9].split()[0] == "config" and lines[11].startswith("q8_0/q8_0") and lines[11].endswith("%")
+    # each config's figures go to stderr as soon as llama-bench gives them, the table's to one decimal
+    progress = r.stderr.splitlines()
+    assert [line.split(":")[0] for line in progress] == ["llama-bench 1/3 f16/f16", "llama-bench 2/3 q8_0/q8_0",
+                                                          "llama-bench 3/3 q8_0/turbo3"]
+    assert progress[2] == f"llama-bench 3/3 q8_0/turbo3: tg2 @ d0 {lines[5].split()[1]} tok/s"
 
 
 class TestBenchBadInput:

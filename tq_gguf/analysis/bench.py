@@ -171,8 +171,8 @@ def kv_read_per_token(info, config: CacheConfig, depth: int, n_gen: int) -> int:
 def bench(model_path: Path, configs: Sequence[CacheConfig], *, depths: Sequence[int] = DEFAULT_DEPTHS,
           n_prompt: int = 512, n_gen: int = 64, reps: int = 2, threads: int | None = None,
           baselines: Sequence[CacheConfig] = BASELINES,
-          progress: Callable[[str], None] | None = None) -> Bench:
-    """Run llama-bench for the baselines, then every config; `progress(config)` after each."""
+          progress: Callable[[Bench, ConfigSpeed], None] | None = None) -> Bench:
+    """Run llama-bench for the baselines, then every config; `progress(bench, speeds)` after each."""
     if n_prompt == 0 and n_gen == 0:
         raise TqError("nothing to measure: -p and -n are both 0")
     ordered = runs(model_path, configs, baselines)  # refuse anything unrunnable before timing the rest
@@ -191,5 +191,5 @@ def bench(model_path: Path, configs: Sequence[CacheConfig], *, depths: Sequence[
             *(["-t", str(threads)] if threads else [])])
         result.results.append(ConfigSpeed(str(config), config.preset, parse(stdout)))
         if progress:
-            progress(str(config))
+            progress(result, result.results[-1])
     return result

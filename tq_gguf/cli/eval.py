@@ -206,10 +206,15 @@ def bench(model: str | None, configs, depths: list[int], n_prompt: int, n_gen: i
     if n_prompt == 0 and n_gen == 0:
         raise click.UsageError("nothing to measure: -p and -n are both 0")
     path = models.resolve(model)
-    with click.progressbar(length=len(run_bench.runs(path, configs)), label="llama-bench", file=sys.stderr,
-                           show_pos=True) as bar:
-        result = run_bench.bench(path, configs, depths=depths, n_prompt=n_prompt, n_gen=n_gen, reps=reps,
-                                 threads=threads, progress=lambda config: bar.update(1))
+    total = len(run_bench.runs(path, configs))
+
+    def progress(result, speeds) -> None:
+        # a long run (an hour at depth on a larger model) shows each config's figures as they come
+        cells = ", ".join(f"{result.column_name(c)} {speeds.speeds[c].tokens_per_s:.1f}" for c in result.columns)
+        click.echo(f"llama-bench {len(result.results)}/{total} {speeds.config}: {cells} tok/s", err=True)
+
+    result = run_bench.bench(path, configs, depths=depths, n_prompt=n_prompt, n_gen=n_gen, reps=reps,
+                             threads=threads, progress=progress)
     if as_json:
         _echo_json(result.as_dict())
         return
