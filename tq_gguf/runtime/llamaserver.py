@@ -155,11 +155,10 @@ def serve(model: str | None, *, cache: str | None, cache_k: str | None, cache_v:
     """Serve MODEL with llama-server until SIGINT or SIGTERM; stops the server before returning."""
     path = models.resolve(model)
     info = ggufinfo.read(path)
-    draft = resolve_draft(draft_model, draft_cache, path, resolve_config(info, cache, cache_k, cache_v)[0],
-                          draft_max) if draft_model else None
+    config, flash_attn = resolve_config(info, cache, cache_k, cache_v)
+    draft = resolve_draft(draft_model, draft_cache, path, config, draft_max) if draft_model else None
     # -fa is one switch for target and draft: a quantized draft cache turns it on for both
-    config, flash_attn = resolve_config(info, cache, cache_k, cache_v,
-                                        flash_attn=True if draft and draft.config.needs_flash_attn() else None)
+    flash_attn = flash_attn or bool(draft and draft.config.needs_flash_attn())
     servers = parse_endpoints(rpc) if rpc else []
     if servers:
         rpcdevices.check_servers(servers, config.types())
