@@ -13,6 +13,10 @@
 //     per row: mask, ALiBi slope, softcap, one online-softmax step for the tile;
 //     V row -> float once, one multiply-add per query row (register-blocked).
 //
+// A prompt takes many passes over each KV head (one per TQ_FA_ROWS rows), so a batch first
+// expands the K and V rows to float once, all threads sharing the work, and its passes read
+// those floats: O(n_kv*d) expansion for the op instead of O(n_q*n_kv*d/TQ_FA_ROWS).
+//
 // Batch invariance. A query row's result depends only on that row, the K/V rows and its
 // mask row: never on how many queries share the op, on which rows share a pass, or on the
 // thread count. So a prompt read in one batch and the same prompt continued from a saved
@@ -48,6 +52,7 @@
 #define TQ_FA_ROWS     16   // query rows per pass over the K/V rows
 #define TQ_FA_MAX_D    1024 // largest K/V head size taken (stack scratch)
 #define TQ_FA_MAX_DV_BLOCKED 256 // V head sizes whose tile of rows is held as float (below)
+#define TQ_FA_EXPAND_MAX ((size_t) 512 << 20) // largest float copy of a batch's K and V rows (bytes)
 
 // The V accumulation of a tile is register-blocked: a slice of GGML_F32_EPR output values of
 // up to four rows stays in registers while the tile's rows are added, so each expanded V row is
@@ -148,9 +153,9 @@ static void tq_fa_accumulate(int g, int nt, int64_t DV, float * const * acc, con
 // instructions for 16 scores instead of a horizontal sum per score)
 #define TQ_FA_PARTIALS 1
 
-// out[r] = the 16-lane partial sums of k.q[r] for NR rows: per row a multiply, then one FMA
-// chain over the row in order, so a row's sums do not depend on NR. NR chains side by side
-// keep the FMA units busy where one chain would wait on each FMA's latency.
+// out[r*TQ_FA_TILE] = the 16-lane partial sums of k.q[r] for NR rows: per row a multiply, then
+// one FMA chain over the row in order, so a row's sums do not depend on NR. NR chains side by
+// side keep the FMA units busy where one chain would wait on each FMA's latency.
 static inline void tq_fa_partials_nr(const int NR, const float * GGML_RESTRICT k, const float * const * q,
                                      int n, __m512 * out) {
     __m512 a[8];
@@ -165,24 +170,25 @@ static inline void tq_fa_partials_nr(const int NR, const float * GGML_RESTRICT k
         }
     }
     for (int r = 0; r < NR; ++r) {
-        out[r] = a[r];
+        out[r*TQ_FA_TILE] = a[r];
     }
 }
 
-// the partial sums of k.q[r] for n_rows rows, eight at a time (a constant count per call)
+// the partial sums of k.q[r] for n_rows rows, eight at a time (a constant count per call),
+// row r's at out[r*TQ_FA_TILE]
 static void tq_fa_partials(const float * k, const float * const * q, int n_rows, int n, __m512 * out) {
     int r = 0;
     for (; r + 8 <= n_rows; r += 8) {
-        tq_fa_partials_nr(8, k, q + r, n, out + r);
+        tq_fa_partials_nr(8, k, q + r, n, out + r*TQ_FA_TILE);
     }
     switch (n_rows - r) {
-        case 7: tq_fa_partials_nr(7, k, q + r, n, out + r); break;
-        case 6: tq_fa_partials_nr(6, k, q + r, n, out + r); break;
-        case 5: tq_fa_partials_nr(5, k, q + r, n, out + r); break;
-        case 4: tq_fa_partials_nr(4, k, q + r, n, out + r); break;
-        case 3: tq_fa_partials_nr(3, k, q + r, n, out + r); break;
-        case 2: tq_fa_partials_nr(2, k, q + r, n, out + r); break;
-        case 1: tq_fa_partials_nr(1, k, q + r, n, out + r); break;
+        case 7: tq_fa_partials_nr(7, k, q + r, n, out + r*TQ_FA_TILE); break;
+        case 6: tq_fa_partials_nr(6, k, q + r, n, out + r*TQ_FA_TILE); break;
+        case 5: tq_fa_partials_nr(5, k, q + r, n, out + r*TQ_FA_TILE); break;
+        case 4: tq_fa_partials_nr(4, k, q + r, n, out + r*TQ_FA_TILE); break;
+        case 3: tq_fa_partials_nr(3, k, q + r, n, out + r*TQ_FA_TILE); break;
+        case 2: tq_fa_partials_nr(2, k, q + r, n, out + r*TQ_FA_TILE); break;
+        case 1: tq_fa_partials_nr(1, k, q + r, n, out + r*TQ_FA_TILE); break;
         default: break;
     }
 }
@@ -291,12 +297,57 @@ static bool tq_fa_is_decode(const struct ggml_tensor * dst) {
     return dst->src[0]->ne[1] == 1 && dst->src[0]->ne[3] == 1;
 }
 
+// How a batch of query rows is cut into passes: g heads of one KV head's group times P
+// positions, at most TQ_FA_ROWS rows each.
+struct tq_fa_passes {
+    int64_t G;     // query heads per KV head
+    int64_t g;     // heads per pass
+    int64_t n_grp; // row groups per KV head
+    int64_t P;     // positions per pass
+    int64_t n_blk; // blocks of positions
+};
+
+static struct tq_fa_passes tq_fa_passes_of(const struct ggml_tensor * dst) {
+    const struct ggml_tensor * q = dst->src[0];
+    struct tq_fa_passes ps;
+    ps.G     = q->ne[2]/dst->src[1]->ne[2];
+    ps.g     = MIN(ps.G, TQ_FA_ROWS);
+    ps.n_grp = (ps.G + ps.g - 1)/ps.g;
+    ps.P     = MAX(1, TQ_FA_ROWS/ps.g);
+    ps.n_blk = (q->ne[1] + ps.P - 1)/ps.P;
+    return ps;
+}
+
+// Floats of a tensor's rows expanded once for a batch (0: f32 rows, read as they are).
+static int64_t tq_fa_expanded_floats(const struct ggml_tensor * t) {
+    return ggml_tq_cpu_fa_to_float(t->type) == NULL ? 0 : t->ne[0]*t->ne[1]*t->ne[2]*t->ne[3];
+}
+
+// Whether a batch expands its K and V rows once, up front. Every pass over a KV head would
+// otherwise expand the same rows again: a prompt of N positions in a group of G heads takes
+// about N*G/TQ_FA_ROWS passes per KV head, and each expansion costs about as much as the
+// dots it feeds. Up front it is O(n_kv*d) for the whole op, split across the threads.
+static bool tq_fa_expands(const struct ggml_tensor * dst) {
+    const struct ggml_tensor * q = dst->src[0];
+    const struct tq_fa_passes ps = tq_fa_passes_of(dst);
+    const int64_t passes_per_head = ps.n_grp*ps.n_blk*(q->ne[3]/dst->src[1]->ne[3]);
+    const int64_t floats = tq_fa_expanded_floats(dst->src[1]) + tq_fa_expanded_floats(dst->src[2]);
+    return !tq_fa_is_decode(dst) && passes_per_head > 1 && floats > 0 &&
+           (size_t) floats*sizeof(float) <= TQ_FA_EXPAND_MAX;
+}
+
 size_t ggml_tq_cpu_fa_work_size(const struct ggml_tensor * dst) {
-    if (!ggml_tq_cpu_fa_supported(dst) || !tq_fa_is_decode(dst)) {
+    if (!ggml_tq_cpu_fa_supported(dst)) {
         return 0;
     }
-    // decode: [M, S, VKQ[DV]] per query head and chunk
-    return sizeof(float)*dst->src[0]->ne[2]*tq_fa_n_chunks(dst)*(2 + dst->src[2]->ne[0]);
+    if (tq_fa_is_decode(dst)) {
+        // decode: [M, S, VKQ[DV]] per query head and chunk
+        return sizeof(float)*dst->src[0]->ne[2]*tq_fa_n_chunks(dst)*(2 + dst->src[2]->ne[0]);
+    }
+    if (tq_fa_expands(dst)) {
+        return sizeof(float)*(tq_fa_expanded_floats(dst->src[1]) + tq_fa_expanded_floats(dst->src[2]));
+    }
+    return 0;
 }
 
 // What every query row of the op shares.
@@ -356,12 +407,63 @@ static void tq_fa_add_row(struct tq_fa_pass * p, const struct tq_fa_op * op, con
     p->acc[r]   = acc;
 }
 
-// whether any row of the pass gives key j of the tile a nonzero weight (its V row is needed)
-static inline bool tq_fa_key_used(float (*pw)[TQ_FA_TILE], int n, int j) {
-    bool used = false;
-    for (int r = 0; r < n; ++r) {
-        used |= pw[r][j] != 0.0f;
+// The bookkeeping of a tile, per row and key, done 16 keys at a time on AVX-512. Each function
+// computes the same floats as its plain loop (one multiply or add per value), only side by side.
+
+// Bit j: key j of the tile has a finite mask term for some row of the pass (its K row is
+// needed). Sets sc[r][j] to the mask term, slope*mask (0 without a mask).
+static inline uint32_t tq_fa_mask_tile(const struct tq_fa_pass * p, int64_t it, int nt, float (*sc)[TQ_FA_TILE]) {
+    uint32_t seen = 0;
+#if defined(__AVX512F__)
+    for (int r = 0; r < p->n; ++r) {
+        for (int j0 = 0; j0 < nt; j0 += 16) {
+            const int m = MIN(16, nt - j0);
+            __m512 mv = _mm512_setzero_ps();
+            if (p->mask[r]) {
+                ggml_fp16_t h[16] = { 0 }; // a short last tile must not read past the mask row
+                const ggml_fp16_t * src = p->mask[r] + it + j0;
+                if (m < 16) {
+                    memcpy(h, src, m*sizeof(ggml_fp16_t));
+                    src = h;
+                }
+                mv = _mm512_mul_ps(_mm512_set1_ps(p->slope[r]), _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *) src)));
+            }
+            _mm512_storeu_ps(sc[r] + j0, mv);
+            const __mmask16 live = (__mmask16) ((1u << m) - 1);
+            seen |= (uint32_t) _mm512_mask_cmp_ps_mask(live, mv, _mm512_set1_ps(-INFINITY), _CMP_NEQ_UQ) << j0;
+        }
     }
+#else
+    for (int j = 0; j < nt; ++j) {
+        for (int r = 0; r < p->n; ++r) {
+            const float mv = p->mask[r] ? p->slope[r]*GGML_CPU_FP16_TO_FP32(p->mask[r][it + j]) : 0.0f;
+            sc[r][j] = mv;
+            seen |= (uint32_t) (mv != -INFINITY) << j;
+        }
+    }
+#endif
+    return seen;
+}
+
+// Bit j: some row of the pass gives key j of the tile a nonzero weight (its V row is needed).
+static inline uint32_t tq_fa_used_keys(float (*pw)[TQ_FA_TILE], int n, int nt) {
+    uint32_t used = 0;
+#if defined(__AVX512F__)
+    for (int j0 = 0; j0 < nt; j0 += 16) {
+        const __mmask16 live = (__mmask16) ((1u << MIN(16, nt - j0)) - 1);
+        __mmask16 u = 0;
+        for (int r = 0; r < n; ++r) {
+            u |= _mm512_mask_cmp_ps_mask(live, _mm512_loadu_ps(pw[r] + j0), _mm512_setzero_ps(), _CMP_NEQ_UQ);
+        }
+        used |= (uint32_t) u << j0;
+    }
+#else
+    for (int j = 0; j < nt; ++j) {
+        for (int r = 0; r < n; ++r) {
+            used |= (uint32_t) (pw[r][j] != 0.0f) << j;
+        }
+    }
+#endif
     return used;
 }
 
@@ -378,8 +480,7 @@ static void tq_fa_chunk(const struct tq_fa_op * op, struct tq_fa_pass * p,
     float sc[TQ_FA_ROWS][TQ_FA_TILE];   // scores of a tile
     float pw[TQ_FA_ROWS][TQ_FA_TILE];   // softmax weights of a tile
 #if TQ_FA_PARTIALS
-    __m512 part[TQ_FA_TILE][TQ_FA_ROWS]; // 16-lane partial sums of q.k, by key
-    __m512 lanes[TQ_FA_TILE];            // one row's, gathered for the cross-lane sums
+    __m512 part[TQ_FA_ROWS][TQ_FA_TILE]; // 16-lane partial sums of q.k, by row and key
 #endif
 #if TQ_FA_BLOCKED
     float pu[TQ_FA_ROWS][TQ_FA_TILE];   // weights of the rows in vt
@@ -397,23 +498,17 @@ static void tq_fa_chunk(const struct tq_fa_op * op, struct tq_fa_pass * p,
         const int nt = (int) MIN(TQ_FA_TILE, ic1 - it);
 
         // scores: one K row as float, a dot per query row that sees it
+        const uint32_t seen = tq_fa_mask_tile(p, it, nt, sc);
         for (int j = 0; j < nt; ++j) {
-            const int64_t ic = it + j;
-            bool any = false;
-            for (int r = 0; r < n; ++r) {
-                const float mv = p->mask[r] ? p->slope[r]*GGML_CPU_FP16_TO_FP32(p->mask[r][ic]) : 0.0f;
-                sc[r][j] = mv; // the mask term, for now
-                any |= mv != -INFINITY;
-            }
-            if (!any) {
+            if (!(seen >> j & 1)) {
 #if TQ_FA_PARTIALS
                 for (int r = 0; r < n; ++r) {
-                    part[j][r] = _mm512_setzero_ps();
+                    part[r][j] = _mm512_setzero_ps();
                 }
 #endif
                 continue;
             }
-            const char * k_data = k_head + ic*op->nbk1;
+            const char * k_data = k_head + (it + j)*op->nbk1;
             const float * kf = (const float *) k_data;
             if (op->k_to_float) {
                 op->k_to_float(k_data, k32, DK);
@@ -421,7 +516,7 @@ static void tq_fa_chunk(const struct tq_fa_op * op, struct tq_fa_pass * p,
             }
 #if TQ_FA_PARTIALS
             // every row of the pass, masked ones too (their sums are not used): no branches
-            tq_fa_partials(kf, p->q, n, (int) DK, part[j]);
+            tq_fa_partials(kf, p->q, n, (int) DK, &part[0][j]);
 #else
             for (int r = 0; r < n; ++r) {
                 if (sc[r][j] == -INFINITY) {
@@ -437,21 +532,25 @@ static void tq_fa_chunk(const struct tq_fa_op * op, struct tq_fa_pass * p,
         }
 #if TQ_FA_PARTIALS
         for (int r = 0; r < n; ++r) {
-            for (int j = 0; j < GGML_PAD(nt, 16); ++j) {
-                lanes[j] = j < nt ? part[j][r] : _mm512_setzero_ps();
+            for (int j = nt; j < GGML_PAD(nt, 16); ++j) {
+                part[r][j] = _mm512_setzero_ps();
             }
             for (int j0 = 0; j0 < nt; j0 += 16) {
-                float raw[16];
-                _mm512_storeu_ps(raw, tq_fa_hsum16_avx512(lanes + j0));
+                const __m512 raw = tq_fa_hsum16_avx512(part[r] + j0);
+                if (op->softcap == 0.0f) {
+                    // sc += raw*scale where the mask term is finite, as the loop below does
+                    const __m512 mv = _mm512_loadu_ps(sc[r] + j0);
+                    const __mmask16 live = _mm512_cmp_ps_mask(mv, _mm512_set1_ps(-INFINITY), _CMP_NEQ_UQ);
+                    _mm512_storeu_ps(sc[r] + j0, _mm512_mask_add_ps(mv, live, mv, _mm512_mul_ps(raw, _mm512_set1_ps(op->scale))));
+                    continue;
+                }
+                float rawf[16];
+                _mm512_storeu_ps(rawf, raw);
                 for (int j = j0; j < MIN(j0 + 16, nt); ++j) {
                     if (sc[r][j] == -INFINITY) {
                         continue;
                     }
-                    float s = raw[j - j0]*op->scale;
-                    if (op->softcap != 0.0f) {
-                        s = op->softcap*tanhf(s);
-                    }
-                    sc[r][j] += s;
+                    sc[r][j] += op->softcap*tanhf(rawf[j - j0]*op->scale);
                 }
             }
         }
@@ -481,11 +580,17 @@ static void tq_fa_chunk(const struct tq_fa_op * op, struct tq_fa_pass * p,
         }
 
         // values: one V row as float, a multiply-add per query row
+        const uint32_t used = tq_fa_used_keys(pw, n, nt);
 #if TQ_FA_BLOCKED
         if (blocked) {
+            if (op->v_to_float == NULL && used == (uint32_t) ((1ull << nt) - 1) && op->nbv1 == DV*sizeof(float)) {
+                // every key used and the rows float and adjacent (f32 V, or expanded for a batch)
+                tq_fa_accumulate(n, nt, DV, p->acc, (const float (*)[TQ_FA_TILE]) pw, (const float *) (v_head + it*op->nbv1));
+                continue;
+            }
             int nu = 0;
             for (int j = 0; j < nt; ++j) {
-                if (!tq_fa_key_used(pw, n, j)) {
+                if (!(used >> j & 1)) {
                     continue;
                 }
                 const char * v_data = v_head + (it + j)*op->nbv1;
@@ -504,7 +609,7 @@ static void tq_fa_chunk(const struct tq_fa_op * op, struct tq_fa_pass * p,
         }
 #endif
         for (int j = 0; j < nt; ++j) {
-            if (!tq_fa_key_used(pw, n, j)) {
+            if (!(used >> j & 1)) {
                 continue;
             }
             const char * v_data = v_head + (it + j)*op->nbv1;
@@ -619,6 +724,23 @@ static void tq_fa_decode(const struct ggml_compute_params * params, struct ggml_
     }
 }
 
+// This thread's share of t's rows as float (nothing for f32 rows), row (i3, i2, i1) at
+// ((i3*ne2 + i2)*ne1 + i1)*ne0: the floats each pass would get from expanding the row itself.
+static void tq_fa_expand(const struct ggml_tensor * t, ggml_to_float_t to_float, float * out, int ith, int nth) {
+    if (to_float == NULL) {
+        return;
+    }
+    const int64_t n_rows = t->ne[1]*t->ne[2]*t->ne[3];
+    const int64_t r0 = n_rows*ith/nth;
+    const int64_t r1 = n_rows*(ith + 1)/nth;
+    for (int64_t r = r0; r < r1; ++r) {
+        const int64_t i1 = r % t->ne[1];
+        const int64_t i2 = (r / t->ne[1]) % t->ne[2];
+        const int64_t i3 = r / (t->ne[1]*t->ne[2]);
+        to_float((const char *) t->data + i1*t->nb[1] + i2*t->nb[2] + i3*t->nb[3], out + r*t->ne[0], t->ne[0]);
+    }
+}
+
 // Several query tokens: a pass is (sequence, KV head, row group, block of positions) with
 // at most TQ_FA_ROWS rows; passes are dealt to the threads, and each walks its chunks in
 // order, merging each into the output rows as it goes.
@@ -626,17 +748,35 @@ static void tq_fa_batch(const struct ggml_compute_params * params, struct ggml_t
     const struct ggml_tensor * q = dst->src[0];
     const struct ggml_tensor * k = dst->src[1];
     const struct ggml_tensor * v = dst->src[2];
-    const struct tq_fa_op op = tq_fa_op_of(dst);
+
+    struct tq_fa_op op = tq_fa_op_of(dst);
 
     const int64_t n_pos  = q->ne[1];
-    const int64_t n_head = q->ne[2];
-    const int64_t G      = n_head/k->ne[2];
-    const int64_t g      = MIN(G, TQ_FA_ROWS);               // heads per pass
-    const int64_t n_grp  = (G + g - 1)/g;                    // row groups per KV head
-    const int64_t P      = MAX(1, TQ_FA_ROWS/g);             // positions per pass
-    const int64_t n_blk  = (n_pos + P - 1)/P;
+    const struct tq_fa_passes ps = tq_fa_passes_of(dst);
+    const int64_t G      = ps.G, g = ps.g, n_grp = ps.n_grp, P = ps.P, n_blk = ps.n_blk;
     const int64_t rk3    = q->ne[3]/k->ne[3];
     const int64_t nc     = tq_fa_n_chunks(dst);
+
+    // K and V rows as float once for all passes (laid out [i3][KV head][cell][d]), or in each pass
+    const float * k32 = NULL;
+    const float * v32 = NULL;
+    if (tq_fa_expands(dst)) {
+        float * wk = (float *) params->wdata;
+        float * wv = wk + tq_fa_expanded_floats(k);
+        tq_fa_expand(k, op.k_to_float, wk, params->ith, params->nth);
+        tq_fa_expand(v, op.v_to_float, wv, params->ith, params->nth);
+        ggml_barrier(params->threadpool);
+        if (op.k_to_float) {
+            k32 = wk;
+            op.k_to_float = NULL;
+            op.nbk1 = op.DK*sizeof(float);
+        }
+        if (op.v_to_float) {
+            v32 = wv;
+            op.v_to_float = NULL;
+            op.nbv1 = op.DV*sizeof(float);
+        }
+    }
 
     float acc[TQ_FA_ROWS][TQ_FA_MAX_D]; // chunk accumulators
     float M[TQ_FA_ROWS];
@@ -664,8 +804,11 @@ static void tq_fa_batch(const struct ggml_compute_params * params, struct ggml_t
                 tq_fa_add_row(&p, &op, dst, iq1, iq2, iq3, acc[p.n]);
             }
         }
-        const char * k_head = (const char *) k->data + ik2*k->nb[2] + (iq3/rk3)*k->nb[3];
-        const char * v_head = (const char *) v->data + ik2*v->nb[2] + (iq3/rk3)*v->nb[3];
+        const int64_t kv_head = (iq3/rk3)*k->ne[2] + ik2; // in the expanded layout
+        const char * k_head = k32 ? (const char *) (k32 + kv_head*k->ne[1]*op.DK)
+                                  : (const char *) k->data + ik2*k->nb[2] + (iq3/rk3)*k->nb[3];
+        const char * v_head = v32 ? (const char *) (v32 + kv_head*v->ne[1]*op.DV)
+                                  : (const char *) v->data + ik2*v->nb[2] + (iq3/rk3)*v->nb[3];
         for (int64_t c = 0; c < nc; ++c) {
             tq_fa_chunk(&op, &p, k_head, v_head, c*TQ_FA_CHUNK, MIN((c + 1)*TQ_FA_CHUNK, k->ne[1]));
             for (int r = 0; r < p.n; ++r) {
