@@ -65,14 +65,16 @@ def main() -> int:
     ap.add_argument("-n", "--n-gen", type=int, default=64)
     ap.add_argument("-t", "--threads", type=int, default=2)
     ap.add_argument("-r", "--reps", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=1)
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
 
     path = models.resolve(args.model)
     result = bench(path, [CacheConfig.parse(c) for c in args.configs], depths=args.depths, n_prompt=args.n_prompt,
-                   n_gen=args.n_gen, reps=args.reps, threads=args.threads,
+                   n_gen=args.n_gen, reps=args.reps, rounds=args.rounds, threads=args.threads,
                    baselines=[CacheConfig.parse(b) for b in BASELINES],
-                   progress=lambda _, speeds: print(f"{speeds.config}: done", file=sys.stderr))
+                   progress=lambda _, speeds, done, total: print(f"{done}/{total} {speeds.config}: done",
+                                                                 file=sys.stderr))
     print(f"model {path.name}, {args.threads} threads, flash attention on; "
           "tok/s (x f16/f16, x q8_0/q8_0)\n")
     print(markdown(result))

@@ -218,6 +218,30 @@ def test_bench_table(default_model_path):
     assert progress[2] == f"llama-bench 3/3 q8_0/turbo3: tg2 @ d0 {lines[5].split()[1]} tok/s"
 
 
+def test_bench_rounds_run_the_configs_in_turns_and_report_medians(default_model_path):
+    r = run_cli("bench", default_model_path, "--configs", "q8_0/turbo3", "-p", 0, "-n", 2, "--depths", 0,
+                "-r", 1, "-t", 1, "--rounds", 3)
+    assert r.exit_code == 0, r.output
+    progress = [line.split(": ") for line in r.stderr.splitlines()]
+    names = ["f16/f16", "q8_0/q8_0", "q8_0/turbo3"]
+    assert [p[0] for p in progress] == [f"llama-bench {i + 1}/9 {names[i % 3]}" for i in range(9)]
+    lines = r.stdout.splitlines()
+    assert "1 repetition, 3 rounds in turns (medians);" in lines[0]
+    for name, line in zip(names, lines[3:6]):
+        per_round = [float(p[1].split()[-2]) for p in progress if p[0].endswith(" " + name)]
+        assert line.split()[0] == name
+        assert abs(float(line.split()[1]) - sorted(per_round)[1]) <= 0.051  # the median, as printed to 0.1
+
+
+def test_median_speed_takes_the_middle_round_and_its_spread():
+    from tq_gguf.analysis.bench import Speed, median_speed
+    one = Speed(10.0, 0.3)
+    assert median_speed([one]) is one  # one round keeps llama-bench's own spread
+    got = median_speed([Speed(10.0, 0.1), Speed(30.0, 0.1), Speed(11.0, 0.1)])
+    assert got.tokens_per_s == 11.0  # the median, not the mean (17.0) a slow or fast spell would pull
+    assert got.stddev == pytest.approx(11.269, abs=1e-3)  # sample spread of 10, 30, 11
+
+
 class TestBenchBadInput:
     def test_mixed_config_is_refused_by_name(self, default_model_path):
         r = run_cli("bench", default_model_path, "--configs", "q8_0/turbo3,max")

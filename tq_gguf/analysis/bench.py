@@ -5,6 +5,12 @@ with the baselines (f16/f16, then q8_0/q8_0) measured in the same session, so ra
 compare runs on the same machine under the same load. llama-bench takes one K
 and one V type for the whole model: configs with per-layer types are refused.
 
+On a shared machine the speed drifts over minutes, and one config's process can
+meet a slow spell another's missed (run to run, ±15% was seen on a 2-core VM where
+repetitions inside one process agreed within 2%). With `rounds` > 1 every config
+runs once per round, in turns, and each figure is the median of its rounds, so a
+slow spell falls on all configs alike.
+
 Decode reads every weight and the whole KV cache once per token, so its speed is
 bounded by memory bandwidth: the run also times a plain memory copy and reports,
 per decode test, the bytes read per token and the share of the copy speed reached.
@@ -40,7 +46,16 @@ Column = tuple[str, int]  # ("tg" decode | "pp" prefill, context depth)
 @dataclass(frozen=True)
 class Speed:
     tokens_per_s: float
-    stddev: float
+    stddev: float  # llama-bench's over repetitions, or over rounds when there are several
+
+
+def median_speed(rounds: Sequence[Speed]) -> Speed:
+    """One config's figure from its rounds: the median tokens/s, with the spread of the rounds'
+    figures (llama-bench's own spread when there is one round)."""
+    if len(rounds) == 1:
+        return rounds[0]
+    speeds = [r.tokens_per_s for r in rounds]
+    return Speed(float(np.median(speeds)), float(np.std(speeds, ddof=1)))
 
 
 @dataclass
@@ -59,6 +74,7 @@ class Bench:
     reps: int
     threads: int | None
     baselines: tuple[str, ...]
+    rounds: int = 1
     copy_bytes_per_s: float = 0.0  # memory copy speed measured in the same run (bytes copied per second)
     weight_bytes: int = 0          # read once per decoded token
     kv_read: dict[tuple[str, int], int] = field(default_factory=dict)  # (config, depth) -> KV bytes per token
@@ -98,7 +114,7 @@ class Bench:
     def as_dict(self) -> dict:
         return {
             "model": self.model, "n_prompt": self.n_prompt, "n_gen": self.n_gen, "depths": list(self.depths),
-            "reps": self.reps, "threads": self.threads, "baselines": list(self.baselines),
+            "reps": self.reps, "rounds": self.rounds, "threads": self.threads, "baselines": list(self.baselines),
             "copy_bytes_per_s": self.copy_bytes_per_s, "weight_bytes": self.weight_bytes,
             "results": [
                 {"config": r.config, "preset": r.preset, "tests": [
@@ -169,27 +185,36 @@ def kv_read_per_token(info, config: CacheConfig, depth: int, n_gen: int) -> int:
 
 
 def bench(model_path: Path, configs: Sequence[CacheConfig], *, depths: Sequence[int] = DEFAULT_DEPTHS,
-          n_prompt: int = 512, n_gen: int = 64, reps: int = 2, threads: int | None = None,
+          n_prompt: int = 512, n_gen: int = 64, reps: int = 2, rounds: int = 1, threads: int | None = None,
           baselines: Sequence[CacheConfig] = BASELINES,
-          progress: Callable[[Bench, ConfigSpeed], None] | None = None) -> Bench:
-    """Run llama-bench for the baselines, then every config; `progress(bench, speeds)` after each."""
+          progress: Callable[[Bench, ConfigSpeed, int, int], None] | None = None) -> Bench:
+    """Run llama-bench for the baselines, then every config, `rounds` times in turns;
+    `progress(bench, speeds, done, total)` after each process."""
     if n_prompt == 0 and n_gen == 0:
         raise TqError("nothing to measure: -p and -n are both 0")
+    if rounds < 1:
+        raise TqError(f"rounds must be at least 1, not {rounds}")
     ordered = runs(model_path, configs, baselines)  # refuse anything unrunnable before timing the rest
     result = Bench(model=str(model_path), n_prompt=n_prompt, n_gen=n_gen, depths=tuple(dict.fromkeys(depths)),
-                   reps=reps, threads=threads, baselines=tuple(str(b) for b in baselines))
+                   reps=reps, threads=threads, baselines=tuple(str(b) for b in baselines), rounds=rounds)
     info = ggufinfo.read(model_path)
     result.weight_bytes = model_path.stat().st_size
     result.kv_read = {(str(c), d): kv_read_per_token(info, c, d, n_gen) for c in ordered for d in result.depths}
     if n_gen:
         result.copy_bytes_per_s = copy_speed(threads or 1)
-    for config in ordered:
+    measured: dict[str, list[dict[Column, Speed]]] = {str(c): [] for c in ordered}
+    total = rounds * len(ordered)
+    for done, config in enumerate((c for _ in range(rounds) for c in ordered), start=1):
         uniform = check_uniform(config)
         stdout, _ = llamatool.run("llama-bench", [
             "-m", str(model_path), "-p", str(n_prompt), "-n", str(n_gen), "-d", ",".join(map(str, result.depths)),
             "-ctk", uniform.k.name, "-ctv", uniform.v.name, "-fa", "on", "-r", str(reps), "-o", "json",
             *(["-t", str(threads)] if threads else [])])
-        result.results.append(ConfigSpeed(str(config), config.preset, parse(stdout)))
+        measured[str(config)].append(parse(stdout))
         if progress:
-            progress(result, result.results[-1])
+            progress(result, ConfigSpeed(str(config), config.preset, measured[str(config)][-1]), done, total)
+    for config in ordered:
+        per_round = measured[str(config)]
+        result.results.append(ConfigSpeed(str(config), config.preset,
+                                          {c: median_speed([r[c] for r in per_round]) for c in per_round[0]}))
     return result

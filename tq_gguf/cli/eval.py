@@ -143,8 +143,10 @@ def eval_(model: str | None, configs, text: Path | None, chunks: int, n_ctx: int
 def bench_lines(result) -> list[str]:
     threads = (f"{result.threads} thread{'s' * (result.threads != 1)}" if result.threads
                else "llama-bench's default threads")
+    rounds = (f", {result.rounds} rounds in turns (medians)" if result.rounds > 1 else "")
     lines = [f"{Path(result.model).name}: llama-bench, flash attention on, {threads}, {result.reps} repetition"
-             f"{'s' * (result.reps != 1)}; tokens/s (ratios to {' and '.join(result.baselines)} in this run)", ""]
+             f"{'s' * (result.reps != 1)}{rounds}; tokens/s (ratios to {' and '.join(result.baselines)} in this run)",
+             ""]
     cols = result.columns
     rows = [("config", *(result.column_name(c) for c in cols))]
     for r in result.results:
@@ -187,9 +189,12 @@ def _table(rows: list[tuple[str, ...]]) -> list[str]:
               help="tokens per decode test (0: no decode tests)")
 @click.option("-r", "--reps", type=click.IntRange(min=1), default=2, show_default=True,
               help="repetitions per test")
+@click.option("--rounds", type=click.IntRange(min=1), default=1, show_default=True,
+              help="run every config this many times, in turns, and report medians: on a shared machine a "
+                   "slow spell then falls on all configs alike")
 @click.option("--threads", "-t", type=click.IntRange(min=1), help="CPU threads [default: llama-bench's]")
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object instead of a table")
-def bench(model: str | None, configs, depths: list[int], n_prompt: int, n_gen: int, reps: int,
+def bench(model: str | None, configs, depths: list[int], n_prompt: int, n_gen: int, reps: int, rounds: int,
           threads: int | None, as_json: bool) -> None:
     """Decode and prefill speed of cache configs, as ratios to f16 in the same run.
 
@@ -200,21 +205,21 @@ def bench(model: str | None, configs, depths: list[int], n_prompt: int, n_gen: i
 
     \b
     tq-gguf bench smollm2-135m --configs q8_0/turbo3 --depths 0,4096 -r 3
+    tq-gguf bench smollm2-135m --configs q8_0/turbo3 --depths 0 -p 0 --rounds 5
     """
     from ..analysis import bench as run_bench  # deferred: heavy (numpy, gguf, llama_cpp); --help needs none
 
     if n_prompt == 0 and n_gen == 0:
         raise click.UsageError("nothing to measure: -p and -n are both 0")
     path = models.resolve(model)
-    total = len(run_bench.runs(path, configs))
 
-    def progress(result, speeds) -> None:
+    def progress(result, speeds, done: int, total: int) -> None:
         # a long run (an hour at depth on a larger model) shows each config's figures as they come
         cells = ", ".join(f"{result.column_name(c)} {speeds.speeds[c].tokens_per_s:.1f}" for c in result.columns)
-        click.echo(f"llama-bench {len(result.results)}/{total} {speeds.config}: {cells} tok/s", err=True)
+        click.echo(f"llama-bench {done}/{total} {speeds.config}: {cells} tok/s", err=True)
 
     result = run_bench.bench(path, configs, depths=depths, n_prompt=n_prompt, n_gen=n_gen, reps=reps,
-                             threads=threads, progress=progress)
+                             rounds=rounds, threads=threads, progress=progress)
     if as_json:
         _echo_json(result.as_dict())
         return
