@@ -8,7 +8,8 @@ import random
 import pytest
 
 from tq_gguf.analysis import needle
-from tq_gguf.analysis.needle import Haystack, NeedleError, answer_of, is_found, make_secret, split_sentences
+from tq_gguf.analysis.needle import (Haystack, NeedleError, answer_of, is_found, make_secret, scored,
+                                     split_sentences)
 
 
 def words(text: str) -> list[int]:
@@ -38,10 +39,22 @@ def test_numbers_match_exactly():
     (" amber-falcon-42. The text also says", "amber-falcon-42"),
     (" amber-falcon-42\nQuestion: more", "amber-falcon-42"),
     (" 3.14 is not it", "3.14 is not it"),  # a full stop inside a number does not end the answer
+    # the secret run into the haystack's next sentence, as SmolLM2 answered at 4096 tokens
+    (" ivory-river-37.Git v2.39.1 Release", "ivory-river-37"),
+    (' "mellow-falcon-41".Git v2.39', '"mellow-falcon-41"'),
     ("", ""),
 ])
 def test_answer_is_the_first_sentence_or_line(generated, answer):
     assert answer_of(generated) == answer
+
+
+def test_a_cached_row_is_scored_again_from_its_generation():
+    """A row written by an older scorer (here: one that kept the whole run-on line) takes this
+    scorer's verdict, and keeps everything else."""
+    old = {"needle": "ivory-river-37", "generated": " ivory-river-37.Git v2.39.1 Release",
+           "answer": "ivory-river-37.Git v2.39.1 Release", "found": False, "seconds": 56.7}
+    assert scored(old) == {**old, "answer": "ivory-river-37", "found": True}
+    assert scored({**old, "generated": " ivory-river-38.Git"})["found"] is False
 
 
 def test_secrets_are_reproducible_per_cell_and_differ_between_cells():

@@ -60,7 +60,10 @@ _QUESTION = {
 # A sentence ends at . ! or ? (optionally followed by a closing quote or bracket) before
 # whitespace, or at a blank line (release notes have headings and lists without full stops).
 _BOUNDARY = re.compile(r"(?<=[.!?])[\"')\]]?(?=\s)|(?<=\n)(?=\n)")
-_ANSWER_END = re.compile(r"[.!?](?:\s|$)|\n")
+# An answer ends at a newline or at . ! ? not followed by a digit: models often run the
+# secret straight into the next haystack sentence ("ivory-river-37.Git v2.39"), while a
+# full stop inside a number is part of it.
+_ANSWER_END = re.compile(r"[.!?](?!\d)|\n")
 # What surrounds an answer without being part of it: whitespace, ASCII punctuation, curly quotes.
 _SURROUNDING = string.whitespace + string.punctuation + "\u2018\u2019\u201c\u201d\u00ab\u00bb"
 
@@ -125,6 +128,13 @@ def answer_of(generated: str) -> str:
     """The answer in a generation: its first sentence or line, as the question asks for one phrase."""
     m = _ANSWER_END.search(generated)
     return (generated[:m.start()] if m else generated).strip()
+
+
+def scored(row: dict) -> dict:
+    """A result row with `answer` and `found` from this scorer: a cached row keeps what the model
+    generated, so a fixed scorer re-reads it instead of running the cell again."""
+    answer = answer_of(row["generated"])
+    return {**row, "answer": answer, "found": is_found(answer, row["needle"])}
 
 
 def normalize(answer: str) -> str:

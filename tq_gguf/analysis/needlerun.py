@@ -181,17 +181,14 @@ class _Runner:
         out = llm.create_completion(prompt.tokens, max_tokens=needle.ANSWER_TOKENS, temperature=0.0,
                                     repeat_penalty=1.0, stop=["\n"])
         seconds = time.perf_counter() - start
-        generated = out["choices"][0]["text"]
-        answer = needle.answer_of(generated)
-        return {
+        return needle.scored({
             "config": str(cell.config), "length": cell.length, "depth": cell.depth, "trial": cell.trial,
-            "needle": secret, "answer": answer, "found": needle.is_found(answer, secret),
-            "generated": generated, "prompt_tokens": len(prompt.tokens), "needle_token": prompt.needle_at,
+            "needle": secret, "generated": out["choices"][0]["text"], "prompt_tokens": len(prompt.tokens), "needle_token": prompt.needle_at,
             "needle_depth": round(prompt.depth, 4),
             # at least one token is evaluated again even when the whole prompt is cached: its logits
             "evaluated_tokens": len(prompt.tokens) - min(kept, len(prompt.tokens) - 1),
             "seconds": round(seconds, 3),
-        }
+        })
 
     def close(self) -> None:
         if self.llm is not None:
@@ -227,7 +224,7 @@ def sweep(path: Path, configs: Sequence[CacheConfig], lengths: Sequence[int], de
     rows: dict[Cell, dict] = {}
     try:
         for done, cell in enumerate(todo, 1):
-            row = cached[cell]
+            row = cached[cell] and needle.scored(cached[cell])
             if row is None:
                 row = runner.run(cell)
                 resultcache.write_json(cell_file(root, cell), row)
@@ -240,7 +237,7 @@ def sweep(path: Path, configs: Sequence[CacheConfig], lengths: Sequence[int], de
             rows[cell] = row
             if progress:
                 eta = result.seconds / work_done * work_left if work_done else None
-                progress(Progress(done=done, total=len(todo), row=row, reused=row is cached[cell],
+                progress(Progress(done=done, total=len(todo), row=row, reused=cached[cell] is not None,
                                   elapsed=result.seconds, eta=eta))
     finally:
         runner.close()
