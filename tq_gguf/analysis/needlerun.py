@@ -183,7 +183,9 @@ class _Runner:
         seconds = time.perf_counter() - start
         return needle.scored({
             "config": str(cell.config), "length": cell.length, "depth": cell.depth, "trial": cell.trial,
-            "needle": secret, "generated": out["choices"][0]["text"], "prompt_tokens": len(prompt.tokens), "needle_token": prompt.needle_at,
+            # answer and found are the scorer's (set by needle.scored), kept here in the rows' key order
+            "needle": secret, "answer": None, "found": None, "generated": out["choices"][0]["text"],
+            "prompt_tokens": len(prompt.tokens), "needle_token": prompt.needle_at,
             "needle_depth": round(prompt.depth, 4),
             # at least one token is evaluated again even when the whole prompt is cached: its logits
             "evaluated_tokens": len(prompt.tokens) - min(kept, len(prompt.tokens) - 1),
