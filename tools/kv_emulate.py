@@ -40,6 +40,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import sptcq_study  # noqa: E402
 import tcq_study  # noqa: E402
 from tq_gguf.analysis import cachewrites  # noqa: E402
 from tq_gguf.analysis.evaltext import git_release_notes  # noqa: E402
@@ -69,12 +70,34 @@ def _tcq(b: int, L: int, scales: int, start: str = "tail") -> Quantizer:
     return q
 
 
+def _sptcq(b: int, m: int, scales: int) -> Quantizer:
+    code = sptcq_study.CODES[m]
+    factors = tcq_study.FACTORS if scales == 8 else np.ones(1)
+    book: list[np.ndarray] = []   # fitted on first use: a fit takes seconds
+
+    def q(blocks: np.ndarray, cells: np.ndarray) -> np.ndarray:
+        if not book:
+            book.append(sptcq_study.lloyd(sptcq_study.union_codebook(b), code, 3, 0))
+        return sptcq_study.encode(blocks.astype(np.float64), book[0], code, 0, factors).astype(np.float32)
+    return q
+
+
 def _q8_0(blocks: np.ndarray, cells: np.ndarray) -> np.ndarray:
     """ggml's q8_0 (blocks of 32: an fp16 scale max|x|/127, values rounded to int8), unrotated."""
     x = blocks.reshape(-1, 32)
     d = (np.abs(x).max(axis=1) / 127).astype(np.float16).astype(np.float32)
     q = np.round(x / np.where(d == 0, 1, d)[:, None])
     return (q * d[:, None]).reshape(blocks.shape).astype(np.float32)
+
+
+def _q4_0(blocks: np.ndarray, cells: np.ndarray) -> np.ndarray:
+    """ggml's q4_0 (blocks of 32: d = the value of largest magnitude / -8, fp16; levels (q - 8)·d)."""
+    x = blocks.reshape(-1, 32)
+    big = np.take_along_axis(x, np.abs(x).argmax(axis=1)[:, None], axis=1)[:, 0]
+    d = (big / -8).astype(np.float16).astype(np.float32)
+    inv = np.where(d == 0, 0, 1 / np.where(d == 0, 1, d))
+    q = np.minimum(15, np.floor(x * inv[:, None] + 8.5))
+    return ((q - 8) * d[:, None]).reshape(blocks.shape).astype(np.float32)
 
 
 def _keep_first(inner: Quantizer, n_cells: int) -> Quantizer:
@@ -88,14 +111,18 @@ def _keep_first(inner: Quantizer, n_cells: int) -> Quantizer:
 
 
 # Candidates that quantize the rows as stored, without the turbo rotation.
-UNROTATED = {"q8_0"}
+UNROTATED = {"q8_0", "q4_0"}
 CANDIDATES: dict[str, Quantizer] = {
     "q8_0": _q8_0,
+    "q4_0": _q4_0,
+    "q4_0r": _q4_0,   # q4_0 of the rotated rows: upstream's rotated q4_0 cache
     **{f"turbo{b}": _turbo(f"turbo{b}") for b in (2, 3, 4)},
     **{f"turbo{b}+first4": _keep_first(_turbo(f"turbo{b}"), 4) for b in (2, 3, 4)},
     # bitshift trellis (tools/tcq_study.py): b bits per value, window L, tail-biting, 8 scales or 1
     **{f"tcq{b}-L{L}": _tcq(b, L, 8) for b, L in ((2, 6), (2, 8), (2, 10), (3, 7), (3, 9), (3, 11), (4, 8), (4, 10))},
     **{f"tcq{b}-L{L}x1": _tcq(b, L, 1) for b, L in ((2, 6), (3, 5), (3, 6), (3, 7), (4, 6), (4, 8))},
+    # set-partition trellis (tools/sptcq_study.py): b bits per value, 2^m states, 8 scales or 1
+    **{f"sptcq{b}-m{m}{x}": _sptcq(b, m, n) for b in (2, 3, 4) for m in (2, 3, 4) for x, n in (("", 8), ("x1", 1))},
 }
 
 
