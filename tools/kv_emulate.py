@@ -83,7 +83,10 @@ def _sptcq(b: int, m: int, scales: int) -> Quantizer:
 
 
 def _q8_0(blocks: np.ndarray, cells: np.ndarray) -> np.ndarray:
-    """ggml's q8_0 (blocks of 32: an fp16 scale max|x|/127, values rounded to int8), unrotated."""
+    """q8_0 (blocks of 32: an fp16 scale max|x|/127, values rounded to int8), unrotated.
+
+    Unlike ggml (and gguf.quants), it divides by the fp16-rounded scale, so a value can land
+    one step from ggml's; FORMAT.md 11.5's tables were measured with it as it is."""
     x = blocks.reshape(-1, 32)
     d = (np.abs(x).max(axis=1) / 127).astype(np.float16).astype(np.float32)
     q = np.round(x / np.where(d == 0, 1, d)[:, None])
@@ -91,7 +94,8 @@ def _q8_0(blocks: np.ndarray, cells: np.ndarray) -> np.ndarray:
 
 
 def _q4_0(blocks: np.ndarray, cells: np.ndarray) -> np.ndarray:
-    """ggml's q4_0 (blocks of 32: d = the value of largest magnitude / -8, fp16; levels (q - 8)·d)."""
+    """q4_0 (blocks of 32: d = the value of largest magnitude / -8, fp16; levels (q - 8)·d),
+    with the same fp16-rounded divisor as _q8_0."""
     x = blocks.reshape(-1, 32)
     big = np.take_along_axis(x, np.abs(x).argmax(axis=1)[:, None], axis=1)[:, 0]
     d = (big / -8).astype(np.float16).astype(np.float32)
