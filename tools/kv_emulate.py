@@ -77,8 +77,8 @@ def _sptcq(b: int, m: int, scales: int) -> Quantizer:
 
     def q(blocks: np.ndarray, cells: np.ndarray) -> np.ndarray:
         if not book:
-            book.append(sptcq_study.lloyd(sptcq_study.union_codebook(b), code, 3, 0))
-        return sptcq_study.encode(blocks.astype(np.float64), book[0], code, 0, factors).astype(np.float32)
+            book.append(sptcq_study.lloyd(sptcq_study.union_codebook(b), code, 3))
+        return sptcq_study.encode(blocks.astype(np.float64), book[0], code, factors).astype(np.float32)
     return q
 
 

@@ -16,8 +16,8 @@ its gain from the codebook's structure instead, with 4 to 8 states:
     stored bits (tail-biting: the state before value 0 is the block's last m branch bits).
 
 Encoder: Viterbi over 2^m states, 2 branches each, per value; per branch the nearest
-level of a subset (4 nearest-level searches per value). Tail-biting by trying every
-start state with the end state forced equal ("exact"; 2^m passes) or start in state 0.
+level of a subset (4 nearest-level searches per value). Every block starts and ends in
+state 0, so its last m branch bits are 0 and the start is also the tail-biting one.
 Amplitude as tcq_study: the candidate scales F·‖x‖ and the norm-preserving fp16 rule.
 
     python tools/sptcq_study.py [--blocks N]
@@ -91,55 +91,43 @@ def nearest_in_subsets(x: np.ndarray, book: np.ndarray) -> tuple[np.ndarray, np.
     return err, idx
 
 
-def viterbi(x: np.ndarray, book: np.ndarray, code: Code, start: int | None) -> np.ndarray:
-    """Least-squares level indices (B, n) of x through the trellis; start state fixed (tail-biting:
-    the end state must equal it) or None for the best over all start states (exact tail-biting)."""
+def viterbi(x: np.ndarray, book: np.ndarray, code: Code) -> np.ndarray:
+    """Least-squares level indices (B, n) of x through the trellis, starting and ending in
+    state 0 (so the last m branch bits are 0, and the block is also a valid tail-biting one)."""
     B, n = x.shape
     S = 1 << code.m
     err, idx = nearest_in_subsets(x, book)
-    starts = range(S) if start is None else (start,)
-    best_cost = np.full(B, np.inf)
-    best = np.zeros((B, n), np.int64)
-    for s0 in starts:
-        cost = np.full((B, S), np.inf)
-        cost[:, s0] = 0.0
-        back = np.empty((n, B, S), np.int64)   # predecessor state of each state
-        for i in range(n):
-            new = np.full((B, S), np.inf)
-            pred = np.zeros((B, S), np.int64)
-            for s in range(S):
-                for u in range(2):
-                    t = code.next[s, u]
-                    c = cost[:, s] + err[code.subset[s, u], :, i]
-                    better = c < new[:, t]
-                    new[:, t] = np.where(better, c, new[:, t])
-                    pred[:, t] = np.where(better, s, pred[:, t])
-            cost, back[i] = new, pred
-        final = cost[:, s0]
-        rows = np.arange(B)
-        states = np.empty((B, n + 1), np.int64)
-        states[:, n] = s0
-        for i in range(n - 1, -1, -1):
-            states[:, i] = back[i, rows, states[:, i + 1]]
-        # the level of each value: the subset of the branch taken from states[i] into states[i+1]
-        u = states[:, 1:] & 1
-        sub = code.subset[states[:, :-1], u]
-        lev = np.take_along_axis(idx.transpose(1, 2, 0), sub[..., None], -1)[..., 0]
-        better = final < best_cost
-        best_cost = np.where(better, final, best_cost)
-        best[better] = lev[better]
-    return best
+    cost = np.full((B, S), np.inf)
+    cost[:, 0] = 0.0
+    back = np.empty((n, B, S), np.int64)   # predecessor state of each state
+    for i in range(n):
+        new = np.full((B, S), np.inf)
+        pred = np.zeros((B, S), np.int64)
+        for s in range(S):
+            for u in range(2):
+                t = code.next[s, u]
+                c = cost[:, s] + err[code.subset[s, u], :, i]
+                better = c < new[:, t]
+                new[:, t] = np.where(better, c, new[:, t])
+                pred[:, t] = np.where(better, s, pred[:, t])
+        cost, back[i] = new, pred
+    rows = np.arange(B)
+    states = np.zeros((B, n + 1), np.int64)
+    for i in range(n - 1, -1, -1):
+        states[:, i] = back[i, rows, states[:, i + 1]]
+    # the level of each value: the subset of the branch taken from states[i] into states[i+1]
+    sub = code.subset[states[:, :-1], states[:, 1:] & 1]
+    return np.take_along_axis(idx.transpose(1, 2, 0), sub[..., None], -1)[..., 0]
 
 
-def encode(blocks: np.ndarray, book: np.ndarray, code: Code, start: int | None,
-           factors: np.ndarray) -> np.ndarray:
+def encode(blocks: np.ndarray, book: np.ndarray, code: Code, factors: np.ndarray) -> np.ndarray:
     """Reconstruction of each block: best of the candidate scales, norm-preserving fp16 amplitude."""
     norm = np.linalg.norm(blocks, axis=1)
     safe = np.where(norm == 0, 1.0, norm)
     best_err = np.full(len(blocks), np.inf)
     best = np.zeros_like(blocks)
     for f in factors:
-        lev = viterbi(blocks / (f * safe)[:, None], book, code, start)
+        lev = viterbi(blocks / (f * safe)[:, None], book, code)
         c = book[lev]
         amp = tcq_study.fp16(norm / np.sqrt(np.maximum((c * c).sum(1), 1e-30)))
         rec = amp[:, None] * c
@@ -150,12 +138,12 @@ def encode(blocks: np.ndarray, book: np.ndarray, code: Code, start: int | None,
     return best
 
 
-def lloyd(book: np.ndarray, code: Code, rounds: int, start: int | None, n: int = 384) -> np.ndarray:
+def lloyd(book: np.ndarray, code: Code, rounds: int, n: int = 384) -> np.ndarray:
     """Refit the union codebook to its own encoder on unit-norm Gaussian blocks (kept symmetric)."""
     train = np.random.default_rng(11).standard_normal((n, N))
     train /= np.linalg.norm(train, axis=1, keepdims=True)
     for _ in range(rounds):
-        lev = viterbi(train, book, code, start)
+        lev = viterbi(train, book, code)
         num = np.bincount(lev.ravel(), train.ravel(), len(book))
         cnt = np.bincount(lev.ravel(), minlength=len(book))
         new = np.where(cnt > 0, num / np.maximum(cnt, 1), book)
@@ -188,7 +176,7 @@ def main() -> int:
             ranked = []
             for a, gg in itertools.product(range(1, 1 << m), range(1 << m)):
                 code = Code(m, a, gg)
-                e = rel_mse(g, encode(g, union_codebook(3), code, 0, np.ones(1)))
+                e = rel_mse(g, encode(g, union_codebook(3), code, np.ones(1)))
                 ranked.append((e, repr(code)))
             ranked.sort()
             print(f"memory {m}, b = 3, best five:", ", ".join(f"{c} {e:.5f}" for e, c in ranked[:5]))
@@ -201,9 +189,9 @@ def main() -> int:
                 for k, v in sets.items()}
         print(f"\n{qtype}: " + ", ".join(f"{k} {e:.5f}" for k, e in base.items()))
         for code in codes:
-            book = lloyd(union_codebook(b), code, 3, 0)
+            book = lloyd(union_codebook(b), code, 3)
             for label, factors in (("1 scale", np.ones(1)), ("8 scales", tcq_study.FACTORS)):
-                res = {k: rel_mse(v, encode(v, book, code, 0, factors)) for k, v in sets.items()}
+                res = {k: rel_mse(v, encode(v, book, code, factors)) for k, v in sets.items()}
                 r = np.exp(np.mean([np.log(res[k] / base[k]) for k in sets]))
                 print(f"  {code!r} {label}: ratio {r:.3f}  " + ", ".join(f"{k} {e:.5f}" for k, e in res.items()),
                       flush=True)
