@@ -36,6 +36,8 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
+from gguf import GGMLQuantizationType
+from gguf import quants as gguf_quants
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -82,26 +84,26 @@ def _sptcq(b: int, m: int, scales: int) -> Quantizer:
     return q
 
 
-def _q8_0(blocks: np.ndarray, cells: np.ndarray) -> np.ndarray:
-    """q8_0 (blocks of 32: an fp16 scale max|x|/127, values rounded to int8), unrotated.
+def _sptcq_searched(b: int, m: int, scales: int) -> Quantizer:
+    """The searched design: `scales` factors centred on 1, the codebook refitted to that search,
+    the scale chosen by the path metric (sptcq_study.encode_by_metric)."""
+    code = sptcq_study.CODES[m]
+    factors = sptcq_study.grid(scales)
+    book: list[np.ndarray] = []
 
-    Unlike ggml (and gguf.quants), it divides by the fp16-rounded scale, so a value can land
-    one step from ggml's; FORMAT.md 11.5's tables were measured with it as it is."""
-    x = blocks.reshape(-1, 32)
-    d = (np.abs(x).max(axis=1) / 127).astype(np.float16).astype(np.float32)
-    q = np.round(x / np.where(d == 0, 1, d)[:, None])
-    return (q * d[:, None]).reshape(blocks.shape).astype(np.float32)
+    def q(blocks: np.ndarray, cells: np.ndarray) -> np.ndarray:
+        if not book:
+            book.append(sptcq_study.searched_codebook(b, code, factors))
+        return sptcq_study.encode_by_metric(blocks.astype(np.float64), book[0], code, factors).astype(np.float32)
+    return q
 
 
-def _q4_0(blocks: np.ndarray, cells: np.ndarray) -> np.ndarray:
-    """q4_0 (blocks of 32: d = the value of largest magnitude / -8, fp16; levels (q - 8)·d),
-    with the same fp16-rounded divisor as _q8_0."""
-    x = blocks.reshape(-1, 32)
-    big = np.take_along_axis(x, np.abs(x).argmax(axis=1)[:, None], axis=1)[:, 0]
-    d = (big / -8).astype(np.float16).astype(np.float32)
-    inv = np.where(d == 0, 0, 1 / np.where(d == 0, 1, d))
-    q = np.minimum(15, np.floor(x * inv[:, None] + 8.5))
-    return ((q - 8) * d[:, None]).reshape(blocks.shape).astype(np.float32)
+def _ggml(qtype: GGMLQuantizationType) -> Quantizer:
+    """One of ggml's own types (gguf.quants, bit-exact with ggml-quants.c), on the rows as given."""
+    def q(blocks: np.ndarray, cells: np.ndarray) -> np.ndarray:
+        flat = blocks.astype(np.float32).reshape(-1, 32)
+        return gguf_quants.dequantize(gguf_quants.quantize(flat, qtype), qtype).reshape(blocks.shape)
+    return q
 
 
 def _keep_first(inner: Quantizer, n_cells: int) -> Quantizer:
@@ -117,9 +119,9 @@ def _keep_first(inner: Quantizer, n_cells: int) -> Quantizer:
 # Candidates that quantize the rows as stored, without the turbo rotation.
 UNROTATED = {"q8_0", "q4_0"}
 CANDIDATES: dict[str, Quantizer] = {
-    "q8_0": _q8_0,
-    "q4_0": _q4_0,
-    "q4_0r": _q4_0,   # q4_0 of the rotated rows: upstream's rotated q4_0 cache
+    "q8_0": _ggml(GGMLQuantizationType.Q8_0),
+    "q4_0": _ggml(GGMLQuantizationType.Q4_0),
+    "q4_0r": _ggml(GGMLQuantizationType.Q4_0),   # q4_0 of the rotated rows: upstream's rotated q4_0 cache
     **{f"turbo{b}": _turbo(f"turbo{b}") for b in (2, 3, 4)},
     **{f"turbo{b}+first4": _keep_first(_turbo(f"turbo{b}"), 4) for b in (2, 3, 4)},
     # bitshift trellis (tools/tcq_study.py): b bits per value, window L, tail-biting, 8 scales or 1
@@ -127,6 +129,8 @@ CANDIDATES: dict[str, Quantizer] = {
     **{f"tcq{b}-L{L}x1": _tcq(b, L, 1) for b, L in ((2, 6), (3, 5), (3, 6), (3, 7), (4, 6), (4, 8))},
     # set-partition trellis (tools/sptcq_study.py): b bits per value, 2^m states, 8 scales or 1
     **{f"sptcq{b}-m{m}{x}": _sptcq(b, m, n) for b in (2, 3, 4) for m in (2, 3, 4) for x, n in (("", 8), ("x1", 1))},
+    # the same, searched: n centred scales, codebook refitted to the search, scale chosen by path metric
+    **{f"sptcq{b}-m{m}s{n}": _sptcq_searched(b, m, n) for b in (2, 3, 4) for m in (2, 3) for n in (2, 4, 8)},
 }
 
 

@@ -138,6 +138,56 @@ def encode(blocks: np.ndarray, book: np.ndarray, code: Code, factors: np.ndarray
     return best
 
 
+def grid(n: int) -> np.ndarray:
+    """n candidate factors centred on 1, 2^(1/12) apart for 8 and 2^(1/6) apart for 4 or fewer."""
+    step = 1 / 12 if n > 4 else 1 / 6
+    return 2.0 ** ((np.arange(n) - (n - 1) / 2) * step)
+
+
+def encode_by_metric(blocks: np.ndarray, book: np.ndarray, code: Code, factors: np.ndarray) -> np.ndarray:
+    """As encode, but the candidate scale is chosen by the Viterbi's own path metric, F^2 times the
+    squared error of x/(F|x|) against its path, so only the winner's path is traced back; a C
+    encoder then keeps one set of decisions per candidate and traces back once."""
+    norm = np.linalg.norm(blocks, axis=1)
+    safe = np.where(norm == 0, 1.0, norm)
+    paths, metrics = [], []
+    for f in factors:
+        u = blocks / (f * safe)[:, None]
+        lev = viterbi(u, book, code)
+        paths.append(lev)
+        metrics.append(f * f * ((u - book[lev]) ** 2).sum(1))
+    win = np.argmin(np.array(metrics), axis=0)
+    c = book[np.array(paths)[win, np.arange(len(blocks))]]
+    amp = tcq_study.fp16(norm / np.sqrt(np.maximum((c * c).sum(1), 1e-30)))
+    return amp[:, None] * c
+
+
+def lloyd_searched(book: np.ndarray, code: Code, factors: np.ndarray, rounds: int, n: int = 384) -> np.ndarray:
+    """Refit the union codebook to the encoder that searches `factors` (kept symmetric): each level
+    moves to the mean of the scaled values x/(F|x|) its winning paths sent to it."""
+    train = np.random.default_rng(11).standard_normal((n, N))
+    train /= np.linalg.norm(train, axis=1, keepdims=True)
+    for _ in range(rounds):
+        paths, metrics = [], []
+        for f in factors:
+            lev = viterbi(train / f, book, code)
+            paths.append(lev)
+            metrics.append(f * f * ((train / f - book[lev]) ** 2).sum(1))
+        win = np.argmin(np.array(metrics), axis=0)
+        lev = np.array(paths)[win, np.arange(n)]
+        target = train / factors[win][:, None]
+        num = np.bincount(lev.ravel(), target.ravel(), len(book))
+        cnt = np.bincount(lev.ravel(), minlength=len(book))
+        new = np.where(cnt > 0, num / np.maximum(cnt, 1), book)
+        book = np.sort((new - new[::-1]) / 2)
+    return book
+
+
+def searched_codebook(b: int, code: Code, factors: np.ndarray) -> np.ndarray:
+    """The union codebook for the searching encoder: three plain Lloyd rounds, then six with the search."""
+    return lloyd_searched(lloyd(union_codebook(b), code, 3), code, factors, 6)
+
+
 def lloyd(book: np.ndarray, code: Code, rounds: int, n: int = 384) -> np.ndarray:
     """Refit the union codebook to its own encoder on unit-norm Gaussian blocks (kept symmetric)."""
     train = np.random.default_rng(11).standard_normal((n, N))
@@ -195,6 +245,13 @@ def main() -> int:
                 r = np.exp(np.mean([np.log(res[k] / base[k]) for k in sets]))
                 print(f"  {code!r} {label}: ratio {r:.3f}  " + ", ".join(f"{k} {e:.5f}" for k, e in res.items()),
                       flush=True)
+            for n in (4, 8):
+                factors = grid(n)
+                sbook = searched_codebook(b, code, factors)
+                res = {k: rel_mse(v, encode_by_metric(v, sbook, code, factors)) for k, v in sets.items()}
+                r = np.exp(np.mean([np.log(res[k] / base[k]) for k in sets]))
+                print(f"  {code!r} {n} centred scales, refitted, chosen by metric: ratio {r:.3f}  "
+                      + ", ".join(f"{k} {e:.5f}" for k, e in res.items()), flush=True)
     return 0
 
 
