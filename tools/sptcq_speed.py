@@ -97,6 +97,10 @@ def main() -> int:
     nb = len(x)
     print(f"{nb} blocks of rotated K/V rows (tests/data/kv_rows.npz, tiled); {args.bits} bits, "
           f"{1 << args.memory} states")
+    qtype = f"turbo{args.bits}"
+    fmt = ref.dequantize(ref.quantize(x, qtype), qtype).astype(np.float64)
+    print(f"relative MSE of {qtype} (the format, with its scale search) on these rows: "
+          f"{sptcq_study.rel_mse(x.astype(np.float64), fmt):.5f}")
     lib = library_speeds(x.ravel())
     if lib:
         print("library from_float, GB/s of float32: " + ", ".join(f"{k} {v:.2f}" for k, v in lib.items()))
@@ -107,21 +111,22 @@ def main() -> int:
             factors = sptcq_study.grid(n)
             book = sptcq_study.searched_codebook(args.bits, code, factors)
             (Path(tmp) / "sptcq-tables.h").write_text(tables(args.bits, code, factors, book))
-            exe = Path(tmp) / f"enc{n}"
-            subprocess.run([cc, "-O3", "-march=native", "-ffp-contract=off", "-I", tmp, str(SOURCE),
-                            "-o", str(exe), "-lm"], check=True)
-            done = subprocess.run([str(exe), str(rows)], capture_output=True)
-            print(done.stdout.decode(), end="")
-            if done.returncode != 0:
-                print(f"error: a vectorised encoder differs from the reference ({n} scales)", file=sys.stderr)
-                return 1
-            lev = np.frombuffer(done.stderr[: nb * N], np.uint8).reshape(nb, N)
-            amp = np.frombuffer(done.stderr[nb * N:], np.float16).astype(np.float64)
-            rec = amp[:, None] * book.astype(np.float32).astype(np.float64)[lev]
-            study = sptcq_study.encode_by_metric(x.astype(np.float64), book, code, factors)
             x64 = x.astype(np.float64)
-            print(f"  relative MSE of the C encoder {sptcq_study.rel_mse(x64, rec):.5f}, "
-                  f"of the float64 study {sptcq_study.rel_mse(x64, study):.5f}")
+            study = sptcq_study.encode_by_metric(x64, book, code, factors)
+            for envelope in (0, 1):
+                exe = Path(tmp) / f"enc{n}-{envelope}"
+                subprocess.run([cc, "-O3", "-march=native", "-ffp-contract=off", f"-DSP_ENVELOPE={envelope}",
+                                "-I", tmp, str(SOURCE), "-o", str(exe), "-lm"], check=True)
+                done = subprocess.run([str(exe), str(rows)], capture_output=True)
+                print(done.stdout.decode(), end="")
+                if done.returncode != 0:
+                    print(f"error: a vectorised encoder differs from the reference ({n} scales)", file=sys.stderr)
+                    return 1
+                lev = np.frombuffer(done.stderr[: nb * N], np.uint8).reshape(nb, N)
+                amp = np.frombuffer(done.stderr[nb * N:], np.float16).astype(np.float64)
+                rec = amp[:, None] * book.astype(np.float32).astype(np.float64)[lev]
+                print(f"  relative MSE of the C encoder {sptcq_study.rel_mse(x64, rec):.5f}, "
+                      f"of the float64 study {sptcq_study.rel_mse(x64, study):.5f}")
     return 0
 
 

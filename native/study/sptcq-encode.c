@@ -10,6 +10,10 @@
 //   2. per candidate t: u = x * (inv * IF[t]); per value, the squared error of the
 //      nearest level of each of the four subsets; a Viterbi over 2^M states from and to
 //      state 0 (ties keep the first predecessor); its metric cost[0] * F2[t];
+//      With SP_ENVELOPE the squared error (u - L)^2 is replaced by its part that depends on
+//      the level, min over the subset's levels of fma(u, -2L, L^2): the same choice with
+//      fused multiply-adds and minimums instead of compares and blends, u^2 (the same for
+//      every branch of a value) added back for the metric as ss * s^2.
 //   3. the candidate of least metric (ties: the first) is traced back;
 //   4. amplitude: fp16(norm / sqrt(sum of its levels squared, in value order)).
 // The scalar reference does exactly that. The AVX2 and AVX-512 versions run 8 and 16
@@ -30,17 +34,22 @@
 #define NSTATE (1 << SP_M)
 #define NLEVEL (1 << (SP_BITS + 1))   // union codebook
 #define NSUB (NLEVEL / 4)              // levels per subset
+#ifndef SP_ENVELOPE
+#define SP_ENVELOPE 0
+#endif
 
 _Static_assert(NSTATE <= 8, "the AVX-512 traceback looks the subset up in 16 entries");
 
 static float sub_level[4][NSUB];      // subset j holds union levels j, j+4, j+8, ...
 static float sub_mid[4][NSUB - 1];    // and the midpoints between them
+static float sub_a[4][NSUB], sub_b[4][NSUB];   // -2L and L^2 of each level: the envelope's lines
 static float inv_factor[SP_SCALES], factor2[SP_SCALES];
 
 static void init_tables(void) {
     for (int j = 0; j < 4; j++) {
         for (int k = 0; k < NSUB; k++) sub_level[j][k] = SP_BOOK[j + 4 * k];
         for (int k = 0; k < NSUB - 1; k++) sub_mid[j][k] = 0.5f * (sub_level[j][k] + sub_level[j][k + 1]);
+        for (int k = 0; k < NSUB; k++) { sub_a[j][k] = -2.0f * sub_level[j][k]; sub_b[j][k] = sub_level[j][k] * sub_level[j][k]; }
     }
     for (int t = 0; t < SP_SCALES; t++) {
         inv_factor[t] = 1.0f / SP_FACTOR[t];
@@ -72,8 +81,14 @@ static void encode_ref(const float * x, uint8_t * lev, uint16_t * d) {
             const float u = x[i] * s;
             float e[4];
             for (int j = 0; j < 4; j++) {
+#if SP_ENVELOPE
+                float m = fmaf(u, sub_a[j][0], sub_b[j][0]);
+                for (int k = 1; k < NSUB; k++) { const float v = fmaf(u, sub_a[j][k], sub_b[j][k]); m = v < m ? v : m; }
+                e[j] = m;
+#else
                 const float df = u - sub_level[j][rank_in_subset(u, j)];
                 e[j] = df * df;
+#endif
             }
             float next[NSTATE];
             uint32_t bits = 0;
@@ -87,7 +102,11 @@ static void encode_ref(const float * x, uint8_t * lev, uint16_t * d) {
             memcpy(cost, next, sizeof cost);
             dec[t][i] = bits;
         }
+#if SP_ENVELOPE
+        const float metric = (cost[0] + ss * (s * s)) * factor2[t];
+#else
         const float metric = cost[0] * factor2[t];
+#endif
         if (metric < best) { best = metric; win = t; }
     }
     const float s = inv * inv_factor[win];
@@ -129,6 +148,12 @@ static void encode_avx512(const float * x, uint8_t * lev, uint16_t * d) {
             const __m512 u = _mm512_mul_ps(xt[i], s);
             __m512 e[4];
             for (int j = 0; j < 4; j++) {
+#if SP_ENVELOPE
+                __m512 m = _mm512_fmadd_ps(u, _mm512_set1_ps(sub_a[j][0]), _mm512_set1_ps(sub_b[j][0]));
+                for (int k = 1; k < NSUB; k++)   // min_ps(v, m): v < m ? v : m, as the reference
+                    m = _mm512_min_ps(_mm512_fmadd_ps(u, _mm512_set1_ps(sub_a[j][k]), _mm512_set1_ps(sub_b[j][k])), m);
+                e[j] = m;
+#else
                 __m512 c = _mm512_set1_ps(sub_level[j][0]);
                 for (int k = 0; k < NSUB - 1; k++) {
                     const __mmask16 above = _mm512_cmp_ps_mask(u, _mm512_set1_ps(sub_mid[j][k]), _CMP_GT_OQ);
@@ -136,6 +161,7 @@ static void encode_avx512(const float * x, uint8_t * lev, uint16_t * d) {
                 }
                 const __m512 df = _mm512_sub_ps(u, c);
                 e[j] = _mm512_mul_ps(df, df);
+#endif
             }
             __m512 next[NSTATE];
             __m512i bits = _mm512_setzero_si512();
@@ -149,7 +175,11 @@ static void encode_avx512(const float * x, uint8_t * lev, uint16_t * d) {
             for (int k = 0; k < NSTATE; k++) cost[k] = next[k];
             dec[t][i] = bits;
         }
+#if SP_ENVELOPE
+        const __m512 metric = _mm512_mul_ps(_mm512_add_ps(cost[0], _mm512_mul_ps(ss, _mm512_mul_ps(s, s))), _mm512_set1_ps(factor2[t]));
+#else
         const __m512 metric = _mm512_mul_ps(cost[0], _mm512_set1_ps(factor2[t]));
+#endif
         const __mmask16 better = _mm512_cmp_ps_mask(metric, best, _CMP_LT_OQ);
         best = _mm512_mask_mov_ps(best, better, metric);
         win = _mm512_mask_mov_epi32(win, better, _mm512_set1_epi32(t));
@@ -217,6 +247,12 @@ static void encode_avx2(const float * x, uint8_t * lev, uint16_t * d) {
             const __m256 u = _mm256_mul_ps(xt[i], s);
             __m256 e[4];
             for (int j = 0; j < 4; j++) {
+#if SP_ENVELOPE
+                __m256 m = _mm256_fmadd_ps(u, _mm256_set1_ps(sub_a[j][0]), _mm256_set1_ps(sub_b[j][0]));
+                for (int k = 1; k < NSUB; k++)
+                    m = _mm256_min_ps(_mm256_fmadd_ps(u, _mm256_set1_ps(sub_a[j][k]), _mm256_set1_ps(sub_b[j][k])), m);
+                e[j] = m;
+#else
                 __m256 c = _mm256_set1_ps(sub_level[j][0]);
                 for (int k = 0; k < NSUB - 1; k++) {
                     const __m256 above = _mm256_cmp_ps(u, _mm256_set1_ps(sub_mid[j][k]), _CMP_GT_OQ);
@@ -224,6 +260,7 @@ static void encode_avx2(const float * x, uint8_t * lev, uint16_t * d) {
                 }
                 const __m256 df = _mm256_sub_ps(u, c);
                 e[j] = _mm256_mul_ps(df, df);
+#endif
             }
             __m256 next[NSTATE];
             __m256i bits = _mm256_setzero_si256();
@@ -238,7 +275,11 @@ static void encode_avx2(const float * x, uint8_t * lev, uint16_t * d) {
             for (int k = 0; k < NSTATE; k++) cost[k] = next[k];
             dec[t][i] = bits;
         }
+#if SP_ENVELOPE
+        const __m256 metric = _mm256_mul_ps(_mm256_add_ps(cost[0], _mm256_mul_ps(ss, _mm256_mul_ps(s, s))), _mm256_set1_ps(factor2[t]));
+#else
         const __m256 metric = _mm256_mul_ps(cost[0], _mm256_set1_ps(factor2[t]));
+#endif
         const __m256 better = _mm256_cmp_ps(metric, best, _CMP_LT_OQ);
         best = _mm256_blendv_ps(best, metric, better);
         win = _mm256_blendv_epi8(win, _mm256_set1_epi32(t), _mm256_castps_si256(better));
@@ -328,7 +369,8 @@ int main(int argc, char ** argv) {
     uint8_t * lev0 = malloc((size_t) nb * QK);
     uint16_t * d0 = malloc((size_t) nb * 2);
     for (int b = 0; b < nb; b++) encode_ref(x + (size_t) b * QK, lev0 + (size_t) b * QK, d0 + b);
-    printf("%d blocks, %d bits, %d states, %d scales\n", nb, SP_BITS, NSTATE, SP_SCALES);
+    printf("%d blocks, %d bits, %d states, %d scales, %s\n", nb, SP_BITS, NSTATE, SP_SCALES,
+           SP_ENVELOPE ? "distortions by fma envelope" : "distortions by compare ladder");
     int ok = run("scalar", encode_ref, 1, x, nb, lev0, d0, 2);
 #if defined(__AVX2__)
     ok &= run("avx2", encode_avx2, 8, x, nb, lev0, d0, 7);
