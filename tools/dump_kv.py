@@ -20,11 +20,15 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from tq_gguf import paths  # noqa: E402
 from tq_gguf.analysis import cachewrites  # noqa: E402
 from tq_gguf.analysis.evaltext import git_release_notes  # noqa: E402
 from tq_gguf.gguf import ggufinfo, models  # noqa: E402
 
-OUT = Path(__file__).resolve().parent.parent / "tests" / "data" / "kv_rows.npz"
+OUT = paths.KV_ROWS
+# The study models (tests/native/test_native_turbo.py holds the fixture to them); the
+# speculative draft model has the same layout as Qwen2.5-1.5B's and adds nothing.
+STUDY_MODELS = ("smollm2-135m", "gemma3-270m", "qwen2.5-coder-1.5b")
 
 
 def capture(model_name: str, n_tokens: int, layers: tuple[int, ...]) -> dict[str, np.ndarray]:
@@ -40,7 +44,7 @@ def capture(model_name: str, n_tokens: int, layers: tuple[int, ...]) -> dict[str
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--models", nargs="+", default=list(models.MODELS))
+    ap.add_argument("--models", nargs="+", default=list(STUDY_MODELS))
     ap.add_argument("--tokens", type=int, default=24)
     ap.add_argument("--out", type=Path, default=OUT)
     args = ap.parse_args()

@@ -21,13 +21,14 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from tq_gguf import paths  # noqa: E402
 from tq_gguf import reference as ref  # noqa: E402
 from tq_gguf.kv import cachetypes  # noqa: E402
 from tq_gguf.native import ggml, typeids  # noqa: E402
 from tq_gguf.reference.codebooks import SEARCH_FACTORS  # noqa: E402
 from tq_gguf.reference.quants import select_indices  # noqa: E402
 
-KV_ROWS = Path(__file__).resolve().parent.parent / "tests" / "data" / "kv_rows.npz"
+KV_ROWS = paths.KV_ROWS
 TURBO = ("turbo4", "turbo3", "turbo2")
 
 

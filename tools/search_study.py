@@ -25,11 +25,12 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from tq_gguf import paths  # noqa: E402
 from tq_gguf import reference as ref  # noqa: E402
 from tq_gguf.reference.codebooks import SEARCH_FACTORS  # noqa: E402
 from tq_gguf.reference.rotation import hadamard  # noqa: E402
 
-KV_ROWS = Path(__file__).resolve().parent.parent / "tests" / "data" / "kv_rows.npz"
+KV_ROWS = paths.KV_ROWS
 
 
 def encode(b: np.ndarray, cb: np.ndarray, lsq: bool = False) -> tuple[np.ndarray, np.ndarray]:

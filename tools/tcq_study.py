@@ -62,10 +62,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from tq_gguf import paths  # noqa: E402
 from tq_gguf import reference as ref  # noqa: E402
 from tq_gguf.reference.codebooks import SEARCH_FACTORS  # noqa: E402
 
-KV_ROWS = Path(__file__).resolve().parent.parent / "tests" / "data" / "kv_rows.npz"
+KV_ROWS = paths.KV_ROWS
 N = 64
 FACTORS = SEARCH_FACTORS.astype(np.float64)
 
