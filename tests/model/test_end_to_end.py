@@ -26,10 +26,12 @@ def log_softmax(x: np.ndarray) -> np.ndarray:
     return x - np.log(np.exp(x).sum(-1, keepdims=True))
 
 
-def logits(model_path, cache_k: str, cache_v: str, n_tokens: int = 256) -> np.ndarray:
+def logits(model_path, cache_k: str, cache_v: str, n_tokens: int = 256, n_threads: int | None = None) -> np.ndarray:
+    """Logits of every position of the eval text; with n_threads=1 they repeat bit for bit."""
     from tq_gguf import Llama
 
-    llm = Llama(model_path, cache_k=cache_k, cache_v=cache_v, n_ctx=512, logits_all=True, seed=0)
+    threads = {} if n_threads is None else {"n_threads": n_threads, "n_threads_batch": n_threads}
+    llm = Llama(model_path, cache_k=cache_k, cache_v=cache_v, n_ctx=512, logits_all=True, seed=0, **threads)
     tokens = llm.tokenize(eval_text().encode())[:n_tokens]
     llm.eval(tokens)
     return np.array(llm.scores[: len(tokens)], dtype=np.float64)
