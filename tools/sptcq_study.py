@@ -144,20 +144,27 @@ def grid(n: int) -> np.ndarray:
     return 2.0 ** ((np.arange(n) - (n - 1) / 2) * step)
 
 
-def encode_by_metric(blocks: np.ndarray, book: np.ndarray, code: Code, factors: np.ndarray) -> np.ndarray:
-    """As encode, but the candidate scale is chosen by the Viterbi's own path metric, F^2 times the
-    squared error of x/(F|x|) against its path, so only the winner's path is traced back; a C
-    encoder then keeps one set of decisions per candidate and traces back once."""
-    norm = np.linalg.norm(blocks, axis=1)
-    safe = np.where(norm == 0, 1.0, norm)
+def best_paths(unit: np.ndarray, book: np.ndarray, code: Code, factors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For unit-norm blocks: the winning candidate of each block and its path's level indices. Each
+    candidate F runs the Viterbi on unit/F; the winner has the least path metric, F^2 times the
+    squared error of unit/F against its path (ties: the first)."""
     paths, metrics = [], []
     for f in factors:
-        u = blocks / (f * safe)[:, None]
-        lev = viterbi(u, book, code)
+        lev = viterbi(unit / f, book, code)
         paths.append(lev)
-        metrics.append(f * f * ((u - book[lev]) ** 2).sum(1))
+        metrics.append(f * f * ((unit / f - book[lev]) ** 2).sum(1))
     win = np.argmin(np.array(metrics), axis=0)
-    c = book[np.array(paths)[win, np.arange(len(blocks))]]
+    return win, np.array(paths)[win, np.arange(len(unit))]
+
+
+def encode_by_metric(blocks: np.ndarray, book: np.ndarray, code: Code, factors: np.ndarray) -> np.ndarray:
+    """As encode, but the candidate scale is chosen by the Viterbi's own path metric (best_paths), so
+    only the winner's path is traced back; a C encoder then keeps one set of decisions per
+    candidate and traces back once. The amplitude is the norm-preserving fp16 rule."""
+    norm = np.linalg.norm(blocks, axis=1)
+    safe = np.where(norm == 0, 1.0, norm)
+    _, lev = best_paths(blocks / safe[:, None], book, code, factors)
+    c = book[lev]
     amp = tcq_study.fp16(norm / np.sqrt(np.maximum((c * c).sum(1), 1e-30)))
     return amp[:, None] * c
 
@@ -168,13 +175,7 @@ def lloyd_searched(book: np.ndarray, code: Code, factors: np.ndarray, rounds: in
     train = np.random.default_rng(11).standard_normal((n, N))
     train /= np.linalg.norm(train, axis=1, keepdims=True)
     for _ in range(rounds):
-        paths, metrics = [], []
-        for f in factors:
-            lev = viterbi(train / f, book, code)
-            paths.append(lev)
-            metrics.append(f * f * ((train / f - book[lev]) ** 2).sum(1))
-        win = np.argmin(np.array(metrics), axis=0)
-        lev = np.array(paths)[win, np.arange(n)]
+        win, lev = best_paths(train, book, code, factors)
         target = train / factors[win][:, None]
         num = np.bincount(lev.ravel(), target.ravel(), len(book))
         cnt = np.bincount(lev.ravel(), minlength=len(book))
