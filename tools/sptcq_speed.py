@@ -114,16 +114,22 @@ def main() -> int:
             x64 = x.astype(np.float64)
             study = sptcq_study.encode_by_metric(x64, book, code, factors)
             for envelope in (0, 1):
-                exe = Path(tmp) / f"enc{n}-{envelope}"
-                subprocess.run([cc, "-O3", "-march=native", "-ffp-contract=off", f"-DSP_ENVELOPE={envelope}",
-                                "-I", tmp, str(SOURCE), "-o", str(exe), "-lm"], check=True)
-                done = subprocess.run([str(exe), str(rows)], capture_output=True)
-                print(done.stdout.decode(), end="")
+                exe, out = Path(tmp) / f"enc{n}-{envelope}", Path(tmp) / "levels.bin"
+                built = subprocess.run([cc, "-O3", "-march=native", "-ffp-contract=off", f"-DSP_ENVELOPE={envelope}",
+                                        "-I", tmp, str(SOURCE), "-o", str(exe), "-lm"], capture_output=True, text=True)
+                if built.returncode != 0:
+                    print(f"error: {SOURCE.name} does not compile here: {built.stderr.strip().splitlines()[-1]}",
+                          file=sys.stderr)
+                    return 2
+                done = subprocess.run([str(exe), str(rows), str(out)], capture_output=True, text=True)
+                print(done.stdout, end="")
                 if done.returncode != 0:
-                    print(f"error: a vectorised encoder differs from the reference ({n} scales)", file=sys.stderr)
+                    why = done.stderr.strip() or f"a vectorised encoder differs from the reference ({n} scales)"
+                    print(why if why.startswith("error:") else f"error: {why}", file=sys.stderr)
                     return 1
-                lev = np.frombuffer(done.stderr[: nb * N], np.uint8).reshape(nb, N)
-                amp = np.frombuffer(done.stderr[nb * N:], np.float16).astype(np.float64)
+                raw = out.read_bytes()
+                lev = np.frombuffer(raw[: nb * N], np.uint8).reshape(nb, N)
+                amp = np.frombuffer(raw[nb * N:], np.float16).astype(np.float64)
                 rec = amp[:, None] * book.astype(np.float32).astype(np.float64)[lev]
                 print(f"  relative MSE of the C encoder {sptcq_study.rel_mse(x64, rec):.5f}, "
                       f"of the float64 study {sptcq_study.rel_mse(x64, study):.5f}")

@@ -353,8 +353,9 @@ static int run(const char * name, encode_fn fn, int lanes, const float * x, int 
 }
 
 int main(int argc, char ** argv) {
-    // argv[1]: a file of float32 rows (a multiple of 64 values, rotated), read whole
-    if (argc != 2) { fprintf(stderr, "usage: %s ROWS.f32\n", argv[0]); return 2; }
+    // argv[1]: a file of float32 rows (a multiple of 64 values, rotated), read whole;
+    // argv[2]: where to write the reference's output, the levels (a byte each) then the amplitudes
+    if (argc != 3) { fprintf(stderr, "usage: %s ROWS.f32 OUT\n", argv[0]); return 2; }
     FILE * f = fopen(argv[1], "rb");
     if (!f) { fprintf(stderr, "error: cannot open %s\n", argv[1]); return 2; }
     fseek(f, 0, SEEK_END);
@@ -363,7 +364,7 @@ int main(int argc, char ** argv) {
     const int nb = (int) (bytes / (QK * 4)) / 16 * 16;
     if (nb == 0) { fprintf(stderr, "error: %s holds fewer than 16 blocks\n", argv[1]); return 2; }
     float * x = malloc((size_t) nb * QK * 4);
-    if (fread(x, QK * 4, (size_t) nb, f) != (size_t) nb) { fprintf(stderr, "error: short read\n"); return 2; }
+    if (fread(x, QK * 4, (size_t) nb, f) != (size_t) nb) { fprintf(stderr, "error: short read of %s\n", argv[1]); return 2; }
     fclose(f);
     init_tables();
     uint8_t * lev0 = malloc((size_t) nb * QK);
@@ -378,7 +379,11 @@ int main(int argc, char ** argv) {
 #if defined(__AVX512F__)
     ok &= run("avx512", encode_avx512, 16, x, nb, lev0, d0, 7);
 #endif
-    fwrite(lev0, 1, (size_t) nb * QK, stderr);   // the reference's levels, for the caller to check
-    fwrite(d0, 2, (size_t) nb, stderr);
+    FILE * out = fopen(argv[2], "wb");
+    if (!out || fwrite(lev0, 1, (size_t) nb * QK, out) != (size_t) nb * QK || fwrite(d0, 2, (size_t) nb, out) != (size_t) nb
+        || fclose(out) != 0) {
+        fprintf(stderr, "error: cannot write %s\n", argv[2]);
+        return 2;
+    }
     return ok ? 0 : 1;
 }
