@@ -73,30 +73,30 @@ def _tcq(b: int, L: int, scales: int, start: str = "tail") -> Quantizer:
     return q
 
 
-def _sptcq(b: int, m: int, scales: int) -> Quantizer:
-    code = sptcq_study.CODES[m]
-    factors = tcq_study.FACTORS if scales == 8 else np.ones(1)
-    book: list[np.ndarray] = []   # fitted on first use: a fit takes seconds
+def _trellis(fit: Callable[[], np.ndarray], encode, code, factors: np.ndarray) -> Quantizer:
+    """A set-partition trellis candidate; its codebook is fitted on first use (a fit takes seconds)."""
+    book: list[np.ndarray] = []
 
     def q(blocks: np.ndarray, cells: np.ndarray) -> np.ndarray:
         if not book:
-            book.append(sptcq_study.lloyd(sptcq_study.union_codebook(b), code, 3))
-        return sptcq_study.encode(blocks.astype(np.float64), book[0], code, factors).astype(np.float32)
+            book.append(fit())
+        return encode(blocks.astype(np.float64), book[0], code, factors).astype(np.float32)
     return q
+
+
+def _sptcq(b: int, m: int, scales: int) -> Quantizer:
+    """The first design: the format's factor grid, the codebook fitted to one scale, the best real error."""
+    code = sptcq_study.CODES[m]
+    return _trellis(lambda: sptcq_study.lloyd(sptcq_study.union_codebook(b), code, 3), sptcq_study.encode, code,
+                    tcq_study.FACTORS if scales == 8 else np.ones(1))
 
 
 def _sptcq_searched(b: int, m: int, scales: int) -> Quantizer:
     """The searched design: `scales` factors centred on 1, the codebook refitted to that search,
     the scale chosen by the path metric (sptcq_study.encode_by_metric)."""
-    code = sptcq_study.CODES[m]
-    factors = sptcq_study.grid(scales)
-    book: list[np.ndarray] = []
-
-    def q(blocks: np.ndarray, cells: np.ndarray) -> np.ndarray:
-        if not book:
-            book.append(sptcq_study.searched_codebook(b, code, factors))
-        return sptcq_study.encode_by_metric(blocks.astype(np.float64), book[0], code, factors).astype(np.float32)
-    return q
+    code, factors = sptcq_study.CODES[m], sptcq_study.grid(scales)
+    return _trellis(lambda: sptcq_study.searched_codebook(b, code, factors), sptcq_study.encode_by_metric,
+                    code, factors)
 
 
 def _ggml(qtype: GGMLQuantizationType) -> Quantizer:
