@@ -21,7 +21,6 @@ import re
 import subprocess
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from gpu_device import QTYPES, Device, assert_quantize_and_decode_exact, assert_rows_and_copies_pass, verify_harness
@@ -125,7 +124,6 @@ def test_quantizer_spirv_has_no_multiply_feeding_an_add(qtype, tmp_path):
 
 FA_WORKER = r"""
 import json
-import numpy as np
 from tq_gguf.native import backendops
 rng = np.random.default_rng(5)
 q = rng.standard_normal((4, 3, 128)).astype(np.float32)

@@ -11,6 +11,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import types
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -62,6 +64,25 @@ def test_an_impossible_budget_names_the_smallest_config_that_would_do():
 def test_when_nothing_meets_the_bar_the_lowest_error_wins():
     cs = [cand("a", 8.5, BAR * 1.5), cand("b", 5.9, BAR * 3)]
     assert advisor.choose(cs, None).config == "a"
+
+
+def test_a_long_context_keeps_keys_at_q8_0():
+    cs = [cand("q8_0/q8_0", 8.5, 0.0), cand("q8_0/turbo3", 5.9, BAR * 0.9), cand("turbo4/turbo3", 3.8, BAR * 0.5),
+          cand("turbo4/turbo3:b1", 4.2, BAR * 0.4)]
+    assert advisor.choose(cs, None).config == "turbo4/turbo3"
+    assert advisor.choose(cs, None, ctx=advisor.LONG_CONTEXT - 1).config == "turbo4/turbo3"
+    assert advisor.choose(cs, None, ctx=advisor.LONG_CONTEXT).config == "q8_0/turbo3"
+    assert advisor.choose(cs, 4.5).config == "turbo4/turbo3:b1"
+    with pytest.raises(TqError, match=r"within 4\.5 bits.*keys at q8_0, as a context of 16384 tokens needs.*"
+                                      r"smallest that does is q8_0/turbo3 at 5\.90"):
+        advisor.choose(cs, 4.5, ctx=16384)
+
+
+def test_a_context_beyond_training_is_refused():
+    info = types.SimpleNamespace(n_ctx_train=8192, path=Path("m.gguf"))
+    advisor.check_context(8192, info)
+    with pytest.raises(TqError, match=r"16384 tokens is beyond m\.gguf's training context \(8192 tokens\)"):
+        advisor.check_context(16384, info)
 
 
 def test_candidates_are_the_presets_and_their_boundary_variants():
@@ -307,6 +328,31 @@ def test_a_budget_trades_error_for_bits(probes):
 
 @pytest.mark.native
 @pytest.mark.model
+def test_a_context_length_sizes_the_cache_and_long_ones_keep_keys(probes):
+    from tq_gguf.kv import plan
+
+    p = probes["smollm2-135m"]
+    short = advisor.advise_probe(p, budget_bits=4.5, ctx=4096)
+    assert short.config.k.name == "turbo4"  # SmolLM2's keys tolerate turbo4 at short contexts
+    k_types, v_types = short.config.layer_types(short.n_layer)
+    assert short.recommended.kv_bytes == plan.kv_bytes(p.info, 4096, k_types, v_types)
+    assert short.recommended.kv_bytes < short.kv_bytes_f16 / 3
+    assert any(r.startswith("At 4096 tokens this cache takes") for r in short.reasons), short.reasons
+    # from LONG_CONTEXT on no config under 4.5 bits keeps q8_0 keys
+    with pytest.raises(TqError, match="keys at q8_0, as a context of 8192 tokens needs"):
+        advisor.advise_probe(p, budget_bits=4.5, ctx=8192)
+    long = advisor.advise_probe(p, ctx=8192)
+    assert all(t.name == "q8_0" for t in long.config.layer_types(long.n_layer)[0])
+    assert long.recommended.kv_bytes == 2 * advisor.advise_probe(p, ctx=4096).recommended.kv_bytes
+    # the cheaper alternative it offers keeps q8_0 keys too
+    alternative = [r for r in long.reasons if r.startswith("If memory matters more")]
+    assert alternative and "turbo4/" not in alternative[0], long.reasons
+    with pytest.raises(TqError, match="beyond .*training context"):
+        advisor.advise_probe(p, ctx=p.info.n_ctx_train + 1)
+
+
+@pytest.mark.native
+@pytest.mark.model
 def test_unsupported_head_size_is_a_clear_error(probes):
     p = probes["smollm2-135m"]
     odd = dataclasses.replace(p, info=dataclasses.replace(p.info, head_dim_k=80, head_dim_v=80))
@@ -343,11 +389,21 @@ def test_cli_json_parses_and_matches_the_library(advice):
 @pytest.mark.native
 @pytest.mark.model
 def test_cli_text_report(advice):
-    result = run_cli("smollm2-135m", "--budget-bits", 4.5, "--layers")
+    result = run_cli("smollm2-135m", "--budget-bits", 4.5, "--layers", "--ctx", 4096)
     assert result.exit_code == 0, result.output
     assert "recommended: turbo4/turbo3" in result.output
+    assert "cache @ 4096" in result.output and "At 4096 tokens this cache takes" in result.output
     assert "why:" in result.output and "K turbo4 err" in result.output
     assert len([ln for ln in result.output.splitlines() if ln.strip().split(" ")[0].isdigit()]) >= 30
+
+
+@pytest.mark.native
+@pytest.mark.model
+def test_cli_context_beyond_training_is_one_error_line():
+    result = run_cli("smollm2-135m", "--ctx", 100000)
+    assert result.exit_code == 1
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: a context of 100000 tokens is beyond"), lines
 
 
 def test_cli_missing_model_is_one_error_line(tmp_path):

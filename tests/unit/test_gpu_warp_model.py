@@ -94,7 +94,8 @@ def quantize_block(x: np.ndarray, qtype: str) -> bytes:
     # the scores are tree sums, so every lane holds the same score and takes the same branch
     npos = 1 << (bits - 1)
     xa, xb = np.abs(a), np.abs(b)
-    for t, smid in enumerate(SEARCH_MIDPOINTS[bits]):
+    best = None
+    for smid in SEARCH_MIDPOINTS[bits]:
         na = (np.abs(ua)[:, None] > smid[None, :]).sum(1).astype(np.int64)
         nb = (np.abs(ub)[:, None] > smid[None, :]).sum(1).astype(np.int64)
         ca, cb = cen[npos + na], cen[npos + nb]
@@ -102,7 +103,7 @@ def quantize_block(x: np.ndarray, qtype: str) -> bytes:
         cs = tree_sum(ca * ca, cb * cb)
         score = (p / np.sqrt(cs, dtype=f32)).astype(f32)
         assert (score == score[0]).all()
-        if t == 0 or score[0] > best:
+        if best is None or score[0] > best:
             best, best_na, best_nb, best_cs = score[0], na, nb, cs[0]
 
     ka = np.where(ua > 0, npos + best_na, npos - 1 - best_na)

@@ -10,7 +10,7 @@ import pytest
 
 from tq_gguf.reference import BLOCK_SIZE, CENTROIDS, MIDPOINTS, QTYPES, TYPE_SIZE, dequantize, dot, quantize
 from tq_gguf.reference.codebooks import SEARCH_FACTORS, SEARCH_MIDPOINTS
-from tq_gguf.reference.quants import TYPES, encode, fp16_bits, select_indices, sum_squares, tree_sum
+from tq_gguf.reference.quants import TYPES, fp16_bits, select_indices, sum_squares, tree_sum
 
 BITS = {"turbo2": 2, "turbo3": 3, "turbo4": 4}
 OPTIMUM = {2: 0.11453, 3: 0.03339, 4: 0.00913}

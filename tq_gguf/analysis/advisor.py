@@ -19,7 +19,9 @@ stands for. A single layer with a large error can break a model instead of
 degrading it, which the mean does not see; hence a per-layer limit too.
 
 The candidates are the presets' K/V pairs, each also with its first and last
-1..MAX_BOUNDARY layers kept at q8_0 (`K/V:bN`).
+1..MAX_BOUNDARY layers kept at q8_0 (`K/V:bN`). Given the context length the
+cache is for (`ctx`), the advice also sizes the cache there, and from
+LONG_CONTEXT tokens on it keeps keys at q8_0.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from pathlib import Path
 
 from ..errors import TqError
 from ..gguf import models
+from ..kv import plan
 from ..kv.cacheconfig import BOUNDARY_TYPE, PRESETS, CacheConfig
 from .kvprobe import Probe, capture
 from .kvstats import OUTLIER_FACTOR, LayerStats, check_head_sizes, measure
@@ -67,6 +70,18 @@ MAX_BOUNDARY = 2
 # configs of its quality table that neither break a model nor are q8_0/q8_0 (module doc).
 KLD_PER_ERR = (0.7, 3.2)
 
+# From this context length on, only candidates with q8_0 keys are recommended. The probe
+# reads a short text, so its errors are short-context errors; README's long-context
+# measurements show where that stops holding. Gemma 3 at 8192 tokens: the two configs
+# with 4-bit keys lost the needle farthest from the question (turbo4/turbo3 and q4_0/q4_0
+# 0 of 2 at depth 0, where f16 and every q8_0-key config found 2 of 2), and their KL
+# divergence grew with the window (up to 1.14x the 512-token figure) while every q8_0-key
+# config's fell (0.75-0.86x). At 4096 tokens SmolLM2 with turbo4 keys retrieved exactly
+# where f16 did. Few trials, so a caution rather than a rate, but the risk is one a short
+# probe cannot see.
+LONG_CONTEXT = 8192
+LONG_CONTEXT_KEY = BOUNDARY_TYPE
+
 # How many entries the reasons list when they name layers.
 _MAX_NAMED = 4
 
@@ -82,10 +97,16 @@ class Candidate:
     worst_layer: int
     worst_err: float
     over_limit: list[int]   # layers above LAYER_LIMIT
+    kv_bytes: int | None = None  # the cache at the advice's context length (none given: None)
 
     @property
     def eligible(self) -> bool:
         return not self.over_limit
+
+    @property
+    def keeps_keys(self) -> bool:
+        """Whether every layer's keys are at LONG_CONTEXT_KEY (what long contexts need)."""
+        return CacheConfig.parse(self.config).k.name == LONG_CONTEXT_KEY
 
 
 @dataclass
@@ -98,6 +119,8 @@ class Advice:
     n_head_kv: int
     n_tokens: int
     budget_bits: float | None
+    ctx: int | None         # the context length the advice is for (None: not given)
+    kv_bytes_f16: int | None  # an f16 cache at that context
     recommended: Candidate
     reasons: list[str]
     candidates: list[Candidate]
@@ -155,7 +178,8 @@ def bits_per_value(config: CacheConfig, n_layer: int, head_dim_k: int, head_dim_
     return total / (n_layer * (head_dim_k + head_dim_v))
 
 
-def evaluate(config: CacheConfig, stats: list[LayerStats], head_dim_k: int, head_dim_v: int) -> Candidate:
+def evaluate(config: CacheConfig, stats: list[LayerStats], head_dim_k: int, head_dim_v: int,
+             kv_bytes: int | None = None) -> Candidate:
     n_layer = len(stats)
     k_types, v_types = config.layer_types(n_layer)
     errs = [s.out_err(k.name, v.name) for s, k, v in zip(stats, k_types, v_types)]
@@ -164,18 +188,25 @@ def evaluate(config: CacheConfig, stats: list[LayerStats], head_dim_k: int, head
         config=str(config), preset=config.preset,
         bits_per_value=bits_per_value(config, n_layer, head_dim_k, head_dim_v),
         mean_err=sum(errs) / n_layer, worst_layer=worst, worst_err=errs[worst],
-        over_limit=[il for il, e in enumerate(errs) if e > LAYER_LIMIT],
+        over_limit=[il for il, e in enumerate(errs) if e > LAYER_LIMIT], kv_bytes=kv_bytes,
     )
 
 
-def choose(candidates: list[Candidate], budget_bits: float | None) -> Candidate:
+def is_long(ctx: int | None) -> bool:
+    return ctx is not None and ctx >= LONG_CONTEXT
+
+
+def choose(candidates: list[Candidate], budget_bits: float | None, ctx: int | None = None) -> Candidate:
     """Without a budget: the fewest bits among configs that meet the quality bar and the layer limit.
-    With one: the lowest mean error among configs within the budget that meet the layer limit."""
+    With one: the lowest mean error among configs within the budget that meet the layer limit.
+    For a context of LONG_CONTEXT tokens or more, only configs that keep keys at q8_0 qualify."""
     eligible = [c for c in candidates if c.eligible]
     if not eligible:
         # Even q8_0/q8_0 has a layer over the limit. f16 is not a candidate (it is not a compression):
         # return the least damaging one; the reasons say it fails the limit and point to f16 keys.
         return min(candidates, key=lambda c: c.mean_err)
+    if is_long(ctx):
+        eligible = [c for c in eligible if c.keeps_keys]
     if budget_bits is None:
         good = [c for c in eligible if c.mean_err <= QUALITY_BAR]
         if not good:
@@ -184,10 +215,12 @@ def choose(candidates: list[Candidate], budget_bits: float | None) -> Candidate:
     fitting = [c for c in eligible if c.bits_per_value <= budget_bits + 1e-9]
     if not fitting:
         smallest = min(eligible, key=lambda c: c.bits_per_value)
-        raise TqError(
-            f"no config within {budget_bits:g} bits per value keeps every layer's attention-output error under "
-            f"{LAYER_LIMIT}; the smallest that does is {_name(smallest)} at {smallest.bits_per_value:.2f} bits"
-        )
+        need = f"keeps every layer's attention-output error under {LAYER_LIMIT}"
+        if is_long(ctx):
+            need += (f" and keys at {LONG_CONTEXT_KEY}, as a context of {ctx} tokens needs (4-bit keys lost far "
+                     f"needles at {LONG_CONTEXT} tokens: README, Long context)")
+        raise TqError(f"no config within {budget_bits:g} bits per value {need}; the smallest that does is "
+                      f"{_name(smallest)} at {smallest.bits_per_value:.2f} bits")
     return min(fitting, key=lambda c: (c.mean_err, c.bits_per_value))
 
 
@@ -281,7 +314,7 @@ def _boundary_reason(chosen: Candidate, cfg: CacheConfig, by_name: dict[str, Can
 
 
 def _decision_reasons(chosen: Candidate, candidates: list[Candidate], stats: list[LayerStats],
-                      budget_bits: float | None) -> list[str]:
+                      budget_bits: float | None, ctx: int | None) -> list[str]:
     out = []
     what = (f"{_name(chosen)}: {chosen.bits_per_value:.2f} bits per value (f16: 16), predicted mean "
             f"attention-output error {chosen.mean_err:.3f}, worst layer {chosen.worst_layer} at {chosen.worst_err:.3f}")
@@ -297,7 +330,8 @@ def _decision_reasons(chosen: Candidate, candidates: list[Candidate], stats: lis
         else:
             out.append(f"Recommended {what}: no candidate meets the quality bar of {QUALITY_BAR}, so this is the one "
                        f"with the lowest error; expect more than {PPL_WITHIN} perplexity loss ({_expected_kld(chosen.mean_err)}).")
-        smaller = [c for c in candidates if c.eligible and c.bits_per_value < chosen.bits_per_value - 1e-9]
+        smaller = [c for c in candidates if c.eligible and c.bits_per_value < chosen.bits_per_value - 1e-9
+                   and (c.keeps_keys or not is_long(ctx))]
         if smaller:
             alt = min(smaller, key=lambda c: (c.bits_per_value, c.mean_err))
             out.append(f"If memory matters more: {_name(alt)} stores {alt.bits_per_value:.2f} bits per value and keeps "
@@ -315,9 +349,30 @@ def _decision_reasons(chosen: Candidate, candidates: list[Candidate], stats: lis
     return out
 
 
+def _context_reasons(chosen: Candidate, candidates: list[Candidate], budget_bits: float | None, ctx: int,
+                     kv_bytes_f16: int) -> list[str]:
+    size = (f"At {ctx} tokens this cache takes {plan.format_size(chosen.kv_bytes)}, "
+            f"{chosen.kv_bytes / kv_bytes_f16:.0%} of f16's {plan.format_size(kv_bytes_f16)}.")
+    if not is_long(ctx):
+        return [size + f" Below {LONG_CONTEXT} tokens the short-text measurements decide alone (README: on "
+                       f"SmolLM2, whose keys they find fit for turbo4, turbo4 keys retrieved needles exactly where "
+                       f"f16 did at 2048 and 4096 tokens)."]
+    out = [size + f" From {LONG_CONTEXT} tokens on, keys stay at {LONG_CONTEXT_KEY}: on Gemma 3 at {LONG_CONTEXT} "
+                  f"tokens 4-bit keys lost the needle farthest from the question where f16 and {LONG_CONTEXT_KEY} "
+                  f"keys found it, and their KL divergence grew with the window while {LONG_CONTEXT_KEY} keys' fell "
+                  f"(README, Long context)."]
+    unrestricted = choose(candidates, budget_bits)
+    if unrestricted.config != chosen.config:
+        out.append(f"For a short context {_name(unrestricted)} would be recommended "
+                   f"({unrestricted.bits_per_value:.2f} bits per value, mean error {unrestricted.mean_err:.3f}).")
+    return out
+
+
 def reasons_for(chosen: Candidate, candidates: list[Candidate], stats: list[LayerStats],
-                budget_bits: float | None) -> list[str]:
-    return [*_decision_reasons(chosen, candidates, stats, budget_bits), *_key_reasons(stats), _value_reason(stats)]
+                budget_bits: float | None, ctx: int | None = None, kv_bytes_f16: int | None = None) -> list[str]:
+    context = _context_reasons(chosen, candidates, budget_bits, ctx, kv_bytes_f16) if ctx else []
+    return [*_decision_reasons(chosen, candidates, stats, budget_bits, ctx), *context, *_key_reasons(stats),
+            _value_reason(stats)]
 
 
 # --- entry point --------------------------------------------------------------------------------
@@ -333,25 +388,44 @@ def check_budget(budget_bits: float | None, n_layer: int, head_dim_k: int, head_
                       f"{name}, stores {floor:.2f}")
 
 
-def advise_probe(probe: Probe, budget_bits: float | None = None) -> Advice:
+def check_context(ctx: int | None, info) -> None:
+    if ctx is None:
+        return
+    if ctx < 1:
+        raise TqError(f"the context length must be a positive number of tokens, got {ctx}")
+    if info.n_ctx_train and ctx > info.n_ctx_train:
+        raise TqError(f"a context of {ctx} tokens is beyond {info.path.name}'s training context "
+                      f"({info.n_ctx_train} tokens); nothing the advice rests on was measured there")
+
+
+def _cache_bytes(info, config: CacheConfig, ctx: int) -> int:
+    return plan.kv_bytes(info, ctx, *config.layer_types(info.n_layer))
+
+
+def advise_probe(probe: Probe, budget_bits: float | None = None, ctx: int | None = None) -> Advice:
     """The advice for an already captured probe (what `advise` does after reading the model)."""
     info = probe.info
     check_budget(budget_bits, info.n_layer, info.head_dim_k, info.head_dim_v)
+    check_context(ctx, info)
     stats = measure(probe)
-    candidates = [evaluate(c, stats, info.head_dim_k, info.head_dim_v) for c in candidate_configs(info.n_layer)]
-    chosen = choose(candidates, budget_bits)
+    candidates = [evaluate(c, stats, info.head_dim_k, info.head_dim_v, ctx and _cache_bytes(info, c, ctx))
+                  for c in candidate_configs(info.n_layer)]
+    f16 = ctx and _cache_bytes(info, CacheConfig.of("f16", "f16"), ctx)
+    chosen = choose(candidates, budget_bits, ctx)
     return Advice(
         model=str(info.path), arch=info.arch, n_layer=info.n_layer, head_dim_k=info.head_dim_k,
         head_dim_v=info.head_dim_v, n_head_kv=info.n_head_kv, n_tokens=probe.n_tokens, budget_bits=budget_bits,
-        recommended=chosen, reasons=reasons_for(chosen, candidates, stats, budget_bits), candidates=candidates,
+        ctx=ctx, kv_bytes_f16=f16, recommended=chosen,
+        reasons=reasons_for(chosen, candidates, stats, budget_bits, ctx, f16), candidates=candidates,
         layers=stats, seconds=0.0,
     )
 
 
 def advise(model_path: str | Path | None = None, budget_bits: float | None = None,
-           n_threads: int | None = None) -> Advice:
+           n_threads: int | None = None, ctx: int | None = None) -> Advice:
     """Read the model (a GGUF path or a known model name; None: the default model), measure its K/V
-    rows and recommend a cache config; with `budget_bits`, the best one within that many bits per value."""
+    rows and recommend a cache config; with `budget_bits`, the best one within that many bits per value;
+    with `ctx`, for a cache of that many tokens (sized in the advice; long ones keep keys at q8_0)."""
     start = time.perf_counter()
     if budget_bits is not None and budget_bits <= 0:
         raise TqError(f"the budget must be a positive number of bits per value, got {budget_bits:g}")
@@ -361,8 +435,9 @@ def advise(model_path: str | Path | None = None, budget_bits: float | None = Non
         # Fail on what the measurements cannot change before the model reads the text.
         check_head_sizes(info.head_dim_k, info.head_dim_v)
         check_budget(budget_bits, info.n_layer, info.head_dim_k, info.head_dim_v)
+        check_context(ctx, info)
 
     probe = capture(path, n_threads=n_threads or os.cpu_count() or 2, check=before_reading)
-    advice = advise_probe(probe, budget_bits)
+    advice = advise_probe(probe, budget_bits, ctx)
     advice.seconds = time.perf_counter() - start
     return advice

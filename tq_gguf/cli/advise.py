@@ -6,6 +6,8 @@ import json
 
 import click
 
+from ..kv.plan import format_size
+
 
 def _table(rows: list[list[str]], header: list[str]) -> list[str]:
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
@@ -34,8 +36,10 @@ def text_report(advice, show_layers: bool = False) -> list[str]:
     ]
     rows = [[c.config + (f" [{c.preset}]" if c.preset else ""), f"{c.bits_per_value:.2f}", f"{c.mean_err:.4f}",
              f"{c.worst_err:.4f} @ {c.worst_layer}" + ("" if c.eligible else " *")]
+            + ([format_size(c.kv_bytes)] if advice.ctx else [])
             for c in sorted(advice.candidates, key=lambda c: -c.bits_per_value)]
-    lines += ["  " + line for line in _table(rows, ["config", "bits", "mean err", "worst"])]
+    header = ["config", "bits", "mean err", "worst"] + ([f"cache @ {advice.ctx}"] if advice.ctx else [])
+    lines += ["  " + line for line in _table(rows, header)]
     if show_layers:
         lines += ["", f"per layer (err = attention-output error; limit {advice.thresholds['layer_limit']}):"]
         rows = [[str(s.layer), f"{s.k.channel_ratio:.1f}", str(s.k.outlier_channels), f"{s.k.kurtosis:.1f}",
@@ -54,15 +58,19 @@ def text_report(advice, show_layers: bool = False) -> list[str]:
 @click.option("--budget-bits", type=click.FloatRange(min=0, min_open=True), metavar="BITS",
               help="pick the best config storing at most BITS bits per K/V value (f16: 16, q8_0: 8.5) "
                    "[default: the most compact config that meets the quality bar]")
+@click.option("--ctx", type=click.IntRange(min=1), metavar="TOKENS",
+              help="the context length the cache is for: the advice sizes the cache there and, for a long "
+                   "context, keeps keys at q8_0 (README, Long context)")
 @click.option("--json", "as_json", is_flag=True, help="print the advice and every measurement as JSON")
 @click.option("--layers", "show_layers", is_flag=True, help="also print the per-layer statistics")
 @click.option("--threads", "-t", type=click.IntRange(min=1), help="CPU threads for reading the text [default: all cores]")
-def advise(model: str | None, budget_bits: float | None, as_json: bool, show_layers: bool, threads: int | None) -> None:
+def advise(model: str | None, budget_bits: float | None, ctx: int | None, as_json: bool, show_layers: bool,
+           threads: int | None) -> None:
     """Measure MODEL's keys and values and recommend a KV-cache config (MODEL: a GGUF path or a
     model name; default: the default model)."""
     from ..analysis import advisor  # deferred: heavy (numpy, gguf, llama_cpp); --help needs none
 
-    advice = advisor.advise(model, budget_bits=budget_bits, n_threads=threads)
+    advice = advisor.advise(model, budget_bits=budget_bits, n_threads=threads, ctx=ctx)
     if as_json:
         click.echo(json.dumps(advice.as_dict(), indent=1))
     else:
