@@ -124,6 +124,7 @@ def test_quantizer_spirv_has_no_multiply_feeding_an_add(qtype, tmp_path):
 
 FA_WORKER = r"""
 import json
+import numpy as np
 from tq_gguf.native import backendops
 rng = np.random.default_rng(5)
 q = rng.standard_normal((4, 3, 128)).astype(np.float32)
