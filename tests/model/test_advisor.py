@@ -78,6 +78,12 @@ def test_a_long_context_keeps_keys_at_q8_0():
         advisor.choose(cs, 4.5, ctx=16384)
 
 
+def test_a_long_context_prefers_q8_0_keys_over_the_layer_limit():
+    cs = [cand("q8_0/q8_0", 8.5, 0.01, over=(0,)), cand("turbo4/turbo3", 3.8, BAR * 0.5)]
+    assert advisor.choose(cs, None).config == "turbo4/turbo3"
+    assert advisor.choose(cs, None, ctx=advisor.LONG_CONTEXT).config == "q8_0/q8_0"
+
+
 def test_a_context_beyond_training_is_refused():
     info = types.SimpleNamespace(n_ctx_train=8192, path=Path("m.gguf"))
     advisor.check_context(8192, info)

@@ -207,6 +207,8 @@ def choose(candidates: list[Candidate], budget_bits: float | None, ctx: int | No
         return min(candidates, key=lambda c: c.mean_err)
     if is_long(ctx):
         eligible = [c for c in eligible if c.keeps_keys]
+        if not eligible:  # only 4-bit keys pass the layer limit: q8_0 keys matter more here
+            return min((c for c in candidates if c.keeps_keys), key=lambda c: c.mean_err)
     if budget_bits is None:
         good = [c for c in eligible if c.mean_err <= QUALITY_BAR]
         if not good:
