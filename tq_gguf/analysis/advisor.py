@@ -76,9 +76,10 @@ KLD_PER_ERR = (0.7, 3.2)
 # with 4-bit keys lost the needle farthest from the question (turbo4/turbo3 and q4_0/q4_0
 # 0 of 2 at depth 0, where f16 and every q8_0-key config found 2 of 2), and their KL
 # divergence grew with the window (up to 1.14x the 512-token figure) while every q8_0-key
-# config's fell (0.75-0.86x). At 4096 tokens SmolLM2 with turbo4 keys retrieved exactly
-# where f16 did. Few trials, so a caution rather than a rate, but the risk is one a short
-# probe cannot see.
+# config's fell (0.75-0.86x). SmolLM2 with turbo4 keys retrieved exactly where f16 did at
+# 4096 and at 8192 tokens (at 8192 only the needle next to the question, f16 included, so
+# that says little). Few trials, so a caution rather than a rate, but the risk is one a
+# short probe cannot see.
 LONG_CONTEXT = 8192
 LONG_CONTEXT_KEY = BOUNDARY_TYPE
 
