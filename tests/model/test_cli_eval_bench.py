@@ -12,8 +12,10 @@ import json
 import pytest
 from helpers import run_cli
 
+from tq_gguf.analysis import evaluate
 from tq_gguf.analysis.evaluate import Evaluation, Score, parse_kld
 from tq_gguf.cli.eval import eval_lines
+from tq_gguf.errors import TqError
 from tq_gguf.gguf import ggufinfo
 from tq_gguf.kv import cachetypes
 from tq_gguf.kv.cacheconfig import CacheConfig
@@ -150,6 +152,19 @@ class TestEvalBadInput:
         r = run_cli("eval", default_model_path, "--configs", "q8_0/q8_0", "--ctx", 129)
         assert r.exit_code == 1
         assert r.output.strip().splitlines()[-1].startswith("error: context 129 does not split")
+
+    def test_context_beyond_training(self, default_model_path):
+        r = run_cli("eval", default_model_path, "--configs", "q8_0/q8_0", "--ctx", 16384)
+        assert r.exit_code == 1
+        lines = r.output.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: context 16384 is beyond"), lines
+        assert "training context (8192 tokens)" in lines[0] and "--allow-beyond-train" in lines[0]
+
+    def test_allow_beyond_train_lets_the_context_through(self, default_model_path):
+        configs = [CacheConfig.parse("q8_0/q8_0")]
+        with pytest.raises(TqError, match="beyond"):
+            evaluate.checked(default_model_path, configs, 16384)
+        assert evaluate.checked(default_model_path, configs, 16384, allow_beyond_train=True) == configs
 
     def test_text_too_short(self, default_model_path, tmp_path):
         short = tmp_path / "short.txt"

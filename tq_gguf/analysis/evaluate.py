@@ -156,12 +156,17 @@ def _size_score(config: CacheConfig, info: ggufinfo.ModelInfo, kv_ctx: int, **st
                  bits_per_value=16 * kv / BASE.kv_bytes(info, kv_ctx), kv_bytes=kv, **stats)
 
 
-def checked(model_path: Path, configs: Sequence[CacheConfig], n_ctx: int = DEFAULT_CTX) -> list[CacheConfig]:
+def checked(model_path: Path, configs: Sequence[CacheConfig], n_ctx: int = DEFAULT_CTX,
+            allow_beyond_train: bool = False) -> list[CacheConfig]:
     """`configs` without repeats, each checked against the model; raises before anything runs."""
     if n_ctx < 16 or n_ctx % 2:
         raise TqError(f"context {n_ctx} does not split into two halves of 8+ tokens; "
                       f"llama-perplexity scores the second half of each chunk")
     info = ggufinfo.read(model_path)
+    if info.n_ctx_train and n_ctx > info.n_ctx_train and not allow_beyond_train:
+        # Past its training context a model's own quality collapses, which would drown the cache's share.
+        raise TqError(f"context {n_ctx} is beyond {info.path.name}'s training context ({info.n_ctx_train} tokens); "
+                      f"KL divergence there says little about the cache; pass --allow-beyond-train to run it anyway")
     unique = list(dict.fromkeys(configs))
     for config in unique:
         config.validate(info, flash_attn=True)
@@ -171,12 +176,12 @@ def checked(model_path: Path, configs: Sequence[CacheConfig], n_ctx: int = DEFAU
 
 def evaluate(model_path: Path, configs: Sequence[CacheConfig], *, text: Path | None = None,
              chunks: int = DEFAULT_CHUNKS, n_ctx: int = DEFAULT_CTX, threads: int | None = None,
-             progress: Progress | None = None) -> Evaluation:
+             allow_beyond_train: bool = False, progress: Progress | None = None) -> Evaluation:
     """Score `configs` against the f16/f16 cache on MODEL.
 
     `progress(config, n)` is called as n more chunks finish; a whole evaluation is
     `chunks * (1 + len(configs))` of them, the base run's first."""
-    configs = checked(model_path, configs, n_ctx)  # a bad config fails now, not after the base run
+    configs = checked(model_path, configs, n_ctx, allow_beyond_train)  # fails now, not after the base run
     info = ggufinfo.read(model_path)
     kv_ctx = info.n_ctx_train or FALLBACK_KV_CTX
     common = ["-m", str(model_path), "-c", str(n_ctx), "-fa", "on", *(["-t", str(threads)] if threads else [])]

@@ -98,12 +98,13 @@ def eval_lines(evaluation) -> list[str]:
               help="chunks of --ctx tokens to score (fewer if the text is shorter)")
 @click.option("--ctx", "n_ctx", type=click.IntRange(min=16), default=512, show_default=True,
               help="tokens per chunk; the second half of each is scored")
+@click.option("--allow-beyond-train", is_flag=True, help="run a --ctx beyond the model's training context")
 @click.option("--threads", "-t", type=click.IntRange(min=1), help="CPU threads [default: llama.cpp's]")
 @click.option("--plot", type=click.Path(dir_okay=False, writable=True, path_type=Path),
               help="also write a PNG of mean KLD against bits per value")
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object instead of a table")
-def eval_(model: str | None, configs, text: Path | None, chunks: int, n_ctx: int, threads: int | None,
-          plot: Path | None, as_json: bool) -> None:
+def eval_(model: str | None, configs, text: Path | None, chunks: int, n_ctx: int, allow_beyond_train: bool,
+          threads: int | None, plot: Path | None, as_json: bool) -> None:
     """Perplexity and KL divergence of cache configs against an f16 cache.
 
     llama-perplexity runs MODEL (a GGUF path or a model name; default: the default
@@ -119,7 +120,7 @@ def eval_(model: str | None, configs, text: Path | None, chunks: int, n_ctx: int
     from ..analysis import evaluate  # deferred: heavy (numpy, gguf, llama_cpp); --help needs none
 
     path = models.resolve(model)
-    configs = evaluate.checked(path, configs, n_ctx)
+    configs = evaluate.checked(path, configs, n_ctx, allow_beyond_train)
     total = chunks * (1 + len(configs))
     with click.progressbar(length=total, label="f16/f16 (base)", file=sys.stderr,
                            show_pos=True) as bar:
@@ -128,7 +129,7 @@ def eval_(model: str | None, configs, text: Path | None, chunks: int, n_ctx: int
             bar.update(n)
 
         result = evaluate.evaluate(path, configs, text=text, chunks=chunks, n_ctx=n_ctx, threads=threads,
-                                   progress=progress)
+                                   allow_beyond_train=allow_beyond_train, progress=progress)
     if plot:
         evaluate.plot(result, plot)
     if as_json:
