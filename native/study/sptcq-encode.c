@@ -1,8 +1,8 @@
 // Speed of a set-partition trellis (TCQ) encoder before it becomes a cache type.
 //
 // Not part of the library: the build neither hashes nor copies native/study/.
-// tools/sptcq_speed.py writes the tables (sptcq-tables.h: union codebook, candidate
-// factors, the code's subset table, from tools/sptcq_study.py), compiles this file and
+// tools/bench/sptcq_speed.py writes the tables (sptcq-tables.h: union codebook, candidate
+// factors, the code's subset table, from tools/studies/sptcq_study.py), compiles this file and
 // runs it.
 //
 // One block of 64 rotated floats becomes 64 union level indices and an fp16 amplitude:

@@ -6,7 +6,7 @@ its output is the target's greedy output as computed in batches. llama.cpp's ker
 differently for a batch of tokens than for one (the weights' products and flash attention take
 other paths), and on Qwen2.5-Coder-1.5B that moves the gap between the two best tokens'
 log-probabilities by up to 0.78 nats with `balanced` and 0.43 with f16/f16 (81 tokens of
-code, evaluated one by one and in batches of 4; the speculative texts in tools/bench_spec.py
+code, evaluated one by one and in batches of 4; the speculative texts in tools/bench/bench_spec.py
 leave the plain ones at such near ties with f16/f16 too). So the test asserts: each speculative
 text follows the plain greedy tokens, and where it first leaves them, the plain run's two best
 tokens were within NEAR_TIE of each other. A draft accepted unchecked would leave them where the

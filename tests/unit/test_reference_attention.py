@@ -1,5 +1,5 @@
 """Reference attention with turbo caches, and the research-only QJL estimator and scale study
-(tools/qjl.py, tools/study.py)."""
+(tools/studies/qjl.py, tools/studies/study.py)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from tq_gguf.reference import CENTROIDS, dequantize, quantize, rotate
 from tq_gguf.reference.attention import float_attention, turbo_attention
 from tq_gguf.reference.quants import QTYPES, TYPES
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tools"))  # research code is a tool, not the package
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tools" / "studies"))  # research code is a tool, not the package
 from qjl import QJLProd, mse_reconstruct, one_bit_centroid  # noqa: E402
 from study import reconstruct  # noqa: E402
 

@@ -5,8 +5,8 @@ The README's quality table: `tq-gguf eval` (tq_gguf.analysis.evaluate) over seve
 each with its own chunk count, as one Markdown table. The f16/f16 row is the base
 every other config is scored against; --json writes the raw numbers too.
 
-    python tools/kv_quality.py                                  # all models, all configs
-    python tools/kv_quality.py --models smollm2-135m --chunks 8
+    python tools/bench/kv_quality.py                                  # all models, all configs
+    python tools/bench/kv_quality.py --models smollm2-135m --chunks 8
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import json
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from tq_gguf.analysis.evaluate import Evaluation, evaluate  # noqa: E402
 from tq_gguf.gguf import ggufinfo, models  # noqa: E402

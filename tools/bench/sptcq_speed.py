@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Speed of the set-partition trellis encoder in C, against the SET_ROWS floor (1 GB/s a core).
 
-tools/sptcq_study.py designs the encoder in float64; native/study/sptcq-encode.c is it in
+tools/studies/sptcq_study.py designs the encoder in float64; native/study/sptcq-encode.c is it in
 C, a scalar reference and AVX2 / AVX-512 versions with one block per lane. This tool
 writes the C tables (the searched codebook, the centred factors, the code), compiles
 that file with the system compiler (-O3 -march=native, no FMA contraction, so every
@@ -11,7 +11,7 @@ reference's and its GB/s of float32. For scale, the quantize speed of the format
 types through the built library in the same run (what SET_ROWS runs today), and the
 relative MSE of the C encoder next to the float64 study's on the same rows.
 
-    python tools/sptcq_speed.py [--bits 3] [--memory 3] [--scales 1,2,4,8]
+    python tools/bench/sptcq_speed.py [--bits 3] [--memory 3] [--scales 1,2,4,8]
 """
 
 from __future__ import annotations
@@ -27,9 +27,9 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tools"))
+sys.path.insert(0, str(ROOT / "tools" / "studies"))
 
 import sptcq_study  # noqa: E402
 import tcq_study  # noqa: E402
@@ -45,7 +45,7 @@ def hexf(v: float) -> str:
 
 def tables(bits: int, code: sptcq_study.Code, factors: np.ndarray, book: np.ndarray) -> str:
     rows = ", ".join("{%d, %d}" % tuple(r) for r in code.subset)
-    return (f"// written by tools/sptcq_speed.py\n#define SP_BITS {bits}\n#define SP_M {code.m}\n"
+    return (f"// written by tools/bench/sptcq_speed.py\n#define SP_BITS {bits}\n#define SP_M {code.m}\n"
             f"#define SP_SCALES {len(factors)}\n"
             f"static const float SP_BOOK[{len(book)}] = {{{', '.join(hexf(v) for v in book)}}};\n"
             f"static const float SP_FACTOR[{len(factors)}] = {{{', '.join(hexf(v) for v in factors)}}};\n"

@@ -1,4 +1,6 @@
-"""Research only: TurboQuant_prod, the MSE quantizer plus a 1-bit QJL residual.
+"""Backs docs/FORMAT.md 11.2 "No QJL residual stage" through study.py: `python tools/studies/study.py`.
+
+Research only: TurboQuant_prod, the MSE quantizer plus a 1-bit QJL residual.
 
 TurboQuant's inner-product variant spends b-1 bits per coordinate on the MSE
 (Lloyd-Max) quantizer and 1 bit on a Quantized Johnson-Lindenstrauss sketch of

@@ -5,8 +5,8 @@ The README's speed table: `tq-gguf bench` (tq_gguf.analysis.bench) with two base
 f16/f16 and q8_0/q8_0, measured in the same run, as Markdown. Also reports how
 fast the CPU quantizes rows into each cache type (the work SET_ROWS does per token).
 
-    python tools/kv_bench.py                                # SmolLM2, depths 0 4096 8192
-    python tools/kv_bench.py --depths 0 --configs f16/f16 q8_0/turbo3
+    python tools/bench/kv_bench.py                                # SmolLM2, depths 0 4096 8192
+    python tools/bench/kv_bench.py --depths 0 --configs f16/f16 q8_0/turbo3
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from tq_gguf.analysis.bench import Bench, bench  # noqa: E402
 from tq_gguf.gguf import models  # noqa: E402

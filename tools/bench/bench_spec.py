@@ -8,8 +8,8 @@ cache config), sends the same greedy completions to each, and reports the decode
 speed-up over the plain server, the share of drafted tokens the target accepted, and whether
 every text equals the plain server's.
 
-    python tools/bench_spec.py                      # Qwen2.5-Coder-1.5B drafted by 0.5B
-    python tools/bench_spec.py --configs balanced --draft-max 3,8 --json spec.json
+    python tools/bench/bench_spec.py                      # Qwen2.5-Coder-1.5B drafted by 0.5B
+    python tools/bench/bench_spec.py --configs balanced --draft-max 3,8 --json spec.json
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import sys
 import urllib.request
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from tq_gguf.runtime.ports import free_port  # noqa: E402
 

@@ -1,14 +1,18 @@
-"""The measurements behind two choices recorded in docs/FORMAT.md.
+"""Backs docs/FORMAT.md 11.1 "The stored scale" and 11.2 "No QJL residual stage": `python tools/studies/study.py`.
+
+The measurements behind two choices recorded in docs/FORMAT.md.
 
 1. Which scale a block stores: the plain norm ‖x‖, the norm-preserving
    ‖x‖ / ‖C[idx]‖, or the least-squares <x, c> / ‖c‖² (c = C[idx]).
 2. Why the types leave out the 1-bit QJL residual stage of TurboQuant_prod.
 
-Run `python3 tools/study.py` (about 20 s on one core). Test data
+It runs in about 20 s on one core. Test data
 come from a seeded NumPy generator; the printed tables are the ones in the spec.
 """
 
 from __future__ import annotations
+
+import argparse
 
 import numpy as np
 
@@ -17,7 +21,7 @@ from tq_gguf.reference.codebooks import CENTROIDS
 from tq_gguf.reference.quants import dequantize, fp16_bits, quantize, select_indices
 from tq_gguf.reference.rotation import rotate
 
-from qjl import QJLProd  # tools/qjl.py, beside this script
+from qjl import QJLProd  # tools/studies/qjl.py, beside this script
 
 SCALE_RULES = ("norm", "preserve", "lsq")
 
@@ -122,6 +126,7 @@ def _table(rows: list[dict]) -> str:
 
 
 def main() -> None:
+    argparse.ArgumentParser(description=__doc__.split("\n\n")[0]).parse_args()
     print("## scale rule\n")
     print(_table(scale_study()))
     print("\n## QJL residual vs MSE-only at equal bits\n")

@@ -1,5 +1,7 @@
 #!/usr/bin/env python3
-"""Candidates for a better turbo encoder that were measured and not kept (docs/FORMAT.md 11.5).
+"""Backs docs/FORMAT.md 11.5 "The scale search", "Tried and not kept": `python tools/studies/search_study.py`.
+
+Candidates for a better turbo encoder that were measured and not kept.
 
 Relative MSE on the rotated real K/V rows (tests/data/kv_rows.npz) and Gaussian rows,
 float64, with the format's eight-candidate scale search as the baseline:
@@ -12,18 +14,17 @@ float64, with the format's eight-candidate scale search as the baseline:
           (where the head is a multiple of it) before cutting 64-value blocks;
   lsq     the least-squares amplitude <x, c>/|c|^2 for the winning indices instead of
           the norm-preserving one.
-
-    python tools/search_study.py
 """
 
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from tq_gguf import paths  # noqa: E402
 from tq_gguf import reference as ref  # noqa: E402
@@ -78,6 +79,7 @@ def rotate_wide(x: np.ndarray, n: int) -> np.ndarray | None:
 
 
 def main() -> int:
+    argparse.ArgumentParser(description=__doc__.split("\n\n")[0]).parse_args()
     data = np.load(KV_ROWS)
     raw = {k: data[k].astype(np.float64) for k in sorted(data.files)}
     raw["gauss"] = np.random.default_rng(0).standard_normal((2000, 128))

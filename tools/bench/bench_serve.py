@@ -8,8 +8,8 @@ streamed completions (greedy, `--tokens` tokens each, end of text ignored so eve
 decodes the same length) and reports the aggregate decode rate over the wall time, and the
 median and 95th percentile of the time to first token and of the time between tokens.
 
-    python tools/bench_serve.py                           # SmolLM2, f16/f16, q8_0/q8_0, balanced
-    python tools/bench_serve.py MODEL --configs balanced --slots 1,8 --budget 8GiB --json out.json
+    python tools/bench/bench_serve.py                           # SmolLM2, f16/f16, q8_0/q8_0, balanced
+    python tools/bench/bench_serve.py MODEL --configs balanced --slots 1,8 --budget 8GiB --json out.json
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from tq_gguf.gguf import ggufinfo, models  # noqa: E402
 from tq_gguf.kv.cacheconfig import CacheConfig  # noqa: E402

@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
-"""Would trellis-coded quantization (TCQ) pay for itself as a turbo type? float64 study.
+"""Backs docs/FORMAT.md 11.5 "The scale search", "Trellis-coded quantization": `python tools/studies/tcq_study.py`.
+
+Would trellis-coded quantization (TCQ) pay for itself as a turbo type? float64 study.
 
 Same bits per value as the format: 64·b index bits + one fp16 scale per 64-value block
-(turbo2: b = 2, turbo3: b = 3), on the same rows as tools/kv_mse.py (each key of
+(turbo2: b = 2, turbo3: b = 3), on the same rows as tools/studies/kv_mse.py (each key of
 tests/data/kv_rows.npz after the format's rotation, plus Gaussian rows).
 
 The trellis is a "bitshift" trellis (the decoder of QTIP-style TCQ):
@@ -47,7 +49,7 @@ twice the time). The Lloyd tables are fitted on 512 training blocks (2 rounds). 
 about 2-3 minutes on one core at the default, about 5 with --big (adds L = 12); --four adds
 4 bits (turbo4) at L = 8 and 10 (about a minute more).
 
-    python tools/tcq_study.py [--quick] [--blocks N] [--big] [--four]
+    python tools/studies/tcq_study.py [--quick] [--blocks N] [--big] [--four]
 """
 
 from __future__ import annotations
@@ -60,7 +62,7 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from tq_gguf import paths  # noqa: E402
 from tq_gguf import reference as ref  # noqa: E402

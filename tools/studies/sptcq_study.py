@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
-"""Set-partition trellis-coded quantization (Marcellin-Fischer TCQ) at the format's bits: float64 study.
+"""Backs docs/FORMAT.md 11.5 "The scale search", "A set-partition trellis": `python tools/studies/sptcq_study.py`.
 
-tools/tcq_study.py measured a "bitshift" trellis, whose table has no structure: it
+Set-partition trellis-coded quantization (Marcellin-Fischer TCQ) at the format's bits: float64 study.
+
+tools/studies/tcq_study.py measured a "bitshift" trellis, whose table has no structure: it
 needs 2^9 states or more before it beats the scalar codebook, and its encoder then
 costs some 60x the SET_ROWS budget (FORMAT.md 11.5). The classical construction gets
 its gain from the codebook's structure instead, with 4 to 8 states:
@@ -20,7 +22,7 @@ level of a subset (4 nearest-level searches per value). Every block starts and e
 state 0, so its last m branch bits are 0 and the start is also the tail-biting one.
 Amplitude as tcq_study: the candidate scales F·‖x‖ and the norm-preserving fp16 rule.
 
-    python tools/sptcq_study.py [--blocks N]
+    python tools/studies/sptcq_study.py [--blocks N]
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from statistics import NormalDist
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import tcq_study  # noqa: E402

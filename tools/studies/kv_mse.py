@@ -1,25 +1,25 @@
 #!/usr/bin/env python3
-"""Relative MSE of cache types on real K/V rows (tests/data/kv_rows.npz), after the rotation.
+"""Backs docs/FORMAT.md 11.5 "The scale search", its table: `python tools/studies/kv_mse.py`.
 
-The measurement behind the scale search (docs/FORMAT.md, section 11.5). For each turbo
-type it prints the error of
+Relative MSE of cache types on real K/V rows (tests/data/kv_rows.npz), after the rotation.
+
+For each turbo type it prints the error of
   plain   the indices of the plain codebook (search candidate 4 alone), as before the search;
   format  the format itself, from the native encoder (8 candidates, FORMAT.md 5.6);
   32      a float64 search over 32 candidates spanning the same range: how much a finer
           grid could still add;
 beside q4_0 and q4_1 from the native library, and on Gaussian rows.
-
-    python tools/kv_mse.py
 """
 
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from tq_gguf import paths  # noqa: E402
 from tq_gguf import reference as ref  # noqa: E402
@@ -57,6 +57,7 @@ def search_mse(x: np.ndarray, bits: int, factors: np.ndarray) -> float:
 
 
 def main() -> int:
+    argparse.ArgumentParser(description=__doc__.split("\n\n")[0]).parse_args()
     data = np.load(KV_ROWS)
     sets = {k: ref.rotate(data[k]) for k in sorted(data.files)}
     sets["gauss"] = np.random.default_rng(0).standard_normal((2000, 128)).astype(np.float32)

@@ -1,7 +1,7 @@
 """Time FLASH_ATTN_EXT alone on the CPU, for cache types side by side.
 
-    python tools/bench_fattn.py --heads 9/3 --d 64 --queries 512 --cells 4608
-    python tools/bench_fattn.py --heads 12/2 --d 128 --queries 1 --cells 8192
+    python tools/bench/bench_fattn.py --heads 9/3 --d 64 --queries 512 --cells 4608
+    python tools/bench/bench_fattn.py --heads 12/2 --d 128 --queries 1 --cells 8192
 
 One op (the shapes of a model's layer: query heads / KV heads, head size, queries, cells)
 per config, with a causal mask whose last query sees every cell, as a prompt at depth
