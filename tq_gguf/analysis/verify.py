@@ -36,338 +36,46 @@ rows with non-finite or beyond-clamp values, for which the bound says nothing.
 Backends join by adding an entry to KERNEL_SOURCES that returns their Kernels; a GPU
 backend's devices are checked through tq_gguf.native.backendops (SET_ROWS for quantize,
 GET_ROWS for dequantize, FLASH_ATTN_EXT), so every backend ggml registers has a harness.
+
+This module runs the checks; the pieces live beside it: verifyinputs (the rows above),
+verifykernels (each backend's entry points, KERNEL_SOURCES), verifytolerance (the bounds
+above) and verifyreport (the results and their table).
 """
 
 from __future__ import annotations
 
-import zipfile
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
-from .. import paths
 from .. import reference as ref
-from ..errors import TqError
 from ..kv import cachetypes
-from ..native import backendops, ggml, typeids
-from ..reference import rotate
+from ..native import ggml
+from .verifyinputs import KV_ROWS, Inputs, VerifyError, make_inputs
+from .verifykernels import KERNEL_SOURCES, Kernel, _cpu_kernels, compiled_kernels, type_id
+from .verifyreport import CHECKS, Report, Result
+from .verifytolerance import (FLASH_ATTN_TOLERANCE, STOCK_MARGIN, attention, attention_over, attention_tolerance,
+                              dot_tolerance, finite_rows)
+
+# What callers and tests use from the harness, wherever it is defined.
+__all__ = ["CHECKS", "FLASH_ATTN_TOLERANCE", "KERNEL_SOURCES", "KV_ROWS", "QTYPES", "STOCK_MARGIN", "Inputs",
+           "Kernel", "Report", "Result", "VerifyError", "_cpu_kernels", "attention", "attention_tolerance",
+           "check_kernel", "compiled_kernels", "dot_tolerance", "make_inputs", "run"]
 
 QTYPES = cachetypes.TURBO_TYPES
-CHECKS = ("quantize", "dequantize", "dot", "attention", "flash_attn")
-FLASH_ATTN_TOLERANCE = 2.0**-8  # of max |v|; see the module docstring
-KV_ROWS = paths.KV_ROWS
-FINITE_LIMIT = 1e20  # rows beyond this magnitude overflow the dot product's float32 sums
-N_QUERIES = 4
-MAX_KEYS = 128
-# Mesa's lavapipe (llvmpipe) compiles each flash-attention pipeline with LLVM on first use; at head
-# size 256 that took past 8 GB and 25 CPU-minutes (docs/BACKENDS.md), so on a software device the
-# flash-attention check stops at this head size and says so.
-SOFTWARE_DEVICE_MAX_HEAD = 128
-SOFTWARE_DEVICES = ("llvmpipe",)
-# A GPU flash attention may round scores more coarsely than FLASH_ATTN_TOLERANCE allows on inputs
-# with large |q|·|k| (ggml-vulkan keeps dequantized K in fp16: Qwen2.5's outlier rows miss the
-# tolerance 6.5x with a stock q8_0 cache). There a turbo type is held to the device's own q8_0
-# error on the same input, times this margin, and the result says so.
-STOCK_MARGIN = 1.25
-
-
-class VerifyError(TqError):
-    """A kernel disagrees with the reference, or the inputs cannot be read."""
-
-
-@dataclass(frozen=True)
-class Kernel:
-    """A backend's kernels for the turbo types; None where the backend has no such entry point.
-
-    quantize(rows, qtype) -> bytes per row; dequantize(raw, qtype, n) -> float32 rows of n values;
-    dot(raw, q, qtype) -> float32 per row; flash_attn(q, k, v, qtype) -> float32 (n_q, d) for one
-    head whose K and V cache rows are stored as qtype."""
-
-    backend: str
-    variant: str
-    quantize: Callable[[np.ndarray, str], np.ndarray] | None
-    dequantize: Callable[[np.ndarray, str, int], np.ndarray] | None
-    dot: Callable[[np.ndarray, np.ndarray, str], np.ndarray] | None
-    flash_attn: Callable[[np.ndarray, np.ndarray, np.ndarray, str], np.ndarray] | None = None
-    flash_attn_max_head: int | None = None  # larger heads are not run (see SOFTWARE_DEVICE_MAX_HEAD)
-    # the same op over a stock q8_0 cache on the same device: where that misses the tolerance too,
-    # the device's flash attention rounds more than the tolerance allows (see STOCK_MARGIN)
-    flash_attn_q8_0: Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray] | None = None
-
-
-@dataclass(frozen=True)
-class Result:
-    backend: str
-    variant: str
-    qtype: str
-    check: str
-    status: str  # "exact", "ok" (within tolerance), "FAIL", "n/a" (no entry point) or "skipped"
-    rows: int = 0  # rows, dot products or attention outputs compared
-    worst: float | None = None  # largest |error| / tolerance (dot, attention)
-    detail: str = ""
-
-
-@dataclass
-class Report:
-    results: list[Result] = field(default_factory=list)
-    inputs: list[str] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-
-    @property
-    def failures(self) -> list[Result]:
-        return [r for r in self.results if r.status == "FAIL"]
-
-    @property
-    def ok(self) -> bool:
-        return not self.failures
-
-    def as_dict(self) -> dict:
-        return {"ok": self.ok, "results": [asdict(r) for r in self.results], "inputs": self.inputs,
-                "notes": self.notes}
-
-    def table_lines(self) -> list[str]:
-        cells: dict[tuple[str, str, str], dict[str, str]] = {}
-        for r in self.results:
-            text = r.status
-            if r.status == "ok" and r.worst is not None:
-                text = f"ok {r.worst:.2g}"
-            cells.setdefault((r.backend, r.variant, r.qtype), {})[r.check] = text
-        lines = [(f"{'backend':<10} {'variant':<10} {'type':<7} " + " ".join(f"{c:<11}" for c in CHECKS)).rstrip()]
-        for (backend, variant, qtype), row in cells.items():
-            lines.append(f"{backend:<10} {variant:<10} {qtype:<7} "
-                         + " ".join(f"{row.get(c, '-'):<11}" for c in CHECKS).rstrip())
-        lines.append("")
-        lines.append("exact: bit-identical to the reference; ok X: within tolerance, worst error X of it")
-        lines += [f"inputs: {i}" for i in self.inputs]
-        lines += [f"note: {n}" for n in self.notes]
-        for r in self.results:
-            if r.status in ("FAIL", "skipped") or (r.status in ("ok", "exact") and r.detail):
-                lines.append(f"{r.status}: {r.backend} {r.variant} {r.qtype} {r.check}: {r.detail}")
-        return lines
-
-
-# -- inputs -----------------------------------------------------------------------------------
-
-def random_rows(n: int = 96, width: int = 256, seed: int = 1234) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    x = rng.standard_normal((n, width)).astype(np.float32)
-    x[::7] *= rng.lognormal(0, 3, size=(len(x[::7]), 1)).astype(np.float32)  # a spread of norms
-    x[::11, 5] *= 50  # an outlier channel, as real keys have
-    return x
-
-
-def edge_rows() -> np.ndarray:
-    """One 64-value block per row, each a case docs/FORMAT.md defines."""
-    rng = np.random.default_rng(7)
-    base = rng.standard_normal(64).astype(np.float32)
-
-    def with_(index: int, value: float) -> np.ndarray:
-        b = base.copy()
-        b[index] = value
-        return b
-
-    spike = np.zeros(64, np.float32)
-    spike[17] = 3.0
-    rows = [
-        np.zeros(64, np.float32), np.full(64, -0.0, np.float32), spike, np.full(64, 1.0, np.float32),
-        with_(3, np.nan), with_(63, np.inf), with_(0, -np.inf),
-        base * np.float32(1e30), base * np.float32(2.0**61),  # beyond the input clamp
-        base * np.float32(9000.0), base * np.float32(65504.0 / 8),  # scale near the fp16 limit
-        base * np.float32(1e-6), base * np.float32(1e-9), base * np.float32(1e-40),  # subnormal scales and inputs
-        with_(9, np.float32(2.0**-63)),  # at the flush threshold
-    ]
-    return np.stack(rows).astype(np.float32)
-
-
-def load_rows(path: Path) -> dict[str, np.ndarray]:
-    """name -> float32 rows from an .npz whose arrays are (rows, width), width a multiple of 64."""
-    try:
-        with np.load(path) as data:
-            arrays = {name: np.asarray(data[name], dtype=np.float32) for name in sorted(data.files)}
-    except (OSError, ValueError, zipfile.BadZipFile) as exc:  # a missing, foreign or damaged file
-        raise VerifyError(f"cannot read K/V rows from {path}: {exc}") from None
-    except AttributeError:  # np.load read a plain .npy array, not an archive of named arrays
-        raise VerifyError(f"cannot read K/V rows from {path}: not an .npz archive of named arrays") from None
-    for name, rows in arrays.items():
-        if rows.ndim != 2 or rows.shape[1] % 64 or not rows.size:
-            raise VerifyError(f"{path}: {name} has shape {rows.shape}; expected (rows, width) with width a multiple of 64")
-    return arrays
-
-
-@dataclass(frozen=True)
-class Inputs:
-    rows: list[tuple[str, np.ndarray]]  # rotated rows for quantize/dequantize/dot
-    attention: list[tuple[str, np.ndarray, np.ndarray, np.ndarray]]  # (name, q, k, v), rotated
-    described: list[str]
-    notes: list[str]
-
-
-def make_inputs(rows_path: Path | None = KV_ROWS, seed: int = 5) -> Inputs:
-    rng = np.random.default_rng(seed)
-    rows = [("random", rotate(random_rows())), ("edge", rotate(edge_rows()))]
-    described = [f"random {rows[0][1].shape[0]}x{rows[0][1].shape[1]}",
-                 f"edge cases {rows[1][1].shape[0]}x{rows[1][1].shape[1]} (docs/FORMAT.md)"]
-    notes = []
-    k_rand = rotate(random_rows(MAX_KEYS, 128, seed=11))
-    v_rand = rotate(random_rows(MAX_KEYS, 128, seed=12))
-    attention = [("random", rotate(rng.standard_normal((N_QUERIES, 128)).astype(np.float32)), k_rand, v_rand)]
-    real = {}
-    if rows_path is not None and Path(rows_path).exists():
-        real = load_rows(Path(rows_path))
-        rows += [(name, rotate(x)) for name, x in real.items()]
-        described.append(", ".join(f"{name} {x.shape[0]}x{x.shape[1]}" for name, x in real.items())
-                         + f" ({rows_path})")
-    elif rows_path is not None:
-        notes.append(f"no real K/V rows ({rows_path} is not here): random rows and edge cases only")
-    for name in sorted({n.rsplit("/", 1)[0] for n in real if n.endswith("/K")}):
-        k, v = real.get(f"{name}/K"), real.get(f"{name}/V")
-        if v is None or k.shape[1] != v.shape[1]:
-            continue
-        n = min(len(k), len(v), MAX_KEYS)
-        q = rng.standard_normal((N_QUERIES, k.shape[1])).astype(np.float32) * np.float32(np.abs(k).mean())
-        attention.append((name, rotate(q), rotate(k[:n]), rotate(v[:n])))
-    described.append("attention: " + ", ".join(f"{name} {k.shape[0]} keys x {q.shape[0]} queries, head {k.shape[1]}"
-                                               for name, q, k, v in attention))
-    return Inputs(rows, attention, described, notes)
-
-
-# -- kernels ------------------------------------------------------------------------------------
-
-def _type_id(qtype: str) -> int:
-    return typeids.ggml_id(cachetypes.get(qtype))
-
-
-def _cpu_kernels() -> list[Kernel]:
-    def variant_kernel(variant: str) -> Kernel:
-        def quantize(x, qtype):
-            tid = _type_id(qtype)
-            return np.stack([ggml.cpu_quantize(row, tid, variant) for row in x])
-
-        def dequantize(raw, qtype, n):
-            tid = _type_id(qtype)
-            return np.stack([ggml.cpu_dequantize(row, tid, n, variant) for row in raw])
-
-        def dot(raw, q, qtype):
-            tid = _type_id(qtype)
-            return np.array([ggml.cpu_vec_dot(raw[i], q[i], tid, variant) for i in range(len(raw))], np.float32)
-
-        # the graph op runs ggml-cpu's own dispatch, so it belongs to the "default" variant
-        flash_attn = _device_flash_attn("CPU") if variant == "default" else None
-        return Kernel("CPU", variant, quantize, dequantize, dot, flash_attn)
-
-    # "default" is the dispatch ggml-cpu's type traits use (SET_ROWS, flash attention)
-    return [variant_kernel(v) for v in ggml.cpu_variants()]
-
-
-def _device_flash_attn(device: str):
-    def flash_attn(q, k, v, qtype):
-        return backendops.flash_attn(device, q[None], k[None], v[None], qtype, qtype)[:, 0, :]
-
-    return flash_attn
 
 
 def _q8_0_error(kernel: Kernel, q: np.ndarray, k: np.ndarray, v: np.ndarray) -> np.ndarray:
     """|error| of the device's flash attention over a q8_0 cache, against exact attention over
     the q8_0 values it read."""
-    q8 = _type_id("q8_0")
+    q8 = type_id("q8_0")
 
     def deq(x):
         return ggml.dequantize(ggml.quantize(x, q8), q8, x.size).reshape(x.shape)
 
     want = attention_over(q, deq(k), deq(v))
     return np.abs(kernel.flash_attn_q8_0(q, k, v).astype(np.float64) - want)
-
-
-def _device_kernels(backend: str) -> list[Kernel]:
-    """A GPU backend's devices, through ggml graphs of one op each (tq_gguf.native.backendops)."""
-    def device_kernel(device: str) -> Kernel:
-        def quantize(x, qtype):
-            return backendops.set_rows(device, x, qtype)
-
-        def dequantize(raw, qtype, n):
-            return backendops.get_rows(device, raw, qtype, n)
-
-        software = any(name in backendops.description(device) for name in SOFTWARE_DEVICES)
-        flash_attn = _device_flash_attn(device)
-        return Kernel(backend, device, quantize, dequantize, None, flash_attn,
-                      SOFTWARE_DEVICE_MAX_HEAD if software else None,
-                      lambda q, k, v: flash_attn(q, k, v, "q8_0"))
-
-    return [device_kernel(d) for d in backendops.devices() if d.startswith(backend)]
-
-
-def _base_kernel() -> Kernel:
-    """ggml-base's reference C (ggml_quantize_chunk, the type traits' to_float): what llama-quantize
-    and the backends' generic paths share."""
-    def quantize(x, qtype):
-        return ggml.quantize(x, _type_id(qtype))
-
-    def dequantize(raw, qtype, n):
-        return ggml.dequantize(raw, _type_id(qtype), raw.shape[0] * n).reshape(raw.shape[0], n)
-
-    return Kernel("ggml-base", "reference", quantize, dequantize, None)
-
-
-KERNEL_SOURCES: dict[str, Callable[[], list[Kernel]]] = {
-    "CPU": _cpu_kernels,
-    **{name: (lambda name=name: _device_kernels(name)) for name in ("Vulkan", "CUDA", "Metal")},
-}
-
-
-# Backends with no kernels in this build, so nothing to check here: ggml's RPC client hands every
-# op to an rpc-server, which runs its own build's kernels (`tq-gguf verify` on that host checks them).
-REMOTE = ("RPC",)
-
-
-def compiled_kernels() -> tuple[list[Kernel], list[tuple[str, str]]]:
-    """Kernels of every backend in the installed build, and (backend, why) for those not checked."""
-    kernels, missing = [_base_kernel()], []
-    for backend in ggml.backends():
-        if backend in REMOTE:
-            continue
-        source = KERNEL_SOURCES.get(backend)
-        if source is None:
-            missing.append((backend, f"tq_gguf.analysis.verify has no harness for the {backend} backend yet"))
-            continue
-        found = source()
-        if not found:
-            missing.append((backend, f"the build has the {backend} backend but this machine has no {backend} device"))
-        kernels += found
-    return kernels, missing
-
-
-# -- checks -------------------------------------------------------------------------------------
-
-def dot_tolerance(q: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """FORMAT.md §7: (n + 2) * 2^-24 * sum |q_i * y_i| per row."""
-    q64, y64 = np.asarray(q, np.float64), np.asarray(y, np.float64)
-    return (q.shape[-1] + 2) * 2.0**-24 * np.abs(q64 * y64).sum(axis=-1)
-
-
-def attention_tolerance(score_bound: np.ndarray, v: np.ndarray) -> np.ndarray:
-    """Per output coordinate: (exp(2D) - 1) * max_j |v_j|, D the largest score error allowed,
-    plus float64 rounding of the softmax and the sum."""
-    vmax = np.abs(np.asarray(v, np.float64)).max(axis=0)
-    return np.expm1(2 * float(np.max(score_bound, initial=0.0))) * vmax + 2.0**-40 * vmax
-
-
-def _finite(x: np.ndarray) -> np.ndarray:
-    return np.isfinite(x).all(axis=-1) & (np.abs(x).max(axis=-1) < FINITE_LIMIT)
-
-
-def attention(scores: np.ndarray, v: np.ndarray) -> np.ndarray:
-    """softmax(scores) @ v in float64, scores (m, n), v (n, d)."""
-    s = np.asarray(scores, np.float64)
-    p = np.exp(s - s.max(axis=-1, keepdims=True))
-    return (p / p.sum(axis=-1, keepdims=True)) @ np.asarray(v, np.float64)
-
-
-def attention_over(q: np.ndarray, k_deq: np.ndarray, v_deq: np.ndarray) -> np.ndarray:
-    """Exact (float64) scaled dot-product attention of queries q over dequantized cache rows."""
-    scale = 1.0 / np.sqrt(k_deq.shape[-1])
-    return attention(np.asarray(q, np.float64) @ np.asarray(k_deq, np.float64).T * scale, v_deq)
 
 
 def _mismatch(name_rows: list[tuple[str, int]], n_total: int, what: str) -> str:
@@ -387,7 +95,6 @@ def _tolerance_result(kernel: Kernel, qtype: str, check: str, ratios: list[tuple
     return Result(kernel.backend, kernel.variant, qtype, check, "exact" if exact else "ok", n, worst)
 
 
-
 def _exact(kernel, qtype: str, check: str, unit: str, rows, got_and_want) -> "Result":
     """One exact check: every row's output equals the reference's, bit for bit."""
     bad, total = [], 0
@@ -397,6 +104,7 @@ def _exact(kernel, qtype: str, check: str, unit: str, rows, got_and_want) -> "Re
         total += len(x)
     return Result(kernel.backend, kernel.variant, qtype, check, "FAIL" if bad else "exact", total,
                   detail=_mismatch(bad, total, unit) if bad else "")
+
 
 def check_kernel(kernel: Kernel, qtype: str, inputs: Inputs) -> list[Result]:
     def na(check: str) -> Result:
@@ -423,7 +131,7 @@ def check_kernel(kernel: Kernel, qtype: str, inputs: Inputs) -> list[Result]:
         rng = np.random.default_rng(17)
         ratios = []
         for name, x in inputs.rows:
-            x = x[_finite(x)]
+            x = x[finite_rows(x)]
             if not len(x):
                 continue
             raw = ref.quantize(x, qtype)
