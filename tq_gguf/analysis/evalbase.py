@@ -10,9 +10,12 @@ perplexity is kept beside it, since a reused base is not run again.
 
 from __future__ import annotations
 
-import os
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
+
+from .. import atomicfile
 
 from ..native import ggml
 from . import resultcache
@@ -32,12 +35,17 @@ class BaseLogits:
     def size(self) -> int:
         return self.path.stat().st_size
 
-    def writing_path(self) -> Path:
-        """Where llama-perplexity writes; `keep` moves it into place once the run succeeded."""
-        return resultcache.temporary(self.path)
+    @contextmanager
+    def writing(self) -> Iterator[Path]:
+        """A path for llama-perplexity to write the base to, moved into place when the block ends
+        without error (and removed when it does not), so a failed or killed run, or a full disk,
+        never leaves a partial base nor harms the one there; `keep_stats` follows."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with atomicfile.replacing(self.path) as written:
+            yield written
 
-    def keep(self, written: Path, stats: dict) -> None:
-        os.replace(written, self.path)
+    def keep_stats(self, stats: dict) -> None:
+        """Record the base run's statistics: last, since a base without them is not reused."""
         resultcache.write_json(self.stats_path, stats)
 
 

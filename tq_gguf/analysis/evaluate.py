@@ -199,15 +199,12 @@ def evaluate(model_path: Path, configs: Sequence[CacheConfig], *, text: Path | N
         reused = stats is not None
         counter = _ChunkCounter(str(BASE), progress)
         if not reused:
-            written = base.writing_path()
-            try:
+            with base.writing() as written:
                 out, err = llamatool.run("llama-perplexity", [
                     *common, *BASE.cli_args(info.n_layer), "-f", str(text), "--chunks", str(chunks),
                     "--kl-divergence-base", str(written)], counter)
                 ppl, ppl_err, n_chunks = parse_base(out + err)
-                base.keep(written, {"ppl": ppl, "ppl_err": ppl_err, "chunks": n_chunks})
-            finally:
-                written.unlink(missing_ok=True)
+            base.keep_stats({"ppl": ppl, "ppl_err": ppl_err, "chunks": n_chunks})
             stats = base.stats()
         counter.finish(chunks)
         result = Evaluation(model=str(model_path), n_ctx=n_ctx, chunks=stats["chunks"], text=source, kv_ctx=kv_ctx,

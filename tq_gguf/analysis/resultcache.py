@@ -1,28 +1,26 @@
 """Measurements kept on disk under the tq-gguf cache dir, keyed by what produced them.
 
 A result is reused only when the model file, the native build and every setting
-that shapes it are the same; the key says so by hashing them. Files are written
-whole or not at all, so a run killed mid-write leaves nothing that a later run
-would take for a result.
+that shapes it are the same; the key says so by hashing them (the model by the
+sha256 of its whole file: an edited model is another model). Files are written
+whole or not at all (tq_gguf.atomicfile), so a run killed mid-write, or a full
+disk, leaves nothing that a later run would take for a result.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 
-from .. import paths
+from .. import atomicfile, paths
+from ..gguf import filehash
 
 
 def model_id(path: Path) -> str:
-    """A name for a model file that changes when the file does, without hashing gigabytes:
-    its stem, size and first MiB."""
-    digest = hashlib.sha256(str(path.stat().st_size).encode())
-    with path.open("rb") as f:
-        digest.update(f.read(1 << 20))
-    return f"{path.stem}-{digest.hexdigest()[:10]}"
+    """A name for a model file that changes when any byte of it does: its stem and the
+    sha256 of the whole file."""
+    return f"{path.stem}-{filehash.sha256(path)[:16]}"
 
 
 def key(*parts: object) -> str:
@@ -35,16 +33,9 @@ def directory(kind: str, model: Path, settings: str) -> Path:
     return paths.cache_root() / kind / model_id(model) / settings
 
 
-def temporary(path: Path) -> Path:
-    """A name beside `path` to write to before `os.replace` puts it in place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return path.with_name(f"{path.name}.tmp{os.getpid()}")
-
-
 def write_json(path: Path, data: dict) -> None:
-    tmp = temporary(path)
-    tmp.write_text(json.dumps(data, indent=1))
-    os.replace(tmp, path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomicfile.write_text(path, json.dumps(data, indent=1))
 
 
 def read_json(path: Path) -> dict | None:

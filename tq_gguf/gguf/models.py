@@ -18,6 +18,7 @@ from typing import Callable
 
 from .. import paths
 from ..errors import ModelError
+from . import filehash
 
 
 @dataclass(frozen=True)
@@ -139,6 +140,7 @@ def fetch(name: str, echo: Callable[[str], None] = print) -> Path:
         if digest.hexdigest() != spec.sha256:
             raise ModelError(f"sha256 mismatch for {spec.filename}: expected {spec.sha256}, got {digest.hexdigest()}")
         partial.replace(target)
+    filehash.remember(target, spec.sha256)  # checked just now: needle and eval caches need not hash it again
     return target
 
 
