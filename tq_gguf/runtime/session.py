@@ -28,7 +28,7 @@ from ..native.rpcwire import parse_endpoints
 from . import state
 
 # The recommended configuration: keys need precision (q8_0), values compress well
-# (turbo3: within 2% of f16 perplexity on the three test models, README "Quality").
+# (turbo3: within 2% of f16 perplexity on the three test models, docs/QUALITY.md).
 DEFAULT_CACHE_K = "q8_0"
 DEFAULT_CACHE_V = "turbo3"
 
