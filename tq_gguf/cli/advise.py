@@ -60,7 +60,7 @@ def text_report(advice, show_layers: bool = False) -> list[str]:
                    "[default: the most compact config that meets the quality bar]")
 @click.option("--ctx", type=click.IntRange(min=1), metavar="TOKENS",
               help="the context length the cache is for: the advice sizes the cache there and, for a long "
-                   "context, keeps keys at q8_0 (README, Long context)")
+                   "context, keeps keys at q8_0 (docs/LONG_CONTEXT.md)")
 @click.option("--json", "as_json", is_flag=True, help="print the advice and every measurement as JSON")
 @click.option("--layers", "show_layers", is_flag=True, help="also print the per-layer statistics")
 @click.option("--threads", "-t", type=click.IntRange(min=1), help="CPU threads for reading the text [default: all cores]")
