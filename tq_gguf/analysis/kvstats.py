@@ -42,7 +42,7 @@ from ..reference.rotation import GROUP, hadamard, rotation_matrix
 from .kvprobe import LayerQKV, Probe
 
 # The candidate types the advisor weighs (f16 is the reference; q4_0 is measured
-# beside turbo4 because README compares them at equal roles).
+# beside turbo4 because docs/QUALITY.md compares them at equal roles).
 CANDIDATES = ("q8_0", "q4_0", "turbo4", "turbo3", "turbo2")
 
 # A channel is an outlier when its RMS over the tokens is this many times the
