@@ -46,7 +46,7 @@ from .kvprobe import LayerQKV, Probe
 CANDIDATES = ("q8_0", "q4_0", "turbo4", "turbo3", "turbo2")
 
 # A channel is an outlier when its RMS over the tokens is this many times the
-# median channel's. SmolLM2, whose keys take turbo4 with a small loss (README),
+# median channel's. SmolLM2, whose keys take turbo4 with a small loss (docs/QUALITY.md),
 # tops out at 13x; the layers of Qwen2.5 and Gemma 3 whose turbo4 keys break
 # attention reach 35-256x.
 OUTLIER_FACTOR = 20.0
