@@ -49,7 +49,7 @@ class Cell:
 
 @dataclass
 class Sweep:
-    """What a sweep asked for and what it found; `results` has one row per cell (see README)."""
+    """What a sweep asked for and what it found; `results` has one row per cell (see docs/LONG_CONTEXT.md)."""
 
     model: str
     model_name: str
