@@ -134,7 +134,7 @@ def test_real_series_applies_to_the_pinned_sources(tmp_path):
 
 
 def test_real_series_creates_no_file():
-    """Our kernel code lives whole in native/; the series only wires it in (README, "Editing llama.cpp")."""
+    """Our kernel code lives whole in native/; the series only wires it in (docs/DEVELOPING.md, "Editing llama.cpp")."""
     created = [f"{patch.name}: {t.path}" for patch in patches.series(paths.PATCHES_DIR)
                for t in patches.touched_files(patch) if t.created]
     assert created == []
