@@ -18,7 +18,7 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[2] / "tq_gguf"
 MARK = "# deferred:"
-# The subpackages in the order they may import each other: each only those before it (README "Layout").
+# The subpackages in the order they may import each other: each only those before it (docs/DEVELOPING.md "Layout").
 LAYERS = ("kv", "nativebuild", "native", "reference", "gguf", "runtime", "analysis", "cli")
 # The one import against that order, deferred: CacheConfig's validate() and llama_kwargs() ask the
 # installed build which types it has and their ggml ids.
