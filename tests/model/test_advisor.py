@@ -1,7 +1,7 @@
 """The advisor (`tq-gguf advise`, `tq_gguf.advise`): its selection rules, its measurements on
 synthetic rows with known answers, and its advice for the three models.
 
-On the models the expectations are README's: Qwen2.5-Coder's keys break every
+On the models the expectations are docs/QUALITY.md's: Qwen2.5-Coder's keys break every
 4-bit K cache (q4_0 and turbo4 alike), so it must get q8_0 keys, for reasons that
 name its key outliers; SmolLM2 and Gemma 3 get configs their head sizes allow.
 """
