@@ -306,7 +306,7 @@ def test_small_models_get_a_config_their_heads_allow(advice, probes, name):
 @pytest.mark.native
 @pytest.mark.model
 def test_turbo4_keys_follow_readme(advice):
-    """README: turbo4 keys cost SmolLM2 little (KLD 0.011 -> 0.056), Gemma 3 much (0.014 -> 0.160)."""
+    """docs/QUALITY.md: turbo4 keys cost SmolLM2 little (KLD 0.010 -> 0.049), Gemma 3 much (0.013 -> 0.118)."""
     smol = {c.config: c for c in advice["smollm2-135m"].candidates}
     gemma = {c.config: c for c in advice["gemma3-270m"].candidates}
     assert smol["turbo4/turbo3"].eligible
