@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Speed of KV-cache configurations: decode (tg) and prefill (pp) at several depths.
 
-The README's speed table: `tq-gguf bench` (tq_gguf.analysis.bench) with two baselines,
+docs/SPEED.md's tables: `tq-gguf bench` (tq_gguf.analysis.bench) with two baselines,
 f16/f16 and q8_0/q8_0, measured in the same run, as Markdown. Also reports how
 fast the CPU quantizes rows into each cache type (the work SET_ROWS does per token).
 
