@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Quality of KV-cache configurations on real models: perplexity, KL divergence, top-1.
 
-The README's quality table: `tq-gguf eval` (tq_gguf.analysis.evaluate) over several models,
+docs/QUALITY.md's table: `tq-gguf eval` (tq_gguf.analysis.evaluate) over several models,
 each with its own chunk count, as one Markdown table. The f16/f16 row is the base
 every other config is scored against; --json writes the raw numbers too.
 
