@@ -37,7 +37,7 @@ CPU_ALIGNMENT = 32  # ggml's TENSOR_ALIGNMENT, the CPU buffer type's alignment
 MAX_SEQ = 256  # LLAMA_MAX_SEQ
 N_CTX_MAX = 2**32 - CELL_PAD  # n_ctx is a uint32 that llama.cpp pads up to 256
 
-# Mixed K/V configs worth comparing (README's quality table), beside every uniform type and preset.
+# Mixed K/V configs worth comparing (docs/QUALITY.md's table), beside every uniform type and preset.
 MIXED = ("f16/q8_0", "q8_0/q4_0", "q8_0/turbo4", "q8_0/turbo3", "q8_0/turbo2", "turbo4/turbo3")
 
 
