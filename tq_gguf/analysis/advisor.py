@@ -11,7 +11,7 @@ captured and each candidate cache type is applied to them as llama.cpp would
 ‖o' − o‖² / ‖o‖² with o the exact attention output and o' the one computed from
 the quantized K and V (K and V errors add). Its mean over the layers predicts
 the model's output KL divergence: on the three models of docs/QUALITY.md's table,
-README's mean KLD is 0.74-3.2x this mean for the 20 configurations there that
+its mean KLD is 0.74-3.2x this mean for the 20 configurations there that
 neither break a model nor are q8_0/q8_0 (whose KLD, 0.004-0.007, is a floor set
 by other numerics; ratios computed from `tq-gguf advise --json`). Each layer is
 measured on exact inputs, so what errors do to later layers is what the mean
