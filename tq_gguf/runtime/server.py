@@ -6,6 +6,9 @@ locking and settings. What changes is the model behind it: TqLlamaProxy builds
 a tq_gguf.Llama, so cache types are chosen by name, checked against the model,
 and may differ per layer (which llama-cpp-python's settings, one type_k and one
 type_v, cannot express). GET /tq/cache reports the cache the server really holds.
+Requests are checked first (tq_gguf.runtime.requestcheck): a wrong API key or a
+malformed body is a 401 or 400 with one line, not llama-cpp-python's 500; and a
+request waits for the one being decoded instead of cutting its stream short.
 tq_gguf.runtime.serve checks the request and starts it.
 """
 
@@ -14,13 +17,16 @@ from __future__ import annotations
 from typing import List, Optional
 
 import uvicorn
-from fastapi import APIRouter, Depends, FastAPI
+from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi.responses import JSONResponse
 from llama_cpp.server import app as server_app
 from llama_cpp.server.model import LlamaProxy
 from llama_cpp.server.settings import ModelSettings, ServerSettings
 from pydantic import Field
+from starlette.exceptions import HTTPException
 
 from ..errors import TqError
+from . import requestcheck
 from .session import Llama
 
 # ModelSettings fields that are llama_cpp.Llama arguments of the same name and meaning.
@@ -70,7 +76,7 @@ class TqLlamaProxy(LlamaProxy):
 router = APIRouter(tags=["tq-gguf"])
 
 
-@router.get("/tq/cache", summary="KV cache of the served model")
+@router.get("/tq/cache", summary="KV cache of the served model", dependencies=[Depends(server_app.authenticate)])
 def cache_info(llama_proxy: LlamaProxy = Depends(server_app.get_llama_proxy)) -> dict:
     """Types, bits per value, and bytes allocated and in use, beside what f16 would take."""
     return llama_proxy().cache_info().as_dict()
@@ -80,6 +86,10 @@ def create_app(model_settings: TqModelSettings, server_settings: ServerSettings)
     """llama-cpp-python's FastAPI app serving `model_settings` through TqLlamaProxy."""
     # create_app builds its proxy from the LlamaProxy name in its own module and takes no proxy
     # class; binding ours there for the call keeps its routes, locks and streaming unchanged.
+    # A request that arrives while another is decoded waits for it: llama-cpp-python's default
+    # (interrupt_requests) would end the running stream early, so concurrent clients' streamed
+    # answers would come back cut short.
+    server_settings = server_settings.model_copy(update={"interrupt_requests": False})
     stock = server_app.LlamaProxy
     server_app.LlamaProxy = TqLlamaProxy
     try:
@@ -87,7 +97,21 @@ def create_app(model_settings: TqModelSettings, server_settings: ServerSettings)
     finally:
         server_app.LlamaProxy = stock
     app.include_router(router)
+    # malformed and unauthorized requests: 400 and 401 with one line, not llama-cpp-python's 500s
+    # (its router's routes: the app's own copies sit behind FastAPI's included-router wrapper)
+    app.add_middleware(requestcheck.RequestCheck, models=requestcheck.request_models(server_app.router.routes),
+                       api_key=server_settings.api_key)
+    app.add_exception_handler(HTTPException, _http_error)
     return app
+
+
+async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
+    """FastAPI's HTTP errors (404, 405, a GET's 401) in OpenAI's shape, as requestcheck answers."""
+    if exc.status_code == 401:
+        body = requestcheck.error_body(requestcheck.UNAUTHORIZED, "invalid_api_key")
+    else:
+        body = requestcheck.error_body(str(exc.detail))
+    return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
 
 
 def run(app: FastAPI, host: str, port: int, verbose: bool) -> None:
