@@ -10,10 +10,13 @@ throughout; its methods (save_state, load_state, ...) are the public way in.
 from __future__ import annotations
 
 import ctypes
+import errno
+import shutil
 from pathlib import Path
 
 import numpy as np
 
+from .. import atomicfile
 from ..gguf.statefile import StateError, StateLayout, check_fits, read_file_layout, read_layout
 from ..native import llamacpp
 
@@ -102,14 +105,27 @@ def restore(llm, state) -> None:
     llm._seed = state.seed
 
 
-def save_file(llm, path: str | Path) -> int:
-    """Write the session (tokens and KV cache) as a llama.cpp session file; returns its size."""
+def _write_session_file(llm, path: Path) -> None:
+    """llama_state_save_file to `path`. It reports failure only as false, so a full disk is told
+    apart by the room left beside `path` (and raised as ENOSPC, which atomicfile names)."""
     llama_cpp = llamacpp.load()
-    path = Path(path)
     n = llm.n_tokens
     tokens = (llama_cpp.llama_token * max(n, 1))(*llm.input_ids[:n].tolist())
     if not llama_cpp.llama_state_save_file(llm._ctx.ctx, str(path).encode(), tokens, n):
+        needed = llama_cpp.llama_state_get_size(llm._ctx.ctx) + 4 * n
+        if shutil.disk_usage(path.parent).free < needed:
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
         raise StateError(f"llama.cpp could not write the session file {path}")
+
+
+def save_file(llm, path: str | Path) -> int:
+    """Write the session (tokens and KV cache) as a llama.cpp session file; returns its size.
+    The file is written whole or not at all: a failure leaves an earlier file at `path` as it was."""
+    path = Path(path)
+    if not path.parent.is_dir():
+        raise StateError(f"cannot write the session file {path}: {path.parent} is not a directory")
+    with atomicfile.replacing(path) as tmp:
+        _write_session_file(llm, tmp)
     return path.stat().st_size
 
 
