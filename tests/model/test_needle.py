@@ -179,6 +179,27 @@ def test_prefix_reuse_gives_the_logits_of_a_fresh_evaluation(default_model_path,
     assert np.array_equal(fresh, reused)
 
 
+def test_found_means_retrieved_from_the_prompt(default_model_path, haystack_file, monkeypatch):
+    """The scorer's "found" is earned: f16 retrieves the needle of an easy cell (just before the
+    question), and the same cell with a decoy needle in the haystack instead is not found, the
+    model answering the decoy it was shown, so a config that never retrieves cannot pass."""
+    body, source = needlerun.load_text(haystack_file)
+    runner = needlerun._Runner(default_model_path, 512, 2, body, source, "passphrase")
+    cell = needlerun.Cell(CacheConfig.parse("f16/f16"), 512, 1.0, 0)
+    decoy = needle.make_secret("passphrase", "a decoy, not the cell's needle")
+    real_sentence = needle.needle_sentence
+    try:
+        easy = runner.run(cell)
+        monkeypatch.setattr(needle, "needle_sentence", lambda kind, secret: real_sentence(kind, decoy))
+        decoyed = runner.run(cell)
+    finally:
+        runner.close()
+    assert easy["found"], easy
+    assert decoyed["needle"] == easy["needle"] != decoy
+    assert not decoyed["found"], decoyed
+    assert needle.is_found(decoyed["answer"], decoy), decoyed  # it read the prompt: the decoy is what it saw
+
+
 # Bad input: one `error:` line, exit status 1, before any generation.
 
 def error_line(r) -> str:
