@@ -7,6 +7,7 @@ driver fault must fail one check, not the whole test session.
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -14,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from tq_gguf import paths
 from tq_gguf.kv.cachetypes import TURBO_TYPES
@@ -28,6 +30,7 @@ class Device:
     backend: str              # ggml's backend name, e.g. Vulkan, CUDA
     build_hint: str           # how to get a build with this backend
     env: dict[str, str] = field(default_factory=dict)
+    ci_required: bool = False  # under CI=true a missing device fails the run instead of skipping it
 
     def run_py(self, code: str, timeout: int = 1800) -> subprocess.CompletedProcess:
         return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout,
@@ -45,6 +48,17 @@ class Device:
         if self.name not in res.stdout.split():
             return f"no {self.name} device here (ggml lists: {res.stdout.strip()})"
         return None
+
+    def require(self) -> None:
+        """Skip the calling test when this machine cannot run the device's checks, naming why; in
+        CI (CI=true) fail instead if the device is required there, since a run whose device
+        checks all skip would pass having checked nothing."""
+        reason = self.skip_reason()
+        if reason is None:
+            return
+        if self.ci_required and os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"CI needs the {self.name} device and it is missing: {reason}", pytrace=False)
+        pytest.skip(reason)
 
     def backend_ops(self, op: str, pattern: str = "turbo", timeout: int = 2400) -> tuple[int, int, str]:
         """test-backend-ops on this device against the CPU: (passed, total, output)."""
