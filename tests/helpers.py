@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import json
+import signal
+import socket
+import subprocess
+import threading
+import time
 import traceback
+import urllib.request
 
 import numpy as np
 from click.testing import CliRunner, Result
@@ -20,6 +27,141 @@ def run_cli(*args, input: str | None = None) -> Result:
         raise AssertionError("the CLI raised instead of reporting an error:\n"
                              + "".join(traceback.format_exception(*result.exc_info)))
     return result
+
+
+# -- server processes ----------------------------------------------------------------------
+
+class ServerProcess:
+    """A server run as a child process for a test: `tq-gguf serve`, `tq-gguf rpc-server`, a stock
+    llama.cpp binary. The constructor returns once the server is ready and raises AssertionError
+    (with everything it printed) if it exits first or is not ready within `timeout` seconds.
+
+        port = free_port()
+        with ServerProcess([TQ_GGUF, "serve", model, "--port", str(port)], port, ready_http="/v1/models") as s:
+            s.client().completions.create(...)
+        assert "..." in s.output
+
+    Ready means, by the argument given:
+      ready_line  a line of its output contains this text (`tq-gguf serve` prints "ready at");
+      ready_http  a GET of this path on 127.0.0.1:port answers;
+      neither     the port accepts a TCP connection (rpc-server).
+
+    Its stdout and stderr are read into `lines` as they come, so a chatty server never blocks on a
+    full pipe. stop() sends SIGTERM, and SIGKILL after `stop_timeout` seconds; a `with` block and
+    a module fixture's teardown call it. Subclass it to give a test module's server its command
+    and request helpers.
+    """
+
+    def __init__(self, argv: list, port: int, *, ready_line: str | None = None, ready_http: str | None = None,
+                 timeout: float = 300, stop_timeout: float = 30):
+        self.argv = [str(a) for a in argv]
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+        self.endpoint = f"127.0.0.1:{port}"  # the form --rpc takes
+        self.stop_timeout = stop_timeout
+        self.lines: list[str] = []
+        self.banner: list[str] = []  # the lines up to the ready line (ready_line only)
+        self._changed = threading.Condition()
+        self._eof = False
+        self.proc = subprocess.Popen(self.argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        try:
+            self._wait_ready(ready_line, ready_http, timeout)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            with self._changed:
+                self.lines.append(line.rstrip("\n"))
+                self._changed.notify_all()
+        with self._changed:
+            self._eof = True
+            self._changed.notify_all()
+
+    def _answers(self, ready_http: str | None) -> bool:
+        try:
+            if ready_http is not None:
+                with urllib.request.urlopen(self.url + ready_http, timeout=5):
+                    return True
+            with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                return True  # listening; that connection was one client, closed at once
+        except OSError:
+            return False
+
+    def _wait_ready(self, ready_line: str | None, ready_http: str | None, timeout: float) -> None:
+        name = " ".join(self.argv[:2])
+        deadline = time.monotonic() + timeout
+        while True:
+            if ready_line is not None:
+                with self._changed:
+                    at = next((i for i, line in enumerate(self.lines) if ready_line in line), None)
+                    if at is not None:
+                        self.banner = self.lines[:at + 1]
+                        return
+                    if not self._eof:
+                        self._changed.wait(min(1.0, max(0.0, deadline - time.monotonic())))
+            elif self._answers(ready_http):
+                return
+            if self.proc.poll() is not None or (ready_line is not None and self._eof):
+                try:
+                    self.proc.wait(5)  # its output has ended: it is exiting
+                except subprocess.TimeoutExpired:
+                    pass
+                self._reader.join(5)
+                raise AssertionError(f"{name} exited with {self.proc.poll()} before it was ready:\n{self.output}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{name} was not ready within {timeout:g} s:\n{self.output}")
+            if ready_line is None:
+                time.sleep(0.2)
+
+    @property
+    def output(self) -> str:
+        """Everything the server has printed so far, stdout and stderr interleaved."""
+        with self._changed:
+            return "\n".join(self.lines)
+
+    @property
+    def returncode(self) -> int | None:
+        return self.proc.poll()
+
+    def get(self, path: str) -> dict:
+        """GET a JSON document from the server."""
+        with urllib.request.urlopen(self.url + path, timeout=5) as response:
+            return json.load(response)
+
+    def client(self):
+        """The real OpenAI client, pointed at the server."""
+        from openai import OpenAI  # the test extra; only the HTTP servers' tests need it
+
+        return OpenAI(base_url=self.url + "/v1", api_key="unused", timeout=120, max_retries=0)
+
+    def wait(self, timeout: float) -> str:
+        """Wait for the server to exit by itself (subprocess.TimeoutExpired if it does not); its output."""
+        self.proc.wait(timeout)
+        self._reader.join(self.stop_timeout)
+        return self.output
+
+    def stop(self) -> str:
+        """SIGTERM, then SIGKILL if it has not exited within stop_timeout; its whole output."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(self.stop_timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        # a child that outlived its parent may hold the pipe open: do not wait for it forever
+        self._reader.join(self.stop_timeout)
+        return self.output
+
+    def __enter__(self) -> "ServerProcess":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
 
 
 # -- GGUF files --------------------------------------------------------------------------

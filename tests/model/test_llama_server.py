@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -20,6 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from helpers import ServerProcess
 
 from tq_gguf.gguf import ggufinfo
 from tq_gguf.kv.cacheconfig import CacheConfig
@@ -58,24 +58,13 @@ def alive(pid: int) -> bool:
     return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
 
 
-class LlamaServer:
+class LlamaServer(ServerProcess):
+    """`tq-gguf serve --engine llama-server` on `model`; the CLI says "ready at" once /health answers."""
+
     def __init__(self, model: Path, *args: str):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.proc = subprocess.Popen([TQ_GGUF, "serve", str(model), "--engine", "llama-server", "--port",
-                                      str(self.port), "--alias", "smollm2", *args],
-                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        self.banner = []
-        for line in self.proc.stdout:  # the CLI says "ready" once /health answers
-            self.banner.append(line.rstrip("\n"))
-            if "ready at" in line:
-                return
-        raise AssertionError(f"serve exited with {self.proc.wait()}:\n" + "\n".join(self.banner))
-
-    def client(self):
-        from openai import OpenAI
-
-        return OpenAI(base_url=self.url + "/v1", api_key="unused", timeout=120, max_retries=0)
+        port = free_port()
+        super().__init__([TQ_GGUF, "serve", model, "--engine", "llama-server", "--port", port, "--alias", "smollm2",
+                          *args], port, ready_line="ready at")
 
     def stream(self, prompt: str) -> str:
         pieces = self.client().completions.create(model="smollm2", prompt=prompt, max_tokens=N_TOKENS,
@@ -88,23 +77,13 @@ class LlamaServer:
         return {name: float(value) for name, value in
                 (line.split() for line in text.splitlines() if line and not line.startswith("#"))}
 
-    def stop(self) -> tuple[int, str]:
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            out, _ = self.proc.communicate(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            out, _ = self.proc.communicate()
-        return self.proc.returncode, out
-
 
 @pytest.fixture(scope="module")
 def server(default_model_path):
     s = LlamaServer(default_model_path, "--parallel", str(SLOTS), "--ctx", str(N_CTX), "--cache-k", "turbo4",
                     "--cache-v", "turbo3", "-t", "1")
     yield s
-    if s.proc.poll() is None:
-        s.stop()
+    s.stop()
 
 
 def test_banner_states_slots_and_kv_bytes(server, default_model_path):
@@ -151,8 +130,8 @@ def test_sigterm_stops_the_server_and_its_child(default_model_path):
     s = LlamaServer(default_model_path, "--ctx", "256", "--cache", "balanced")
     children = children_of(s.proc.pid)
     assert len(children) == 1, children  # the llama-server process
-    code, out = s.stop()
-    assert code == 0, out
+    out = s.stop()
+    assert s.returncode == 0, out
     assert "stopping llama-server (SIGTERM)" in out
     assert not alive(children[0])
 
@@ -161,8 +140,8 @@ def test_per_layer_config_reaches_llama_server(default_model_path):
     """`max` keeps the first and last 2 layers at q8_0: llama-server gets the per-layer flags and
     allocates what the plan says."""
     s = LlamaServer(default_model_path, "--ctx", "256", "--cache", "max", "--verbose")
-    code, out = s.stop()
-    log = "\n".join(s.banner) + out
+    log = s.stop()
+    code = s.returncode
     plan = slot_plan(ggufinfo.read(default_model_path), CacheConfig.parse("max"), True, 1, 256)
     sizes = [line for line in log.splitlines() if "llama_kv_cache: size =" in line]
     assert code == 0 and len(sizes) == 1, sizes

@@ -12,14 +12,13 @@ import importlib.util
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import ServerProcess
 
 from tq_gguf.errors import TqError
 from tq_gguf.runtime.ports import free_port
@@ -36,30 +35,12 @@ PROMPT = "The three primary colors are red, yellow and blue. Mixing two of them 
 LOGIT_TOLERANCE = 1e-3
 
 
-class RpcServer:
-    def __init__(self):
-        self.port = free_port()
-        self.endpoint = f"127.0.0.1:{self.port}"
-        self.proc = subprocess.Popen([TQ_GGUF, "rpc-server", "--port", str(self.port), "-t", "1"],
-                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        deadline = time.monotonic() + 60
-        while True:
-            assert self.proc.poll() is None, self.proc.stdout.read()
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
-                    break  # listening; that connection was one client, closed at once
-            except OSError:
-                assert time.monotonic() < deadline, "rpc-server did not listen within 60 s"
-                time.sleep(0.2)
+class RpcServer(ServerProcess):
+    """`tq-gguf rpc-server` on a free port, ready once it listens; `endpoint` is what --rpc takes."""
 
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+    def __init__(self):
+        port = free_port()
+        super().__init__([TQ_GGUF, "rpc-server", "--port", port, "-t", 1], port, timeout=60, stop_timeout=10)
 
 
 @pytest.fixture(scope="module")
@@ -184,19 +165,8 @@ def stock_server_binary() -> Path:
 def stock_server():
     binary = stock_server_binary()
     port = free_port()
-    proc = subprocess.Popen([str(binary), "-p", str(port), "-t", "1"], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                break
-        except OSError:
-            assert proc.poll() is None and time.monotonic() < deadline, "stock rpc-server did not start"
-            time.sleep(0.2)
-    yield proc, f"127.0.0.1:{port}"
-    proc.terminate()
-    proc.wait(10)
+    with ServerProcess([binary, "-p", port, "-t", 1], port, timeout=30, stop_timeout=10) as server:
+        yield server.proc, server.endpoint
 
 
 def test_stock_server_is_refused_naming_the_type(default_model_path, stock_server):
@@ -245,26 +215,22 @@ def test_llama_server_on_rpc_stops_with_the_reason_when_a_server_dies(default_mo
 
     pair = [RpcServer(), RpcServer()]
     port = free_port()
-    serve = subprocess.Popen([TQ_GGUF, "serve", str(default_model_path), "--engine", "llama-server", "--cache", CACHE,
-                              "--ctx", "2048", "--port", str(port), "-t", "1", "--rpc",
-                              ",".join(s.endpoint for s in pair)],
-                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        assert any("ready at" in line for line in serve.stdout), "serve did not start"
-        body = {"prompt": PROMPT, "max_tokens": 1500, "temperature": 0, "stream": True, "ignore_eos": True}
-        request = urllib.request.Request(f"http://127.0.0.1:{port}/v1/completions", data=json.dumps(body).encode(),
-                                         headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(request, timeout=60) as response:
-            assert response.readline().startswith(b"data: ")
-            os.kill(pair[0].proc.pid, signal.SIGKILL)
-            try:
-                response.read()  # ends when llama-server goes: no hang
-            except (http.client.IncompleteRead, OSError):
-                pass  # the stream was cut short, as it must be
-        out, _ = serve.communicate(timeout=60)
+        with ServerProcess([TQ_GGUF, "serve", default_model_path, "--engine", "llama-server", "--cache", CACHE,
+                            "--ctx", 2048, "--port", port, "-t", 1, "--rpc", ",".join(s.endpoint for s in pair)],
+                           port, ready_line="ready at") as serve:
+            body = {"prompt": PROMPT, "max_tokens": 1500, "temperature": 0, "stream": True, "ignore_eos": True}
+            request = urllib.request.Request(serve.url + "/v1/completions", data=json.dumps(body).encode(),
+                                             headers={"Content-Type": "application/json"})
+            with urllib.request.urlopen(request, timeout=60) as response:
+                assert response.readline().startswith(b"data: ")
+                os.kill(pair[0].proc.pid, signal.SIGKILL)
+                try:
+                    response.read()  # ends when llama-server goes: no hang
+                except (http.client.IncompleteRead, OSError):
+                    pass  # the stream was cut short, as it must be
+            out = serve.wait(60)  # serve exits by itself
     finally:
-        if serve.poll() is None:
-            serve.kill()
         for s in pair:
             s.stop()
     assert serve.returncode == 1, out
@@ -284,26 +250,16 @@ def test_python_engine_serves_from_rpc_servers(default_model_path):
     # holds the others
     pair = [RpcServer(), RpcServer()]
     port = free_port()
-    serve = subprocess.Popen([TQ_GGUF, "serve", str(default_model_path), "--cache", CACHE, "--ctx", str(N_CTX),
-                              "--port", str(port), "-t", "2", "--rpc", ",".join(s.endpoint for s in pair)],
-                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert serve.poll() is None, serve.stdout.read()
-            try:
-                request = urllib.request.Request(f"http://127.0.0.1:{port}/v1/completions", headers={
-                    "Content-Type": "application/json"}, data=json.dumps(
-                    {"prompt": PROMPT, "max_tokens": 8, "temperature": 0}).encode())
-                with urllib.request.urlopen(request, timeout=60) as response:
-                    got = json.load(response)["choices"][0]["text"]
-                break
-            except OSError:
-                assert time.monotonic() < deadline, "serve did not answer within 120 s"
-                time.sleep(0.5)
+        with ServerProcess([TQ_GGUF, "serve", default_model_path, "--cache", CACHE, "--ctx", N_CTX, "--port", port,
+                            "-t", 2, "--rpc", ",".join(s.endpoint for s in pair)],
+                           port, ready_http="/v1/models", timeout=120) as serve:
+            request = urllib.request.Request(serve.url + "/v1/completions", headers={
+                "Content-Type": "application/json"}, data=json.dumps(
+                {"prompt": PROMPT, "max_tokens": 8, "temperature": 0}).encode())
+            with urllib.request.urlopen(request, timeout=60) as response:
+                got = json.load(response)["choices"][0]["text"]
     finally:
-        serve.terminate()
-        serve.wait(30)
         for s in pair:
             s.stop()
     penalty = CreateCompletionRequest.model_fields["repeat_penalty"].default

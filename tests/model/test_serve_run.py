@@ -8,15 +8,13 @@ plain continuation and for --chat. The OpenAI client is the real one.
 
 from __future__ import annotations
 
-import json
 import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
+from helpers import ServerProcess
 
 from tq_gguf.gguf import ggufinfo
 from tq_gguf.kv.cacheconfig import CacheConfig
@@ -58,43 +56,13 @@ def llm(default_model_path):
     return Llama(default_model_path, cache="q8_0/turbo3", n_ctx=N_CTX, n_threads=1, n_threads_batch=1)
 
 
-class Server:
+class Server(ServerProcess):
+    """`tq-gguf serve` (the Python engine) on `model`, ready once /v1/models answers."""
+
     def __init__(self, model: Path, *cache_args: str):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.proc = subprocess.Popen([TQ_GGUF, "serve", str(model), *cache_args, "--port", str(self.port),
-                                      "--ctx", str(N_CTX), "-t", "1", "--alias", "smollm2"],
-                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        deadline = time.monotonic() + 120
-        while True:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"server exited with {self.proc.returncode}:\n{self.proc.stdout.read()}")
-            try:
-                if self.get("/v1/models"):
-                    return
-            except OSError:
-                if time.monotonic() > deadline:
-                    self.stop()
-                    raise AssertionError("server did not answer within 120 s") from None
-                time.sleep(0.5)
-
-    def get(self, path: str) -> dict:
-        with urllib.request.urlopen(self.url + path, timeout=5) as response:
-            return json.load(response)
-
-    def client(self):
-        from openai import OpenAI
-
-        return OpenAI(base_url=self.url + "/v1", api_key="unused", timeout=120, max_retries=0)
-
-    def stop(self) -> str:
-        self.proc.terminate()
-        try:
-            out, _ = self.proc.communicate(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            out, _ = self.proc.communicate()
-        return out
+        port = free_port()
+        super().__init__([TQ_GGUF, "serve", model, *cache_args, "--port", port, "--ctx", N_CTX, "-t", 1,
+                          "--alias", "smollm2"], port, ready_http="/v1/models", timeout=120, stop_timeout=20)
 
 
 @pytest.fixture(scope="module")

@@ -16,13 +16,13 @@ target's choice is clear.
 from __future__ import annotations
 
 import json
-import signal
 import subprocess
 import sys
 import urllib.request
 from pathlib import Path
 
 import pytest
+from helpers import ServerProcess
 
 from tq_gguf.gguf import ggufinfo, models
 from tq_gguf.kv.cacheconfig import CacheConfig
@@ -42,18 +42,13 @@ PROMPTS = [
 ]
 
 
-class Server:
+class Server(ServerProcess):
+    """`tq-gguf serve TARGET --engine llama-server`, ready once the CLI says "ready at"."""
+
     def __init__(self, *args: str):
-        self.url = f"http://127.0.0.1:{(port := free_port())}"
-        self.proc = subprocess.Popen([TQ_GGUF, "serve", TARGET, "--engine", "llama-server", "--port", str(port),
-                                      "--ctx", str(N_CTX), "-t", "2", *args],
-                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        self.log = []
-        for line in self.proc.stdout:
-            self.log.append(line.rstrip("\n"))
-            if "ready at" in line:
-                return
-        raise AssertionError(f"serve exited with {self.proc.wait()}:\n" + "\n".join(self.log))
+        port = free_port()
+        super().__init__([TQ_GGUF, "serve", TARGET, "--engine", "llama-server", "--port", port, "--ctx", N_CTX,
+                          "-t", 2, *args], port, ready_line="ready at", stop_timeout=60)
 
     def complete(self, prompt: str, **extra) -> dict:
         body = {"prompt": prompt, "n_predict": N_TOKENS, "temperature": 0, "ignore_eos": True,
@@ -62,11 +57,6 @@ class Server:
                                          headers={"Content-Type": "application/json"})
         with urllib.request.urlopen(request, timeout=300) as response:
             return json.load(response)
-
-    def stop(self) -> str:
-        self.proc.send_signal(signal.SIGTERM)
-        out, _ = self.proc.communicate(timeout=60)
-        return "\n".join(self.log) + "\n" + out
 
 
 @pytest.fixture(scope="module")
