@@ -41,7 +41,7 @@ from gguf import GGMLQuantizationType
 from gguf import quants as gguf_quants
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent / "studies"))  # sptcq_study, tcq_study
 
 import sptcq_study  # noqa: E402
 import tcq_study  # noqa: E402
