@@ -23,6 +23,38 @@ Configs are `K/V`, each side a real cache type (f16, q8_0, q4_0, turbo2..4) or
 `emu:NAME`, a candidate from CANDIDATES below, e.g.
 
     python tools/kv_emulate.py smollm2-135m --configs q8_0/turbo3,q8_0/emu:turbo3,q8_0/emu:tcq3-L8
+
+`emu:q8_0` and `emu:q4_0` quantize the rows as given; `emu:q8_0h` and `emu:q4_0h` rotate them
+first as llama.cpp rotates its own quantized caches (attn_rot_k/attn_rot_v): the plain
+orthonormal Walsh-Hadamard matrix, over each K slice of the largest power of two that divides
+the head size (64 for SmolLM2, 128 for Qwen2.5, 256 for Gemma 3) and over each 64-value V
+slice. What still differs from the real cache: its quantized K meets a query that the CPU
+kernel has quantized to q8_0, the emulated K a float query.
+
+A candidate may be followed by transforms, applied to the rows before the rotation and
+undone after the reconstruction, e.g. `emu:turbo4+sk/emu:turbo3+sv`, `emu:turbo4+sk64x+eq`.
+Each is fixed per layer and KV head from a window of the chunk's first cells (a chunk is
+decoded from an empty cache in one batch, so its first rows are cells 0, 1, ...):
+
+* `sk` key smoothing: store k - mu, read back + mu, mu the mean of the window's post-RoPE K
+  rows. Exact for attention: q.mu is the same for every key of a query, and softmax does not
+  see a constant added to all of a query's logits.
+* `sv` value smoothing: store v - mu_v, read back + mu_v. Exact because each query's
+  softmax weights sum to 1, so the output gains exactly mu_v, which is added back.
+* `eq` key equalization: store k / s, read back s * k_hat, with the query multiplied by s
+  (here: the reconstruction multiplied back), so q.k is unchanged. s is one factor per RoPE
+  pair (the pair RoPE turns together: (2i, 2i+1) for llama.cpp's NORM RoPE, e.g. SmolLM2's
+  llama arch; (i, i + d/2) for NEOX, e.g. Qwen2 and Gemma 3), so it commutes with RoPE and
+  could be folded into the K and Q weights. `eq`: s^2 = sqrt(E[k^2] / E[q^2]) over the pair,
+  from the window's K rows (after smoothing, if any) and its post-RoPE Q rows (the tensor
+  `Qcur-<il>`, the heads of the KV head's group together), which minimises the logit error
+  of an error that is even over the rotated values; `eqk`: s^2 = sqrt(E[k^2]), the same
+  with a flat query; `eqw`: s^2 = E[k^2], K whitened per pair. s is scaled to a geometric
+  mean of 1 per head.
+
+A window is the suffix's digits (cells [0, N); default 64), `x` leaves cell 0 (the attention
+sink) out ([1, N)), `ub` takes every row of the first write (the first ubatch: the whole
+chunk here): `sk64`, `sk64x`, `sk16`, `skub`, `sv64x`, `eq64`.
 """
 
 from __future__ import annotations
@@ -33,6 +65,7 @@ import math
 import re
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -117,12 +150,15 @@ def _keep_first(inner: Quantizer, n_cells: int) -> Quantizer:
     return q
 
 
-# Candidates that quantize the rows as stored, without the turbo rotation.
-UNROTATED = {"q8_0", "q4_0"}
+# How a candidate's rows are rotated before it: "turbo" (the format's rotation, the default),
+# "none", or "hadamard" (llama.cpp's rotation of its own quantized caches; module docstring).
+ROTATION = {"q8_0": "none", "q4_0": "none", "q8_0h": "hadamard", "q4_0h": "hadamard"}
 CANDIDATES: dict[str, Quantizer] = {
     "q8_0": _ggml(GGMLQuantizationType.Q8_0),
     "q4_0": _ggml(GGMLQuantizationType.Q4_0),
-    "q4_0r": _ggml(GGMLQuantizationType.Q4_0),   # q4_0 of the rotated rows: upstream's rotated q4_0 cache
+    "q8_0h": _ggml(GGMLQuantizationType.Q8_0),   # llama.cpp's rotated q8_0 cache
+    "q4_0h": _ggml(GGMLQuantizationType.Q4_0),   # llama.cpp's rotated q4_0 cache
+    "q4_0r": _ggml(GGMLQuantizationType.Q4_0),   # q4_0 of the turbo-rotated rows
     **{f"turbo{b}": _turbo(f"turbo{b}") for b in (2, 3, 4)},
     **{f"turbo{b}+first4": _keep_first(_turbo(f"turbo{b}"), 4) for b in (2, 3, 4)},
     # bitshift trellis (tools/tcq_study.py): b bits per value, window L, tail-biting, 8 scales or 1
@@ -134,12 +170,116 @@ CANDIDATES: dict[str, Quantizer] = {
     **{f"sptcq{b}-m{m}s{n}": _sptcq_searched(b, m, n) for b in (2, 3, 4) for m in (2, 3) for n in (2, 4, 8)},
 }
 
+# Which dimensions RoPE turns together, by GGUF architecture (llama.cpp's llama_model_rope_type:
+# LLM_ARCH_LLAMA is LLAMA_ROPE_TYPE_NORM, LLM_ARCH_QWEN2 and LLM_ARCH_GEMMA3 LLAMA_ROPE_TYPE_NEOX).
+ROPE_PAIRS = {"llama": "norm", "qwen2": "neox", "gemma3": "neox"}
+DEFAULT_WINDOW = 64
+_TRANSFORM = re.compile(r"^(sk|sv|eqk|eqw|eq)(\d+|ub)?(x)?$")
+_Q = re.compile(r"^Qcur-(\d+)$")
+
+
+@dataclass(frozen=True)
+class Window:
+    """Cells [start, stop) of a chunk; stop None: every row of the first write."""
+    start: int = 0
+    stop: int | None = DEFAULT_WINDOW
+
+    def mask(self, cells: np.ndarray) -> np.ndarray:
+        return (cells >= self.start) & (cells < (self.stop if self.stop is not None else np.inf))
+
+
+@dataclass(frozen=True)
+class Side:
+    """How one side is emulated: a candidate, its rotation and the transforms around it."""
+    quantizer: Quantizer
+    rotation: str
+    smooth: Window | None = None               # sk / sv
+    equalize: tuple[str, Window] | None = None  # ("eq" | "eqk" | "eqw", window), K only
+
+
+def parse_side(side: str, spec: str) -> Side:
+    """'turbo4+sk64x+eq' on side 'k' -> Side."""
+    name, *suffixes = spec.split("+")
+    if name in ("turbo2", "turbo3", "turbo4") and suffixes[:1] == ["first4"]:
+        name, suffixes = name + "+first4", suffixes[1:]
+    if name not in CANDIDATES:
+        raise SystemExit(f"error: unknown candidate {name!r}; known: {', '.join(CANDIDATES)}")
+    smooth, equalize = None, None
+    for suffix in suffixes:
+        m = _TRANSFORM.match(suffix)
+        if m is None:
+            raise SystemExit(f"error: unknown transform {suffix!r} (sk, sv, eq, eqk, eqw, each with an "
+                             f"optional window N, Nx or ub)")
+        kind, n, x = m[1], m[2], m[3]
+        window = Window(1 if x else 0, None if n == "ub" else int(n) if n else DEFAULT_WINDOW)
+        if kind in ("sk", "sv"):
+            if kind != "s" + side:
+                raise SystemExit(f"error: {kind} smooths the {kind[1].upper()} side, not {side.upper()}")
+            smooth = window
+        elif side != "k":
+            raise SystemExit(f"error: {kind} equalizes keys; it has no meaning on the V side")
+        else:
+            equalize = (kind, window)
+    return Side(CANDIDATES[name], ROTATION.get(name, "turbo"), smooth, equalize)
+
+
+def hadamard_slice(head_dim: int, side: str) -> int:
+    """llama.cpp's rotation size for its quantized caches: 64 for V; for K the largest power of
+    two that divides the head size (llama_kv_cache::build_input_k_rot)."""
+    if side == "v":
+        return 64
+    n = 64
+    while head_dim % (2 * n) == 0:
+        n *= 2
+    return n
+
+
+def _hadamard(x: np.ndarray, n: int) -> np.ndarray:
+    """The orthonormal Sylvester-Hadamard matrix over each n-slice of the rows; it is its own inverse."""
+    h = rotation.hadamard(n)
+    return (x.reshape(*x.shape[:-1], -1, n).astype(np.float64) @ h).reshape(x.shape).astype(np.float32)
+
+
+def pair_sum(e: np.ndarray, pairs: str) -> np.ndarray:
+    """(H, d) per-dimension energies -> each dimension holding the sum over its RoPE pair."""
+    H, d = e.shape
+    if pairs == "norm":
+        return np.repeat(e.reshape(H, d // 2, 2).sum(-1), 2, axis=-1)
+    p = e[:, :d // 2] + e[:, d // 2:]
+    return np.concatenate([p, p], axis=-1)
+
+
+def equalizer(kind: str, ek: np.ndarray, eq: np.ndarray | None, pairs: str) -> np.ndarray:
+    """The per-dimension factor s (H, d) from pair energies of K (and Q), geometric mean 1 per head."""
+    ek = pair_sum(ek, pairs)
+    ek = np.maximum(ek, 1e-6 * ek.mean(-1, keepdims=True))
+    if kind == "eq":
+        eq = pair_sum(eq, pairs)
+        eq = np.maximum(eq, 1e-6 * eq.mean(-1, keepdims=True))
+        s2 = np.sqrt(ek / eq)
+    else:
+        s2 = np.sqrt(ek) if kind == "eqk" else ek
+    s = np.sqrt(s2)
+    return s / np.exp(np.log(s).mean(-1, keepdims=True))
+
 
 class Emulator:
-    """The eval callback: rewrites each SET_ROWS into an emulated side's cache."""
+    """The eval callback: rewrites each SET_ROWS into an emulated side's cache.
 
-    def __init__(self, sides: dict[str, Quantizer]):
-        self.sides = sides  # side -> (quantizer, rotate)
+    A side's transforms are fixed at each layer's first write of a chunk (the one that holds
+    cell 0) and kept for the chunk's later writes. For `eq` the callback also keeps each
+    layer's post-RoPE query: the ROPE node named Qcur-<il>, which the graph computes before
+    that layer's K write."""
+
+    def __init__(self, sides: dict[str, Side], info):
+        self.sides = sides
+        self.head = {"k": info.head_dim_k, "v": info.head_dim_v}
+        self.pairs = ROPE_PAIRS.get(info.arch)
+        self.want_q = any(side.equalize and side.equalize[0] == "eq" for side in sides.values())
+        if any(side.equalize for side in sides.values()) and self.pairs is None:
+            raise SystemExit(f"error: the RoPE pairing of arch {info.arch!r} is not known (ROPE_PAIRS)")
+        self.queries: dict[int, np.ndarray] = {}
+        self.stats: dict[tuple[str, int], tuple] = {}  # (side, layer) -> (mu, s) of the current chunk
         self.lib = ggml.lib()
         self.seconds = 0.0
         self.error: BaseException | None = None  # an exception would vanish inside ctypes
@@ -149,14 +289,24 @@ class Emulator:
     def _on_eval(self, tensor, ask, user_data):
         ffi, lib = ggml.ffi, self.lib
         t = ffi.cast("struct ggml_tensor *", tensor)
-        m = _CACHE.match(ffi.string(t.name).decode(errors="replace"))
-        if m is None or m[1] not in self.sides or ffi.string(lib.ggml_op_desc(t)).decode() != "SET_ROWS":
+        name = ffi.string(t.name).decode(errors="replace")
+        m, mq = _CACHE.match(name), (_Q.match(name) if self.want_q else None)
+        if m is not None and m[1] in self.sides:
+            wanted = "SET_ROWS"
+        elif mq is not None:
+            wanted = "ROPE"
+        else:
+            return False
+        if ffi.string(lib.ggml_op_desc(t)).decode() != wanted:
             return False
         if ask:
             return True
         t0 = time.perf_counter()
         try:
-            self._rewrite(t, *self.sides[m[1]])
+            if m is not None:
+                self._rewrite(t, m[1], int(m[2]))
+            else:
+                self.queries[int(mq[1])] = _tensor3(lib, t)
         except BaseException as e:  # noqa: BLE001 - re-raised by check()
             self.error = self.error or e
         self.seconds += time.perf_counter() - t0
@@ -166,21 +316,76 @@ class Emulator:
         if self.error is not None:
             raise self.error
 
-    def _rewrite(self, t, quantizer: Quantizer, rotate: bool) -> None:
+    def _rewrite(self, t, name: str, il: int) -> None:
         ffi, lib = ggml.ffi, self.lib
+        side = self.sides[name]
         src, idx = t.src[0], t.src[1]
         store = {"f32": np.float32, "f16": np.float16}[ffi.string(lib.ggml_type_name(t.type)).decode()]
         fed = cachewrites._matrix(lib, src, np.float32)  # the rows fed in, following their strides
         idx_t = np.int64 if ffi.string(lib.ggml_type_name(idx.type)).decode() == "i64" else np.int32
         cells = cachewrites._matrix(lib, idx, idx_t).reshape(-1).astype(np.int64)
         rows, n = fed.shape
-        blocks = (rotation.rotate(fed) if rotate else fed).reshape(-1, rotation.GROUP)
-        cell_of_block = np.repeat(cells, n // rotation.GROUP)
-        rec = quantizer(blocks, cell_of_block).reshape(rows, n)
-        out = (rotation.unrotate(rec) if rotate else rec).astype(store)
+        d = self.head[name]
+        x = fed.reshape(rows, n // d, d)
+        mu, s = self._transform(name, il, side, x, cells)
+        rec = self._reconstruct(side, name, ((x - mu) / s).reshape(rows, n), cells)
+        out = (rec.reshape(x.shape) * s + mu).reshape(rows, n).astype(store)
         base = int(ffi.cast("uintptr_t", t.data))
         for r, cell in enumerate(cells):
             ffi.memmove(ffi.cast("char *", base + int(cell) * int(t.nb[1])), out[r].tobytes(), out[r].nbytes)
+
+    def _reconstruct(self, side: Side, name: str, y: np.ndarray, cells: np.ndarray) -> np.ndarray:
+        """Rotate the rows as the side's candidate is rotated, quantize, dequantize, rotate back."""
+        rows, n = y.shape
+        if side.rotation == "turbo":
+            y = rotation.rotate(y)
+        elif side.rotation == "hadamard":
+            y = _hadamard(y, hadamard_slice(self.head[name], name))
+        blocks = y.reshape(-1, rotation.GROUP)
+        rec = side.quantizer(blocks, np.repeat(cells, n // rotation.GROUP)).reshape(rows, n)
+        if side.rotation == "turbo":
+            return rotation.unrotate(rec)
+        if side.rotation == "hadamard":
+            return _hadamard(rec, hadamard_slice(self.head[name], name))
+        return rec
+
+    def _transform(self, name: str, il: int, side: Side, x: np.ndarray, cells: np.ndarray) -> tuple:
+        """(mu, s) of this layer and chunk, per KV head and dimension: store (x - mu) / s."""
+        if side.smooth is None and side.equalize is None:
+            return np.float32(0), np.float32(1)
+        key = (name, il)
+        if cells.min() == 0:  # a chunk's first write
+            mu, s = np.zeros(x.shape[1:], np.float32), np.ones(x.shape[1:], np.float32)
+            if side.smooth is not None:
+                mu = x[side.smooth.mask(cells)].astype(np.float64).mean(0).astype(np.float32)
+            if side.equalize is not None:
+                kind, window = side.equalize
+                w = window.mask(cells)
+                ek = ((x[w] - mu).astype(np.float64) ** 2).mean(0)
+                eq = None
+                if kind == "eq":
+                    q = self.queries.pop(il)  # (tokens, query heads, d), the rows' order
+                    if q.shape[0] != x.shape[0]:
+                        raise RuntimeError(f"layer {il}: {q.shape[0]} query rows for {x.shape[0]} key rows")
+                    q = q[w].astype(np.float64).reshape(int(w.sum()), x.shape[1], -1, x.shape[2])
+                    eq = (q ** 2).mean(axis=(0, 2))  # a KV head's query heads together
+                s = equalizer(kind, ek, eq, self.pairs).astype(np.float32)
+            self.stats[key] = (mu, s)
+        elif key not in self.stats:
+            raise RuntimeError(f"layer {il}: a write without cell 0 before any with it")
+        return self.stats[key]
+
+
+def _tensor3(lib, t) -> np.ndarray:
+    """A float32 tensor [d, heads, tokens] (following its strides) as an array (tokens, heads, d)."""
+    ffi = ggml.ffi
+    if ffi.string(lib.ggml_type_name(t.type)).decode() != "f32":
+        raise RuntimeError("the query is not f32")
+    ne = [int(t.ne[i]) for i in range(3)]
+    nb = [int(t.nb[i]) for i in range(3)]
+    span = sum((e - 1) * b for e, b in zip(ne, nb)) + 4
+    raw = np.frombuffer(ffi.buffer(ffi.cast("char *", t.data), span), dtype=np.float32)  # nb are whole floats
+    return np.lib.stride_tricks.as_strided(raw, shape=(ne[2], ne[1], ne[0]), strides=(nb[2], nb[1], nb[0])).copy()
 
 
 def _log_softmax(logits: np.ndarray) -> np.ndarray:
@@ -210,15 +415,13 @@ def chunk_logprobs(ctx: Context, tokens: list[int]) -> np.ndarray:
         ll.llama_batch_free(batch)
 
 
-def split(config: str) -> tuple[str, dict[str, tuple[Quantizer, bool]]]:
-    """'q8_0/emu:tcq3-L8' -> ('q8_0/f32', {'v': quantizer})."""
+def split(config: str) -> tuple[str, dict[str, Side]]:
+    """'q8_0/emu:turbo3+sv' -> ('q8_0/f32', {'v': Side})."""
     k, v = config.split("/")
     real, sides = [], {}
     for side, name in (("k", k), ("v", v)):
         if name.startswith("emu:"):
-            if name[4:] not in CANDIDATES:
-                raise SystemExit(f"error: unknown candidate {name[4:]!r}; known: {', '.join(CANDIDATES)}")
-            sides[side] = (CANDIDATES[name[4:]], name[4:] not in UNROTATED)
+            sides[side] = parse_side(side, name[4:])
             real.append("f32")
         else:
             real.append(name)
@@ -232,14 +435,18 @@ def main() -> int:
     ap.add_argument("--ctx", type=int, default=512)
     ap.add_argument("--chunks", type=int, default=8)
     ap.add_argument("-t", "--threads", type=int, default=2)
+    ap.add_argument("--append", metavar="FILE", help="also append each result to FILE as a markdown row "
+                    "(model, chunks, config, KLD, ±, top-1, the command)")
     args = ap.parse_args()
 
     path = models.fetch(args.model)
     text = git_release_notes(args.chunks * args.ctx * 8)
     configs = args.configs.split(",")
     plans = [(c, *split(c)) for c in configs]
+    command = "python tools/kv_emulate.py " + " ".join(sys.argv[1:])
 
     with Context(path, "f16", "f16", n_ctx=args.ctx, n_threads=args.threads) as base_ctx:
+        info = base_ctx.info
         bos = base_ctx.tokenize("", add_bos=True)
         body = base_ctx.tokenize(text, add_bos=False)
         per = args.ctx - len(bos)
@@ -250,7 +457,7 @@ def main() -> int:
     print("| config | mean KLD | ± | top-1 same % | quantizer s |")
     print("|---|---|---|---|---|")
     for config, real, sides in plans:
-        emu = Emulator(sides) if sides else None
+        emu = Emulator(sides, info) if sides else None
         kld, same = [], []
         with Context(path, cache=real, n_ctx=args.ctx, n_threads=args.threads,
                      cb_eval=emu.callback if emu else None) as ctx:
@@ -263,8 +470,13 @@ def main() -> int:
                 same.append(lp0.argmax(-1) == lp.argmax(-1))
         k = np.concatenate(kld)
         s = np.concatenate(same)
-        print(f"| {config} | {k.mean():.5f} | {k.std(ddof=1) / math.sqrt(len(k)):.5f} | {100 * s.mean():.2f} | "
+        mean, se = k.mean(), k.std(ddof=1) / math.sqrt(len(k))
+        print(f"| {config} | {mean:.5f} | {se:.5f} | {100 * s.mean():.2f} | "
               f"{emu.seconds if emu else 0:.0f} |", flush=True)
+        if args.append:
+            with open(args.append, "a") as f:
+                f.write(f"| {args.model} | {len(chunks)} | {config} | {mean:.5f} | {se:.5f} | "
+                        f"{100 * s.mean():.2f} | `{command}` |\n")
     return 0
 
 
