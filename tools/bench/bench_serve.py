@@ -30,7 +30,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from tq_gguf.gguf import ggufinfo, models  # noqa: E402
 from tq_gguf.kv.cacheconfig import CacheConfig  # noqa: E402
 from tq_gguf.kv.plan import format_size, parse_size  # noqa: E402
-from tq_gguf.runtime.llamaserver import slot_plan  # noqa: E402
 from tq_gguf.runtime.ports import free_port  # noqa: E402
 
 TQ_GGUF = str(Path(sys.executable).parent / "tq-gguf")
@@ -101,6 +100,8 @@ def run_load(model: str, config: str, slots: int, requests: int, n_tokens: int, 
 
 def slots_in_budget(info, config: CacheConfig, budget: int) -> int:
     """The most slots of BUDGET_CTX tokens whose KV cache fits `budget` bytes, as llama-server allocates it."""
+    from tq_gguf.runtime.llamaserver import slot_plan  # deferred: tq_gguf.runtime loads the native build; --help needs none
+
     slots = 0
     while slots < 256 and slot_plan(info, config, True, slots + 1, BUDGET_CTX).kv_total <= budget:
         slots += 1

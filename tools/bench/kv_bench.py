@@ -16,16 +16,20 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from tq_gguf.analysis.bench import Bench, bench  # noqa: E402
 from tq_gguf.gguf import models  # noqa: E402
 from tq_gguf.kv import cachetypes  # noqa: E402
 from tq_gguf.kv.cacheconfig import CacheConfig  # noqa: E402
 from tq_gguf.native import ggml, typeids  # noqa: E402
+
+if TYPE_CHECKING:
+    from tq_gguf.analysis.bench import Bench
+
 CONFIGS = ["f16/f16", "q8_0/q8_0", "q4_0/q4_0", "q8_0/q4_0", "q8_0/turbo4", "q8_0/turbo3", "q8_0/turbo2",
            "turbo4/turbo4", "turbo3/turbo3"]
 BASELINES = ("f16/f16", "q8_0/q8_0")
@@ -68,6 +72,8 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=1)
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
+
+    from tq_gguf.analysis.bench import bench  # deferred: tq_gguf.runtime loads the native build; --help needs none
 
     path = models.resolve(args.model)
     result = bench(path, [CacheConfig.parse(c) for c in args.configs], depths=args.depths, n_prompt=args.n_prompt,

@@ -15,12 +15,15 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from tq_gguf.analysis.evaluate import Evaluation, evaluate  # noqa: E402
 from tq_gguf.gguf import ggufinfo, models  # noqa: E402
 from tq_gguf.kv.cacheconfig import CacheConfig  # noqa: E402
+
+if TYPE_CHECKING:
+    from tq_gguf.analysis.evaluate import Evaluation
 
 CONFIGS = ["q8_0/q8_0", "q4_0/q4_0", "q8_0/q4_0", "q8_0/turbo4", "q8_0/turbo3", "q8_0/turbo2",
            "turbo4/turbo4", "turbo3/turbo3", "turbo4/turbo3"]
@@ -53,6 +56,9 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", type=Path, help="also write the raw results here")
     args = ap.parse_args()
+
+    from tq_gguf.analysis.evaluate import evaluate  # deferred: tq_gguf.runtime loads the native build; --help needs none
+
     configs = [CacheConfig.parse(c) for c in args.configs]
     evaluations: dict[str, Evaluation] = {}
     for name in args.models:
