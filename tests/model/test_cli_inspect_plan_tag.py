@@ -221,6 +221,7 @@ def allocate(path, n_ctx: int, spec: str, params: plan.ContextParams) -> Allocat
         p.n_batch, p.n_ubatch = 512, params.n_ubatch  # llama-cpp-python's batch sizes
         p.n_threads = p.n_threads_batch = 2
         p.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED
+        p.smooth_k = config.smooth_k
         p.cb_eval = on_eval
         kwargs = config.llama_kwargs(n_layer)
         p.type_k, p.type_v = kwargs["type_k"], kwargs["type_v"]
@@ -254,6 +255,9 @@ ALLOCATIONS = [
     ("gemma3-270m", 4096, "f16/q8_0", {"swa_full": False, "n_ubatch": 256}),
     ("qwen2.5-coder-1.5b", 700, "q8_0/turbo2:b2", {}),
     ("qwen2.5-coder-1.5b", 1024, "turbo4/turbo4", {"n_seq": 2}),
+    # key smoothing: each layer's buffer also holds its f32 mu, one for all streams
+    ("smollm2-135m", 1000, "turbo4/turbo4:sk", {"n_seq": 3}),
+    ("gemma3-270m", 8192, "turbo4/turbo3:sk", {"swa_full": False}),
 ]
 
 
@@ -263,8 +267,9 @@ ALLOCATIONS = [
 def test_plan_is_what_llamacpp_allocates(name, n_ctx, spec, params):
     path = models.fetch(name)
     info = ggufinfo.read(path)
-    params = plan.ContextParams(**params)
-    k_types, v_types = CacheConfig.parse(spec).layer_types(info.n_layer)
+    config = CacheConfig.parse(spec)
+    params = plan.ContextParams(**params, smooth_k=config.smooth_k)
+    k_types, v_types = config.layer_types(info.n_layer)
     predicted = plan.kv_size(info, n_ctx, k_types, v_types, params)
     got = allocate(path, n_ctx, spec, params)
 
@@ -277,6 +282,8 @@ def test_plan_is_what_llamacpp_allocates(name, n_ctx, spec, params):
             k_width, v_width = info.kv_widths(il)
             for which, ct, width in (("k", k_types[il], k_width), ("v", v_types[il], v_width)):
                 expected_tensors[f"cache_{which}_l{il}"] = (ct.name, ct.bytes_for(width) * buf.cells * buf.streams)
+            if config.smooth_k:
+                expected_tensors[f"cache_k_mu_l{il}"] = ("f32", 4 * k_width)
     assert got.tensors == expected_tensors
     # and llama.cpp's log says the same, at its printed precision
     printed = re.findall(r"llama_kv_cache: size = +[\d.]+ MiB \( *(\d+) cells, +(\d+) layers, +\d+/(\d+) seqs\)", got.log)

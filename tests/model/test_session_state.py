@@ -16,8 +16,10 @@ import pytest
 N_CTX = 256
 N_PROMPT = 100
 N_CONTINUE = 8
-# one of each kind: q8_0 keys, turbo keys, a per-layer (mixed) config, the smallest turbo keys
-CONFIGS = ["q8_0/turbo3", "turbo4/turbo3", "q8_0/turbo2:b2", "turbo2/turbo2"]
+# one of each kind: q8_0 keys, turbo keys, a per-layer (mixed) config, the smallest turbo keys,
+# and smoothed keys (their mu travels with the state: a session that learned another one from
+# its own first tokens would continue differently)
+CONFIGS = ["q8_0/turbo3", "turbo4/turbo3", "q8_0/turbo2:b2", "turbo2/turbo2", "turbo4/turbo4:sk"]
 
 
 def session(path, cache: str, **kwargs):
@@ -179,6 +181,36 @@ def test_boundary_layers_must_match_too(default_model_path, text_tokens, saved):
     message = _refusal(default_model_path, text_tokens, "q8_0/turbo2",
                        lambda llm: llm.load_state_file(path))
     assert "q8_0/turbo2:b2" in message and "uses q8_0/turbo2;" in message
+
+
+@pytest.mark.parametrize("saved_cache,session_cache", [("turbo4/turbo4:sk", "turbo4/turbo4"),
+                                                      ("turbo4/turbo3", "turbo4/turbo3:sk")])
+@pytest.mark.parametrize("how", ["state", "plain_state", "file"])
+def test_key_smoothing_must_match(default_model_path, text_tokens, saved, saved_cache, session_cache, how):
+    """Smoothed keys are k - mu: loaded into a session that reads them as k (or the reverse) they
+    would be wrong, with the same layer types. The bytes say which it is, so even a plain
+    LlamaState, which records no config, is refused."""
+    import llama_cpp
+
+    state, path, _ = saved[saved_cache]
+    if how == "plain_state":
+        state = llama_cpp.llama.LlamaState(state.input_ids, state.scores, state.n_tokens, state.llama_state,
+                                           state.llama_state_size, state.seed)
+    load = (lambda llm: llm.load_state_file(path)) if how == "file" else (lambda llm: llm.load_state(state))
+    message = _refusal(default_model_path, text_tokens, session_cache, load)
+    assert ":sk" in message and f"uses {session_cache}" in message
+
+
+def test_a_smoothed_state_written_into_a_smoothed_session_with_other_tokens_loads_its_own_mu(
+        default_model_path, text_tokens, saved):
+    """The session first learned its own mu from other tokens; a whole-context restore replaces it."""
+    state, _, (tokens, rows) = saved["turbo4/turbo4:sk"]
+    llm = session(default_model_path, "turbo4/turbo4:sk")
+    llm.eval(text_tokens[50:90])
+    llm.load_state(state)
+    got_tokens, got_rows = continue_greedy(llm, text_tokens[N_PROMPT])
+    assert got_tokens == tokens and all(np.array_equal(a, b) for a, b in zip(got_rows, rows))
+    llm.close()
 
 
 def test_a_preset_name_matches_its_spec(default_model_path, text_tokens, saved):

@@ -17,6 +17,21 @@ def test_specs_round_trip():
     assert CacheConfig.parse(" Q8_0/TURBO3 ") == CacheConfig.of("q8_0", "turbo3")
 
 
+def test_key_smoothing_flag():
+    for spec in ("turbo4/turbo4:sk", "q8_0/turbo3:b2:sk", "f16/f16:sk"):
+        config = CacheConfig.parse(spec)
+        assert config.smooth_k and str(config) == spec
+    assert not CacheConfig.parse("turbo4/turbo4").smooth_k
+    # a preset takes the flag too, and is then no longer the preset itself
+    smoothed = CacheConfig.parse("balanced:sk")
+    assert smoothed == dataclasses.replace(PRESETS["balanced"].config, smooth_k=True) and smoothed.preset is None
+    assert resolve("turbo4/turbo3", smooth_k=True) == CacheConfig.parse("turbo4/turbo3:sk")
+    assert resolve("turbo4/turbo3:sk").smooth_k  # smooth_k=False never turns a spec's flag off
+    assert resolve("max:sk", cache_v="turbo3") == CacheConfig.parse("q8_0/turbo3:b2:sk")
+    assert CacheConfig.parse("turbo4/turbo4:sk").cli_args(30)[-1] == "-sk"
+    assert "-sk" not in CacheConfig.parse("turbo4/turbo4").cli_args(30)
+
+
 def test_presets():
     assert {name: str(p.config) for name, p in PRESETS.items()} == {
         "lossless": "q8_0/q8_0", "quality": "q8_0/turbo4", "balanced": "q8_0/turbo3",
@@ -43,6 +58,8 @@ def test_resolve_precedence():
     ("q8_0/turbo3:x2", "cannot read cache config"),
     ("q8_0/turbo5", "unknown cache type 'turbo5'"),
     ("fast", "cannot read cache config 'fast'"),
+    ("q8_0/turbo3:sk:b2", "cannot read cache config"),  # the flags go in one order
+    ("q8_0/turbo3:sk:sk", "cannot read cache config"),
 ])
 def test_bad_specs(spec, message):
     with pytest.raises(CacheTypeError, match=message):
@@ -84,3 +101,13 @@ def test_kv_bytes_sum_the_layers():
     expected = 256 * (2 * 2 * row // 32 * 34 + 4 * (row // 32 * 34 + row // 64 * 18))
     assert CacheConfig.parse("q8_0/turbo2:b1").kv_bytes(info, 256) == expected
     assert CacheConfig.parse("q8_0/turbo2:b1").kv_bytes(info, 100) == expected
+
+
+def test_key_smoothing_adds_one_f32_mu_per_layer():
+    info = _info(n_layer=6)
+    row = info.n_head_kv * info.head_dim_k  # 128 values: 512 bytes of mu, a multiple of the alignment
+    plain = CacheConfig.parse("turbo4/turbo4").kv_bytes(info, 256)
+    assert CacheConfig.parse("turbo4/turbo4:sk").kv_bytes(info, 256) == plain + 6 * 4 * row
+    # mu does not grow with the context
+    grown = CacheConfig.parse("turbo4/turbo4").kv_bytes(info, 1024)
+    assert CacheConfig.parse("turbo4/turbo4:sk").kv_bytes(info, 1024) == grown + 6 * 4 * row

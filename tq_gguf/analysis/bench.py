@@ -136,7 +136,7 @@ def check_uniform(config: CacheConfig) -> CacheConfig:
             f"llama-bench has no per-layer cache types, so it cannot run {name}, which keeps the first and last "
             f"{config.boundary} layers at q8_0; bench {config.k.name}/{config.v.name} instead"
         )
-    return CacheConfig.of(config.k.name, config.v.name)
+    return CacheConfig.of(config.k.name, config.v.name, smooth_k=config.smooth_k)
 
 
 def parse(stdout: str) -> dict[Column, Speed]:
@@ -180,7 +180,8 @@ def kv_read_per_token(info, config: CacheConfig, depth: int, n_gen: int) -> int:
     uniform = check_uniform(config)
     types_k = [uniform.k] * info.n_layer
     types_v = [uniform.v] * info.n_layer
-    tool = plan.ContextParams(swa_full=False)  # llama.cpp's tools keep only the window in SWA layers
+    # llama.cpp's tools keep only the window in SWA layers
+    tool = plan.ContextParams(swa_full=False, smooth_k=uniform.smooth_k)
     return plan.kv_size(info, max(1, depth + n_gen // 2), types_k, types_v, tool).total
 
 
@@ -208,7 +209,8 @@ def bench(model_path: Path, configs: Sequence[CacheConfig], *, depths: Sequence[
         uniform = check_uniform(config)
         stdout, _ = llamatool.run("llama-bench", [
             "-m", str(model_path), "-p", str(n_prompt), "-n", str(n_gen), "-d", ",".join(map(str, result.depths)),
-            "-ctk", uniform.k.name, "-ctv", uniform.v.name, "-fa", "on", "-r", str(reps), "-o", "json",
+            "-ctk", uniform.k.name, "-ctv", uniform.v.name, *(["-sk"] if uniform.smooth_k else []),
+            "-fa", "on", "-r", str(reps), "-o", "json",
             *(["-t", str(threads)] if threads else [])])
         measured[str(config)].append(parse(stdout))
         if progress:

@@ -5,7 +5,8 @@ side. An eval callback stops the graph at each of them and reads, straight from 
 node: the float rows it is fed (post-RoPE, and rotated when the cache rotates), the
 cache rows it wrote (the stored bytes, in the cache's own type) and that type. The
 callback also keeps the last `Kcur-L`/`Vcur-L` tensor before each write: the same rows
-before the cache's rotation.
+before the cache's rotation. With key smoothing the rows fed are `k - mu`: the node that
+subtracts mu is SET_ROWS' source, and its second operand is mu as this write used it.
 
 This is the evidence that the graph, not only the kernels, does what docs/FORMAT.md
 says: the stored bytes are the reference quantization of the rows fed in, and those
@@ -36,6 +37,7 @@ class LayerWrite:
     fed: list[np.ndarray] = field(default_factory=list)     # float32 rows fed to SET_ROWS
     stored: list[np.ndarray] = field(default_factory=list)  # uint8 rows the cache holds after it
     before: list[np.ndarray] = field(default_factory=list)  # Kcur/Vcur rows before the cache's rotation
+    mu: list[np.ndarray] = field(default_factory=list)      # key smoothing: the mu (one row) each write subtracted
 
     def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         return np.concatenate(self.fed), np.concatenate(self.stored), np.concatenate(self.before)
@@ -53,8 +55,9 @@ def _matrix(lib, t, dtype: np.dtype) -> np.ndarray:
 
 
 def capture(model_path: str | Path, cache: str | CacheConfig, tokens_text: str, n_tokens: int,
-            n_threads: int = 2) -> dict[tuple[str, int], LayerWrite]:
-    """Decode the first `n_tokens` tokens of `tokens_text`; (side, layer) -> what was written."""
+            n_threads: int = 2, n_each: int = 0) -> dict[tuple[str, int], LayerWrite]:
+    """Decode the first `n_tokens` tokens of `tokens_text` in one batch, then the next `n_each` one
+    at a time; (side, layer) -> what was written, one entry per write in order."""
     llama_cpp = llamacpp.load()
     lib = ggml.lib()
     writes: dict[tuple[str, int], LayerWrite] = {}
@@ -89,8 +92,19 @@ def capture(model_path: str | Path, cache: str | CacheConfig, tokens_text: str, 
         before = inputs.pop((side, il), None)  # (an exception here would vanish inside ctypes)
         w.before.append(before.reshape(fed.shape) if before is not None and before.size == fed.size
                         else np.full(fed.shape, np.nan, dtype=np.float32))
+        node = src
+        while ggml.ffi.string(lib.ggml_op_desc(node)).decode() in ("VIEW", "RESHAPE"):
+            node = node.src[0]  # the cache merges K's head dimensions with a view
+        if side == "k" and ggml.ffi.string(lib.ggml_op_desc(node)).decode() == "SUB":
+            mu = node.src[1]  # [head, n_head_kv]: one row of the cache's width
+            n = int(mu.ne[0]) * int(mu.ne[1])
+            w.mu.append(np.frombuffer(ggml.ffi.buffer(ggml.ffi.cast("float *", mu.data), 4 * n), dtype=np.float32).copy())
         return True
 
-    with Context(model_path, cache=cache, n_ctx=max(256, 2 * n_tokens), n_threads=n_threads, cb_eval=on_eval) as ctx:
-        ctx.decode(ctx.tokenize(tokens_text)[:n_tokens])
+    with Context(model_path, cache=cache, n_ctx=max(256, 2 * (n_tokens + n_each)), n_threads=n_threads,
+                 cb_eval=on_eval) as ctx:
+        tokens = ctx.tokenize(tokens_text)[:n_tokens + n_each]
+        ctx.decode(tokens[:n_tokens])
+        if n_each:
+            ctx.decode_each(tokens[n_tokens:])
     return writes

@@ -40,7 +40,8 @@ def _stdin_messages():
 @click.option("--json", "as_json", is_flag=True,
               help="print one JSON object (the text, speeds and cache sizes) instead of streaming")
 @rpc_option
-def run(model: str | None, cache: str | None, cache_k: str | None, cache_v: str | None, prompt: str | None,
+def run(model: str | None, cache: str | None, cache_k: str | None, cache_v: str | None, smooth_k: bool,
+        prompt: str | None,
         chat: bool, system: str | None, n_predict: int | None, n_ctx: int, seed: int, temp: float,
         threads: int | None, as_json: bool, rpc: tuple[str, ...]) -> None:
     """Generate text from MODEL (a GGUF path or a model name; default: the default model), or chat with it.
@@ -62,7 +63,7 @@ def run(model: str | None, cache: str | None, cache_k: str | None, cache_v: str 
         raise click.UsageError("--json is for one completion, not --chat")
     fatal.exit_on_abort(" (with --rpc: is every rpc-server still running?)" if rpc else "")
     llm = generate.open_session(model, cache=cache, cache_k=cache_k, cache_v=cache_v, n_ctx=n_ctx, seed=seed,
-                                n_threads=threads, rpc=list(rpc))
+                                n_threads=threads, rpc=list(rpc), smooth_k=smooth_k)
     if chat:
         messages = _stdin_messages()
         stats = generate.chat(llm, [prompt, *messages] if prompt else messages, system=system,

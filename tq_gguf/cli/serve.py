@@ -37,7 +37,8 @@ ENGINES = ("python", "llama-server")
 @click.option("--draft-max", type=click.IntRange(1, 64), metavar="N",
               help="tokens the draft proposes per step [default: llama.cpp's, 3]")
 @click.option("--verbose", is_flag=True, help="show llama.cpp's log")
-def serve(model: str | None, cache: str | None, cache_k: str | None, cache_v: str | None, engine: str, host: str,
+def serve(model: str | None, cache: str | None, cache_k: str | None, cache_v: str | None, smooth_k: bool,
+          engine: str, host: str,
           port: int, n_ctx: int, parallel: int, threads: int | None, alias: str | None, chat_format: str | None,
           api_key: str | None, rpc: tuple[str, ...], draft_model: str | None, draft_cache: str | None,
           draft_max: int | None, verbose: bool) -> None:
@@ -71,7 +72,7 @@ def serve(model: str | None, cache: str | None, cache_k: str | None, cache_v: st
         llamaserver.serve(model, cache=cache, cache_k=cache_k, cache_v=cache_v, host=host, port=port, n_ctx=n_ctx,
                           parallel=parallel, threads=threads, alias=alias, api_key=api_key, rpc=rpc,
                           verbose=verbose, echo=echo, draft_model=draft_model, draft_cache=draft_cache,
-                          draft_max=draft_max)
+                          draft_max=draft_max, smooth_k=smooth_k)
         return
     if parallel > 1:
         raise click.UsageError("the python engine serves one request at a time; use --engine llama-server "
@@ -80,4 +81,4 @@ def serve(model: str | None, cache: str | None, cache_k: str | None, cache_v: st
 
     server.serve(model, cache=cache, cache_k=cache_k, cache_v=cache_v, host=host, port=port, n_ctx=n_ctx,
                  threads=threads, alias=alias, chat_format=chat_format, api_key=api_key, rpc=rpc,
-                 verbose=verbose, echo=echo)
+                 verbose=verbose, echo=echo, smooth_k=smooth_k)

@@ -5,7 +5,8 @@ cache (two for interleaved sliding-window models such as Gemma 3: the
 full-attention layers, then the window layers): the cells (position and
 sequences) and then, layer by layer, the K and V rows in the cache's own type
 (a turbo3 row is stored as turbo3 blocks, so a saved state is as compact as the
-cache). A state only fits a context whose layers have the same types. llama.cpp
+cache). A cache with key smoothing writes its mu first, behind a marker word that no
+stream count can equal; its keys mean nothing without that mu. A state only fits a context whose layers have the same types. llama.cpp
 checks that per layer while reading, but only after it has emptied the context,
 and reports a bare failure. Here the types are read out of a saved state first,
 so a mismatch is refused before anything changes, with both configs named.
@@ -21,13 +22,14 @@ from __future__ import annotations
 import mmap
 import struct
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ..errors import CacheTypeError, TqError
 from ..kv import cachetypes
-from ..kv.cacheconfig import BOUNDARY_TYPE, CacheConfig
+from ..kv.cacheconfig import BOUNDARY_TYPE, SMOOTH_FLAG, CacheConfig
 from ..native import llamacpp, typeids
+from ..reference import smoothing
 
 # llama.cpp session files start with 'ggsn' and a version (LLAMA_SESSION_MAGIC/VERSION in
 # llama.h), then the token count, the tokens and the state.
@@ -77,6 +79,7 @@ class CacheBlock:
 
     n_cells: int
     layers: tuple[LayerRows, ...]
+    smooth_k: bool = False  # the keys are stored as k - mu, with mu saved before the cells
 
 
 @dataclass(frozen=True)
@@ -91,13 +94,19 @@ class StateLayout:
         return [(r.k_type, r.v_type) for b in self.blocks for r in b.layers]
 
     @property
+    def smooth_k(self) -> bool:
+        """Whether the saved keys are smoothed (every cache of a context smooths, or none does)."""
+        return any(b.smooth_k for b in self.blocks)
+
+    @property
     def complete(self) -> bool:
         """Whether every cache held cells, so every layer's types are known."""
         return all(b.layers for b in self.blocks)
 
     def config(self) -> CacheConfig | None:
         """The CacheConfig that gives these layer types (order aside), if one does."""
-        return infer_config(self.layer_types) if self.complete and self.layer_types else None
+        config = infer_config(self.layer_types) if self.complete and self.layer_types else None
+        return replace(config, smooth_k=self.smooth_k) if config else None
 
     def describe(self) -> str:
         """The config spec when one fits, else the per-type layer counts."""
@@ -193,6 +202,14 @@ def _read_caches(r: _Reader, ext: bool, ids: dict[int, str]) -> tuple[CacheBlock
     blocks = []
     while r.pos < len(r.buf):
         n_stream = r.take("<I")
+        smooth_k = n_stream == smoothing.STATE_MAGIC  # a smoothed cache's mu comes first
+        if smooth_k:
+            n_layer = r.take("<I")
+            if not 0 < n_layer < 4096:
+                raise _Unreadable("bad smoothing header")
+            for _ in range(n_layer):
+                r.skip(r.take("<I"))
+            n_stream = r.take("<I")
         if not 0 < n_stream <= 256:
             raise _Unreadable("bad stream count")
         streams = []
@@ -205,7 +222,7 @@ def _read_caches(r: _Reader, ext: bool, ids: dict[int, str]) -> tuple[CacheBlock
             streams.append(CacheBlock(n_cells, _read_rows(r, n_cells, ids)))
         # streams of one cache share its layers; one block per cache keeps the layer list whole
         filled = [s for s in streams if s.layers]
-        blocks.append(CacheBlock(sum(s.n_cells for s in streams), filled[0].layers if filled else ()))
+        blocks.append(CacheBlock(sum(s.n_cells for s in streams), filled[0].layers if filled else (), smooth_k))
     return tuple(blocks)
 
 
@@ -296,6 +313,12 @@ def check_fits(layout: StateLayout, config: CacheConfig, info, declared: str | N
     the model `info` (a ggufinfo.ModelInfo). `declared` is the config recorded beside the state."""
     if layout.arch != info.arch:
         raise StateError(f"this state was saved from a {layout.arch} model; this session runs a {info.arch} model")
+    if layout.smooth_k != config.smooth_k:
+        # the saved keys are k - mu (or plain k): read the other way they are wrong, not just lossy
+        saved = declared or layout.describe()
+        if layout.smooth_k and SMOOTH_FLAG not in saved:
+            saved += f" with key smoothing ({SMOOTH_FLAG})"
+        raise StateConfigMismatch(saved, str(config))
     if declared is not None:
         try:
             same = CacheConfig.parse(declared).layer_types(info.n_layer) == config.layer_types(info.n_layer)

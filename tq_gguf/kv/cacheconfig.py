@@ -5,16 +5,21 @@ A config is written as a spec string:
 
     q8_0/turbo3          K type / V type, every layer
     q8_0/turbo2:b2       the same, but the first and last 2 layers keep q8_0/q8_0
+    turbo4/turbo4:sk     key smoothing: the K cache stores k - mu (any K type can take it)
+    q8_0/turbo3:b2:sk    both flags, in this order
     balanced             a preset name (PRESETS)
 
 Boundary layers are protected because the first and last layers of a model are
-the ones whose K/V errors cost the most (README "Presets" has the measurements).
+the ones whose K/V errors cost the most (docs/QUALITY.md has the measurements).
+Key smoothing subtracts mu, one fixed per-layer, per-KV-head mean of the first keys
+written into the empty cache; attention is unchanged because q.mu moves every score
+of a query alike, and the keys left to quantize are small (docs/FORMAT.md, "Key smoothing").
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import ModuleType
 
 from ..errors import CacheTypeError
@@ -24,7 +29,10 @@ from .cachetypes import CacheType
 # The protected type of boundary layers, for both K and V.
 BOUNDARY_TYPE = "q8_0"
 
-_SPEC = re.compile(r"^(?P<k>[\w.]+)/(?P<v>[\w.]+)(?::b(?P<boundary>\d+))?$")
+_SPEC = re.compile(r"^(?P<k>[\w.]+)/(?P<v>[\w.]+)(?::b(?P<boundary>\d+))?(?P<smooth>:sk)?$")
+SMOOTH_FLAG = ":sk"
+# mu is one f32 per K value of a cell, per layer (llama.cpp's cache_k_mu_l* tensors)
+MU_BYTES_PER_VALUE = 4
 
 
 @dataclass(frozen=True)
@@ -32,30 +40,37 @@ class CacheConfig:
     k: CacheType
     v: CacheType
     boundary: int = 0  # the first and last `boundary` layers use BOUNDARY_TYPE for K and V
+    smooth_k: bool = False  # the K cache stores k - mu
 
     @classmethod
-    def of(cls, k: str, v: str, boundary: int = 0) -> "CacheConfig":
+    def of(cls, k: str, v: str, boundary: int = 0, smooth_k: bool = False) -> "CacheConfig":
         if boundary < 0:
             raise CacheTypeError(f"boundary layer count must be >= 0, got {boundary}")
-        return cls(cachetypes.get(k), cachetypes.get(v), boundary)
+        return cls(cachetypes.get(k), cachetypes.get(v), boundary, smooth_k)
 
     @classmethod
     def parse(cls, spec: str) -> "CacheConfig":
-        """A preset name, `K/V` or `K/V:bN`."""
+        """A preset name, `K/V`, `K/V:bN`, and either with `:sk` after it."""
         spec = spec.strip().lower()
         if spec in PRESETS:
             return PRESETS[spec].config
+        preset, _, flag = spec.rpartition(SMOOTH_FLAG)
+        if preset in PRESETS and not flag:
+            return replace(PRESETS[preset].config, smooth_k=True)
         m = _SPEC.match(spec)
         if not m:
             raise CacheTypeError(
                 f"cannot read cache config {spec!r}: write K/V (e.g. q8_0/turbo3), K/V:bN to keep the first "
-                f"and last N layers at {BOUNDARY_TYPE}, or a preset ({', '.join(PRESETS)})"
+                f"and last N layers at {BOUNDARY_TYPE}, either with {SMOOTH_FLAG} for key smoothing, "
+                f"or a preset ({', '.join(PRESETS)})"
             )
-        return cls.of(m["k"], m["v"], int(m["boundary"] or 0))
+        return cls.of(m["k"], m["v"], int(m["boundary"] or 0), bool(m["smooth"]))
 
     def __str__(self) -> str:
         base = f"{self.k.name}/{self.v.name}"
-        return f"{base}:b{self.boundary}" if self.boundary else base
+        if self.boundary:
+            base += f":b{self.boundary}"
+        return base + SMOOTH_FLAG if self.smooth_k else base
 
     @property
     def preset(self) -> str | None:
@@ -110,9 +125,9 @@ class CacheConfig:
                 typeids.require(ct)
 
     def kv_bytes(self, info, n_ctx: int) -> int:
-        """Bytes of the K and V caches at `n_ctx` cells (see ModelInfo.kv_bytes_layers)."""
+        """Bytes of the K and V caches at `n_ctx` cells, smoothing's mu included (see ModelInfo.kv_bytes_layers)."""
         k_types, v_types = self.layer_types(info.n_layer)
-        return info.kv_bytes_layers(n_ctx, k_types, v_types)
+        return info.kv_bytes_layers(n_ctx, k_types, v_types, smooth_k=self.smooth_k)
 
     def bits_per_value(self, n_layer: int) -> tuple[float, float]:
         """Mean bits per stored value of K and of V over the layers."""
@@ -124,6 +139,8 @@ class CacheConfig:
         """Keyword arguments for llama_cpp.Llama: type_k/type_v, plus per-layer lists when mixed."""
         ggml_id = _typeids().ggml_id
         kwargs = {"type_k": ggml_id(self.k), "type_v": ggml_id(self.v)}
+        if self.smooth_k:
+            kwargs["smooth_k"] = True
         if self.mixed:
             k_types, v_types = self.layer_types(n_layer)
             kwargs["type_k_layer"] = [ggml_id(t) for t in k_types]
@@ -133,6 +150,8 @@ class CacheConfig:
     def cli_args(self, n_layer: int) -> list[str]:
         """Arguments for llama.cpp's tools (llama-perplexity, llama-completion)."""
         args = ["-ctk", self.k.name, "-ctv", self.v.name]
+        if self.smooth_k:
+            args.append("-sk")
         if self.mixed:
             k_types, v_types = self.layer_types(n_layer)
             args += ["-ctkl", ",".join(t.name for t in k_types), "-ctvl", ",".join(t.name for t in v_types)]
@@ -163,18 +182,19 @@ DEFAULT_PRESET = "balanced"
 
 
 def resolve(cache: str | CacheConfig | None = None, cache_k: str | None = None, cache_v: str | None = None,
-            default: CacheConfig | None = None) -> CacheConfig:
+            default: CacheConfig | None = None, smooth_k: bool = False) -> CacheConfig:
     """The config a user asked for: `cache` (spec, preset or CacheConfig), then explicit K/V types
-    overriding its sides; with neither, `default` (e.g. a GGUF's tq.cache tag) or the default preset."""
+    overriding its sides; with neither, `default` (e.g. a GGUF's tq.cache tag) or the default preset.
+    `smooth_k` turns key smoothing on (it never turns off a `:sk` the spec asked for)."""
     if isinstance(cache, CacheConfig):
         base = cache
     elif cache:
         base = CacheConfig.parse(cache)
     else:
         base = default or PRESETS[DEFAULT_PRESET].config
-    if cache_k is None and cache_v is None:
-        return base
-    return CacheConfig.of(cache_k or base.k.name, cache_v or base.v.name, base.boundary)
+    if cache_k is not None or cache_v is not None:
+        base = CacheConfig.of(cache_k or base.k.name, cache_v or base.v.name, base.boundary, base.smooth_k)
+    return replace(base, smooth_k=True) if smooth_k else base
 
 
 def _typeids() -> ModuleType:

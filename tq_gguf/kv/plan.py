@@ -15,16 +15,18 @@ llama-kv-cache-iswa.cpp) sizes the cache in four steps:
    llama.cpp's own tools (llama-cli, llama-server) pass false;
 4. each cached layer holds a K tensor [n_head_kv · head_k, cells, streams] and a V
    tensor likewise, each of its layer's type; a cache's buffer is the sum of its
-   tensors, each padded to the buffer's alignment (32 bytes on the CPU backend).
+   tensors, each padded to the buffer's alignment (32 bytes on the CPU backend);
+   with key smoothing each layer also holds its mu, an f32 [head_k, n_head_kv]
+   tensor shared by all streams.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 from ..errors import CacheTypeError, ModelError
-from .cacheconfig import PRESETS, CacheConfig
+from .cacheconfig import MU_BYTES_PER_VALUE, PRESETS, CacheConfig
 from .cachetypes import CACHE_TYPES, get
 
 CELL_PAD = 256  # llama.cpp pads n_ctx, n_ctx_seq and the SWA cache to this many cells
@@ -54,6 +56,7 @@ class ContextParams:
     n_ubatch: int = 512  # physical batch; the SWA cache keeps this many cells beyond the window
     flash_attn: bool = True  # without it V is stored transposed, at the widest layer's width
     alignment: int = CPU_ALIGNMENT
+    smooth_k: bool = False  # key smoothing: each layer's buffer also holds its f32 mu
 
     def __post_init__(self):
         if not 1 <= self.n_seq <= MAX_SEQ:
@@ -133,8 +136,9 @@ def kv_size(info, n_ctx: int, k_types, v_types, params: ContextParams = ContextP
                 v_width = v_width_max  # the transposed V cache is as wide as the widest layer
             k = _tensor_bytes(k_types[il], k_width, il, "K") * cells * streams
             v = _tensor_bytes(v_types[il], v_width, il, "V") * cells * streams
-            k_bytes, v_bytes = k_bytes + k, v_bytes + v
-            buffer += pad(k, params.alignment) + pad(v, params.alignment)
+            mu = k_width * MU_BYTES_PER_VALUE if params.smooth_k else 0  # one mu for all streams
+            k_bytes, v_bytes = k_bytes + k + mu, v_bytes + v
+            buffer += pad(k, params.alignment) + pad(v, params.alignment) + pad(mu, params.alignment)
         buffers.append(CacheBuffer(kind, members, cells, streams, k_bytes, v_bytes, buffer))
     return KvSize(n_ctx, n_ctx_seq, tuple(buffers))
 
@@ -224,15 +228,16 @@ def plan(info, n_ctx: int, budget: int | None = None, params: ContextParams = Co
     rows = []
     for spec, kind in specs:
         config = CacheConfig.parse(spec)
+        config_params = replace(params, smooth_k=config.smooth_k)
         try:
             config.validate(info, flash_attn=params.flash_attn, native=False)
             k_types, v_types = config.layer_types(info.n_layer)
-            size = kv_bytes(info, n_ctx, k_types, v_types, params)
+            size = kv_bytes(info, n_ctx, k_types, v_types, config_params)
         except CacheTypeError as exc:
             rows.append(PlanRow(str(config), kind, config.preset, None, None, None, None, str(exc)))
             continue
         bits_k, bits_v = config.bits_per_value(info.n_layer)
-        fit = max_context(info, k_types, v_types, budget, params) if budget is not None else None
+        fit = max_context(info, k_types, v_types, budget, config_params) if budget is not None else None
         rows.append(PlanRow(str(config), kind, config.preset, bits_k, bits_v, size, fit))
     return Plan(n_ctx, size_f16, params, budget, tuple(rows))
 

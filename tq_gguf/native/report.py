@@ -8,6 +8,7 @@ from .. import __version__
 from ..nativebuild import backendstatus, builder, upstream
 from ..errors import TqError
 from ..kv import cachetypes
+from ..kv.cacheconfig import SMOOTH_FLAG
 
 
 def info_data() -> dict:
@@ -28,11 +29,13 @@ def info_data() -> dict:
     available: set[str] = set()
     if build is not None:
         try:
-            from . import ggml, typeids  # deferred: cffi, numpy; `info` also runs before the full install
+            from . import ggml, llamacpp, typeids  # deferred: cffi, numpy; `info` also runs before the full install
 
             ggml.lib()
             data["backends"] = ggml.backends()
             available = {ct.name for ct in typeids.available()}
+            fields = {name for name, _ in llamacpp.load().llama_context_params._fields_}
+            data["key_smoothing"] = {"in_build": "smooth_k" in fields, "spec_flag": SMOOTH_FLAG}
         except (TqError, ImportError) as exc:  # ImportError: cffi comes with the full install, after the build
             data["native_library_error"] = str(exc)
     data["backend_status"] = {
@@ -79,6 +82,10 @@ def info_lines(data: dict | None = None) -> list[str]:
         lines.append(f"native library    {data['native_library_error']}")
     else:
         lines.append(f"backends          {', '.join(data['backends'])}")
+    if "key_smoothing" in data:
+        ks = data["key_smoothing"]
+        lines.append(f"key smoothing     {'yes' if ks['in_build'] else 'no'}: add {ks['spec_flag']} to a config "
+                     f"(turbo4/turbo4{ks['spec_flag']}) or pass --smooth-k; the K cache stores k - mu")
     lines.append("cache types       name     bits/value  in this build")
     for ct in data["cache_types"]:
         lines.append(f"                  {ct['name']:<8} {ct['bits_per_value']:>10.2f}  {'yes' if ct['in_build'] else 'no'}")

@@ -90,12 +90,12 @@ class ChatStats:
 
 def open_session(model: str | None, *, cache: str | None = None, cache_k: str | None = None,
                  cache_v: str | None = None, n_ctx: int = 4096, seed: int = 0,
-                 n_threads: int | None = None, rpc: list[str] | None = None) -> Llama:
+                 n_threads: int | None = None, rpc: list[str] | None = None, smooth_k: bool = False) -> Llama:
     """A session on MODEL (a name, a path, or None for the default model). Explicit K/V types win over
     `cache`; with neither, the model's tq.cache tag applies, else the default preset. `n_threads`, when
     given, serves both single-token decoding and prompt batches; `rpc` lists rpc-servers for the layers."""
     return Llama(models.resolve(model), cache=cache, cache_k=cache_k, cache_v=cache_v, n_ctx=n_ctx,
-                 seed=seed, n_threads=n_threads, n_threads_batch=n_threads, rpc=rpc)
+                 seed=seed, n_threads=n_threads, n_threads_batch=n_threads, rpc=rpc, smooth_k=smooth_k)
 
 
 

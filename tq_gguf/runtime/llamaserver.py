@@ -61,7 +61,7 @@ class SlotPlan:
 
 def slot_plan(info: ggufinfo.ModelInfo, config: CacheConfig, flash_attn: bool, slots: int, n_ctx: int) -> SlotPlan:
     """KV bytes of `slots` slots of `n_ctx` tokens each, as llama-server allocates them."""
-    params = ContextParams(n_seq=slots, unified=False, swa_full=False, flash_attn=flash_attn)
+    params = ContextParams(n_seq=slots, unified=False, swa_full=False, flash_attn=flash_attn, smooth_k=config.smooth_k)
     size = kv_size(info, padded_ctx(n_ctx) * slots, *config.layer_types(info.n_layer), params)
     f16 = CacheConfig.of("f16", "f16")
     size_f16 = kv_size(info, padded_ctx(n_ctx) * slots, *f16.layer_types(info.n_layer), params)
@@ -151,11 +151,11 @@ def _log_reasons(log) -> str:
 def serve(model: str | None, *, cache: str | None, cache_k: str | None, cache_v: str | None, host: str, port: int,
           n_ctx: int, parallel: int, threads: int | None, alias: str | None, api_key: str | None,
           rpc: tuple[str, ...], verbose: bool, echo: Callable[[str], None], draft_model: str | None = None,
-          draft_cache: str | None = None, draft_max: int | None = None) -> None:
+          draft_cache: str | None = None, draft_max: int | None = None, smooth_k: bool = False) -> None:
     """Serve MODEL with llama-server until SIGINT or SIGTERM; stops the server before returning."""
     path = models.resolve(model)
     info = ggufinfo.read(path)
-    config, flash_attn = resolve_config(info, cache, cache_k, cache_v)
+    config, flash_attn = resolve_config(info, cache, cache_k, cache_v, smooth_k=smooth_k)
     draft = resolve_draft(draft_model, draft_cache, path, config, draft_max) if draft_model else None
     # -fa is one switch for target and draft: a quantized draft cache turns it on for both
     flash_attn = flash_attn or bool(draft and draft.config.needs_flash_attn())

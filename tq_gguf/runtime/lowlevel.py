@@ -53,14 +53,14 @@ class Context:
 
     def __init__(self, model_path: str | Path, cache_k: str = "f16", cache_v: str = "f16", n_ctx: int = 512,
                  n_threads: int = 2, cb_eval=None, cache: str | CacheConfig | None = None,
-                 info: ggufinfo.ModelInfo | None = None):
+                 info: ggufinfo.ModelInfo | None = None, flash_attn: bool = True):
         llama_cpp = llamacpp.load()
         self._ll = llama_cpp
         self.info = info or ggufinfo.read(model_path)
         if cache is None:
             cache = CacheConfig.of(cache_k, cache_v)
         # the same checks as a Llama session: the build, the types and the head sizes
-        self.cache_config, _ = resolve_config(self.info, cache=cache, flash_attn=True)
+        self.cache_config, _ = resolve_config(self.info, cache=cache, flash_attn=flash_attn)
         quiet_logs()
         llama_cpp.llama_backend_init()
         with llamalog.capture() as reason:
@@ -80,7 +80,9 @@ class Context:
             self._type_v_layer = (ctypes.c_int * self.info.n_layer)(*kwargs["type_v_layer"])
             params.type_k_layer, params.type_v_layer = self._type_k_layer, self._type_v_layer
             params.n_type_layer = self.info.n_layer
-        params.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED
+        params.flash_attn_type = (llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED if flash_attn
+                                  else llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED)
+        params.smooth_k = self.cache_config.smooth_k
         if cb_eval is not None:
             params.cb_eval = cb_eval
         with llamalog.capture() as reason:

@@ -50,7 +50,7 @@ _REFUSED = (
 class TqModelSettings(ModelSettings):
     """llama-cpp-python's model settings plus the KV cache by name (see tq_gguf.Llama)."""
 
-    kv_cache: Optional[str] = Field(default=None, description="Cache config: a preset or K/V[:bN] spec.")
+    kv_cache: Optional[str] = Field(default=None, description="Cache config: a preset or K/V[:bN][:sk] spec.")
     kv_cache_k: Optional[str] = Field(default=None, description="K cache type; overrides kv_cache's.")
     kv_cache_v: Optional[str] = Field(default=None, description="V cache type; overrides kv_cache's.")
     flash_attn: Optional[bool] = Field(default=None, description="None: on whenever a cache type is quantized.")

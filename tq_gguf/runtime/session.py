@@ -34,18 +34,19 @@ DEFAULT_CACHE_V = "turbo3"
 
 
 def resolve_config(info: ggufinfo.ModelInfo, cache: str | CacheConfig | None = None, cache_k: str | None = None,
-                   cache_v: str | None = None, flash_attn: bool | None = None) -> tuple[CacheConfig, bool]:
+                   cache_v: str | None = None, flash_attn: bool | None = None,
+                   smooth_k: bool = False) -> tuple[CacheConfig, bool]:
     """The validated config for this model and whether flash attention is on.
 
     Explicit `cache_k`/`cache_v` override `cache`; with neither, the model's `tq.cache` tag
-    (written by `tq-gguf tag`) applies, else the default preset."""
+    (written by `tq-gguf tag`) applies, else the default preset. `smooth_k` adds key smoothing."""
     tagged = None
     if info.tq_cache:
         try:
             tagged = CacheConfig.parse(info.tq_cache)
         except CacheTypeError as exc:
             raise CacheTypeError(f"{info.path} carries an unreadable {ggufinfo.TQ_CACHE_KEY} tag: {exc}") from None
-    config = resolve(cache, cache_k, cache_v, default=tagged)
+    config = resolve(cache, cache_k, cache_v, default=tagged, smooth_k=smooth_k)
     wants_fa = any(ct.quantized for ct in config.types())
     if flash_attn is None:
         flash_attn = wants_fa
@@ -92,20 +93,21 @@ def _refusal(model_path, message: str, reason: str) -> TqError:
 
 
 class Llama(llamacpp.load().Llama):  # type: ignore[misc]
-    """A llama_cpp.Llama whose KV cache is given by name: `cache` (a preset or `K/V[:bN]` spec)
-    and/or `cache_k`, `cache_v`. `rpc` ("host:port" of each rpc-server) places the model's layers,
+    """A llama_cpp.Llama whose KV cache is given by name: `cache` (a preset or `K/V[:bN][:sk]` spec)
+    and/or `cache_k`, `cache_v`; `smooth_k=True` is `:sk`, key smoothing. `rpc` ("host:port" of each rpc-server) places the model's layers,
     and their caches, on those servers (`tq-gguf rpc-server`), split by their free memory.
     Everything else is llama_cpp.Llama's API."""
 
     def __init__(self, model_path: str | Path, *, cache: str | CacheConfig | None = None,
                  cache_k: str | None = None, cache_v: str | None = None, n_ctx: int = 4096,
-                 flash_attn: bool | None = None, rpc: list[str] | None = None, verbose: bool = False, **kwargs):
+                 flash_attn: bool | None = None, rpc: list[str] | None = None, verbose: bool = False,
+                 smooth_k: bool = False, **kwargs):
         for raw in ("type_k", "type_v", "type_k_layer", "type_v_layer", "devices"):
             if raw in kwargs:
                 raise TypeError(f"tq_gguf.Llama takes cache types by name (cache=, cache_k=, cache_v=) and "
                                 f"servers as rpc=, not {raw}=")
         self.model_info = ggufinfo.read(model_path)
-        self.cache_config, flash_attn = resolve_config(self.model_info, cache, cache_k, cache_v, flash_attn)
+        self.cache_config, flash_attn = resolve_config(self.model_info, cache, cache_k, cache_v, flash_attn, smooth_k)
         self.rpc_servers = list(rpc or [])
         if rpc:
             # every layer goes to the servers unless told otherwise (llama.cpp's tools do the same)
@@ -141,7 +143,8 @@ class Llama(llamacpp.load().Llama):  # type: ignore[misc]
 
     def __getstate__(self):
         state = super().__getstate__()
-        for raw in ("type_k", "type_v", "type_k_layer", "type_v_layer", "devices"):
+        # the cache spec says it all, smoothing included
+        for raw in ("type_k", "type_v", "type_k_layer", "type_v_layer", "devices", "smooth_k"):
             state.pop(raw, None)
         # device addresses mean nothing in another process; the servers they came from do
         return state | {"cache": str(self.cache_config), "rpc": self.rpc_servers or None}
