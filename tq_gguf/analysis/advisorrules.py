@@ -12,38 +12,38 @@ from ..kv.cacheconfig import BOUNDARY_TYPE, PRESETS, CacheConfig
 from .kvstats import LayerStats
 
 # Largest per-layer attention-output error a recommended config may have. The models
-# that collapse in README's table each have one layer with an error near 1 (the
+# that collapse in docs/QUALITY.md's table each have one layer with an error near 1 (the
 # attention output is then mostly error): turbo4 keys put Qwen2.5-Coder's layer 0 at
 # 1.05 and its KLD is 6.3 instead of the ~0.1 its mean error predicts; keeping only
 # layers 0 and 27 at q8_0 (turbo4/turbo3:b1) brings the 256-token KL against f16 from
 # 5.9 to 0.07. Not every such layer collapses a model (under turbo3 keys Gemma 3's
 # layer 11 reaches 1.06 and its KLD still follows the mean), so the limit sits well
 # below 1: 0.25, an error a quarter of the output's energy, is above every layer of
-# the configs README finds within 2.5% of f16 perplexity (at most 0.036; q8_0/turbo2
+# the configs docs/QUALITY.md finds within 2.5% of f16 perplexity (at most 0.036; q8_0/turbo2
 # at most 0.10) and below Gemma's worst layer under turbo4 keys (0.48), a config
-# README puts at +15% perplexity.
+# docs/QUALITY.md puts at +15% perplexity.
 LAYER_LIMIT = 0.25
 
 # Largest mean attention-output error of the config recommended without a budget.
-# README, with the encoder's scale search: q8_0/turbo3 is within PPL_WITHIN of f16
+# docs/QUALITY.md, with the encoder's scale search: q8_0/turbo3 is within PPL_WITHIN of f16
 # perplexity on all three models (+2.1%, +2.3%, -0.9%) and measures 0.018 here on SmolLM2
-# (Gemma 3: 0.016); the next configs README measures on SmolLM2, the most sensitive of
+# (Gemma 3: 0.016); the next configs docs/QUALITY.md measures on SmolLM2, the most sensitive of
 # the three, are further off: turbo4/turbo4 (0.024 here, +3.9% perplexity) and
 # q4_0/q4_0 (0.025, +5.1%). The bar lies between. (Qwen2.5 tolerates more: q8_0/turbo2
 # stays within 2% at 0.068; the bar follows the most sensitive model.)
 QUALITY_BAR = 0.022
-PPL_WITHIN = "2.5%"  # what README measures for the configs under the bar
+PPL_WITHIN = "2.5%"  # what docs/QUALITY.md measures for the configs under the bar
 
 # The most boundary layers a candidate protects at each end (the `max` preset's 2):
 # protecting more costs q8_0's 8.5 bits in a growing share of a small model's layers.
 MAX_BOUNDARY = 2
 
-# README's mean KLD over the mean attention-output error, lowest and highest, on the 20
+# docs/QUALITY.md's mean KLD over the mean attention-output error, lowest and highest, on the 20
 # configs of its quality table that neither break a model nor are q8_0/q8_0 (module doc).
 KLD_PER_ERR = (0.7, 3.2)
 
 # From this context length on, only candidates with q8_0 keys are recommended. The probe
-# reads a short text, so its errors are short-context errors; README's long-context
+# reads a short text, so its errors are short-context errors; docs/LONG_CONTEXT.md's
 # measurements show where that stops holding. Gemma 3 at 8192 tokens: the two configs
 # with 4-bit keys lost the needle farthest from the question (turbo4/turbo3 and q4_0/q4_0
 # 0 of 2 at depth 0, where f16 and every q8_0-key config found 2 of 2), and their KL
@@ -110,7 +110,7 @@ def evaluate(config: CacheConfig, stats: list[LayerStats], head_dim_k: int, head
              kv_bytes: int | None = None) -> Candidate:
     n_layer = len(stats)
     k_types, v_types = config.layer_types(n_layer)
-    errs = [s.out_err(k.name, v.name) for s, k, v in zip(stats, k_types, v_types)]
+    errs = [s.out_err(k.name, v.name, config.smooth_k and k.quantized) for s, k, v in zip(stats, k_types, v_types)]
     worst = max(range(n_layer), key=errs.__getitem__)
     return Candidate(
         config=str(config), preset=config.preset,
@@ -152,7 +152,7 @@ def choose(candidates: list[Candidate], budget_bits: float | None, ctx: int | No
         need = f"keeps every layer's attention-output error under {LAYER_LIMIT}"
         if is_long(ctx):
             need += (f" and keys at {LONG_CONTEXT_KEY}, as a context of {ctx} tokens needs (4-bit keys lost far "
-                     f"needles at {LONG_CONTEXT} tokens: README, Long context)")
+                     f"needles at {LONG_CONTEXT} tokens: docs/LONG_CONTEXT.md)")
         raise TqError(f"no config within {budget_bits:g} bits per value {need}; the smallest that does is "
                       f"{candidate_name(smallest)} at {smallest.bits_per_value:.2f} bits")
     return min(fitting, key=lambda c: (c.mean_err, c.bits_per_value))

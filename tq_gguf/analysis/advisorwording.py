@@ -76,7 +76,7 @@ def _value_reason(stats: list[LayerStats]) -> str:
 
 def _expected_kld(mean_err: float) -> str:
     lo, hi = KLD_PER_ERR
-    return f"README's models put the output KL divergence at {lo}-{hi}x the mean error, so about " \
+    return f"docs/QUALITY.md's models put the output KL divergence at {lo}-{hi}x the mean error, so about " \
            f"{lo * mean_err:.2f}-{hi * mean_err:.2f} here"
 
 
@@ -110,7 +110,7 @@ def _decision_reasons(chosen: Candidate, candidates: list[Candidate], stats: lis
     if budget_bits is None:
         if chosen.mean_err <= QUALITY_BAR:
             out.append(f"Recommended {what}: the most compact candidate whose mean error stays within {QUALITY_BAR} "
-                       f"(README's models stay within {PPL_WITHIN} of f16 perplexity below it) with every layer under "
+                       f"(docs/QUALITY.md's models stay within {PPL_WITHIN} of f16 perplexity below it) with every layer under "
                        f"{LAYER_LIMIT}.")
         else:
             out.append(f"Recommended {what}: no candidate meets the quality bar of {QUALITY_BAR}, so this is the one "
@@ -139,13 +139,13 @@ def _context_reasons(chosen: Candidate, candidates: list[Candidate], budget_bits
     size = (f"At {ctx} tokens this cache takes {plan.format_size(chosen.kv_bytes)}, "
             f"{chosen.kv_bytes / kv_bytes_f16:.0%} of f16's {plan.format_size(kv_bytes_f16)}.")
     if not is_long(ctx):
-        return [size + f" Below {LONG_CONTEXT} tokens the short-text measurements decide alone (README: on "
+        return [size + f" Below {LONG_CONTEXT} tokens the short-text measurements decide alone (docs/LONG_CONTEXT.md: on "
                        f"SmolLM2, whose keys they find fit for turbo4, turbo4 keys retrieved needles exactly where "
                        f"f16 did at 2048 and 4096 tokens)."]
     out = [size + f" From {LONG_CONTEXT} tokens on, keys stay at {LONG_CONTEXT_KEY}: on Gemma 3 at {LONG_CONTEXT} "
                   f"tokens 4-bit keys lost the needle farthest from the question where f16 and {LONG_CONTEXT_KEY} "
                   f"keys found it, and their KL divergence grew with the window while {LONG_CONTEXT_KEY} keys' fell "
-                  f"(README, Long context)."]
+                  f"(docs/LONG_CONTEXT.md)."]
     unrestricted = choose(candidates, budget_bits)
     if unrestricted.config != chosen.config:
         out.append(f"For a short context {candidate_name(unrestricted)} would be recommended "
