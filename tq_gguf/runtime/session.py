@@ -157,11 +157,13 @@ class Llama(llamacpp.load().Llama):  # type: ignore[misc]
         return state.capture(self)
 
     def load_state(self, saved) -> None:
-        """Load a LlamaState; raises tq_gguf.gguf.statefile.StateError (StateConfigMismatch for other cache types)."""
+        """Load a LlamaState; raises tq_gguf.gguf.statefile.StateError (StateConfigMismatch for other cache
+        types, tq_gguf.gguf.stateorigin.StateOriginMismatch for another model, build or state format)."""
         state.restore(self, saved)
 
     def save_state_file(self, path: str | Path) -> int:
-        """Write a llama.cpp session file (tokens and KV cache, as llama_state_save_file); returns its size."""
+        """Write a llama.cpp session file (tokens and KV cache, as llama_state_save_file), and its fingerprint
+        beside it as `<path>.tq.json` (tq_gguf.gguf.statesidecar); returns the session file's size."""
         return state.save_file(self, path)
 
     def load_state_file(self, path: str | Path) -> list[int]:

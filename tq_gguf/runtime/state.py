@@ -3,8 +3,12 @@
 `capture`/`restore` work on llama-cpp-python's LlamaState (what its prompt caches
 store), `save_file`/`load_file` on llama.cpp's session files (`llama_state_save_file`).
 Before anything changes, the saved state's cache types are read (tq_gguf.gguf.statefile)
-and a state that does not fit the session is refused by name. `llm` is a tq_gguf.Llama
-throughout; its methods (save_state, load_state, ...) are the public way in.
+and a state that does not fit the session is refused by name. A state saved here also carries
+its fingerprint (tq_gguf.gguf.stateorigin: state format, cache formats, model), in memory as
+TqLlamaState.fingerprint and for a session file in its sidecar (tq_gguf.gguf.statesidecar), and
+is refused when any of them differs; one without (saved earlier, or by llama.cpp itself) is
+checked by its layout only. `llm` is a tq_gguf.Llama throughout; its methods (save_state,
+load_state, ...) are the public way in.
 """
 
 from __future__ import annotations
@@ -17,19 +21,22 @@ from pathlib import Path
 import numpy as np
 
 from .. import atomicfile
+from ..gguf import stateorigin, statesidecar
 from ..gguf.statefile import StateError, StateLayout, check_fits, read_file_layout, read_layout
+from ..gguf.stateorigin import Fingerprint
 from ..native import llamacpp
 
 
 class TqLlamaState(llamacpp.load().LlamaState):  # type: ignore[misc]
     """llama-cpp-python's LlamaState plus the cache config and architecture it was saved with,
-    so loading it elsewhere can be refused by name (the fields survive pickling, e.g. in
-    LlamaDiskCache)."""
+    and its fingerprint, so loading it elsewhere can be refused by name (the fields survive
+    pickling, e.g. in LlamaDiskCache; one pickled before fingerprints has none)."""
 
-    def __init__(self, *args, cache_config: str, arch: str, **kwargs):
+    def __init__(self, *args, cache_config: str, arch: str, fingerprint: Fingerprint | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.cache_config = cache_config
         self.arch = arch
+        self.fingerprint = fingerprint
 
 
 def raw_bytes(llm) -> bytes:
@@ -54,6 +61,7 @@ def capture(llm) -> TqLlamaState:
     return TqLlamaState(
         input_ids=llm.input_ids[:n].copy(), scores=scores, n_tokens=n, llama_state=blob,
         llama_state_size=len(blob), seed=llm._seed, cache_config=str(llm.cache_config), arch=llm.model_info.arch,
+        fingerprint=stateorigin.of_model(llm.model_path),
     )
 
 
@@ -79,18 +87,29 @@ def _refused(llm, what: str, layout: StateLayout | None) -> StateError:
     return StateError(f"llama.cpp refused {what}: {why}; this session uses {llm.cache_config}")
 
 
+def _check(llm, fingerprint: Fingerprint | None, layout: StateLayout | None, declared: str | None = None) -> None:
+    """Refuse a state that does not fit: its formats first (other type ids misread the layout),
+    then its layout, then its model (another architecture or config is the more telling message)."""
+    here = stateorigin.of_model(llm.model_path) if fingerprint is not None else None
+    if here is not None:
+        stateorigin.check_format(fingerprint, here)
+    if layout is not None:
+        check_fits(layout, llm.cache_config, llm.model_info, declared)
+    if here is not None:
+        stateorigin.check_model(fingerprint, here)
+
+
 def restore(llm, state) -> None:
     """Load a LlamaState (ours or plain llama-cpp-python's) into the session, after checking
-    that it was saved with the same cache types; on refusal the session is unchanged."""
+    that it was saved with the same cache types (and formats and model, when it says which);
+    on refusal the session is unchanged."""
     llama_cpp = llamacpp.load()
     blob = bytes(state.llama_state)[: state.llama_state_size]
     layout = read_layout(blob)
     declared = getattr(state, "cache_config", None)
-    if layout is not None:
-        check_fits(layout, llm.cache_config, llm.model_info, declared)
-    elif declared is not None:
-        check_fits(StateLayout(getattr(state, "arch", llm.model_info.arch), (), len(blob)), llm.cache_config,
-                   llm.model_info, declared)
+    if layout is None and declared is not None:
+        layout = StateLayout(getattr(state, "arch", llm.model_info.arch), (), len(blob))
+    _check(llm, getattr(state, "fingerprint", None), layout, declared)
     n = int(state.n_tokens)
     _check_capacity(llm, n)
     buf = (ctypes.c_uint8 * len(blob)).from_buffer_copy(blob)
@@ -120,22 +139,24 @@ def _write_session_file(llm, path: Path) -> None:
 
 def save_file(llm, path: str | Path) -> int:
     """Write the session (tokens and KV cache) as a llama.cpp session file; returns its size.
-    The file is written whole or not at all: a failure leaves an earlier file at `path` as it was."""
+    Its fingerprint goes beside it (statesidecar, which says in what order and why). The file is
+    written whole or not at all: a failure leaves an earlier file at `path` as it was."""
     path = Path(path)
     if not path.parent.is_dir():
         raise StateError(f"cannot write the session file {path}: {path.parent} is not a directory")
     with atomicfile.replacing(path) as tmp:
         _write_session_file(llm, tmp)
+        statesidecar.write(tmp, path, stateorigin.of_model(llm.model_path))
     return path.stat().st_size
 
 
 def load_file(llm, path: str | Path) -> list[int]:
-    """Load a llama.cpp session file into the session after checking it fits (see `restore`);
+    """Load a llama.cpp session file into the session after checking it fits (see `restore`), and,
+    when its sidecar describes it, its fingerprint;
     returns the tokens it holds."""
     llama_cpp = llamacpp.load()
     saved = read_file_layout(path)
-    if saved.layout is not None:
-        check_fits(saved.layout, llm.cache_config, llm.model_info)
+    _check(llm, statesidecar.read(saved.path), saved.layout)
     _check_capacity(llm, len(saved.tokens))
     cap = max(_capacity(llm), 1)
     tokens = (llama_cpp.llama_token * cap)()
