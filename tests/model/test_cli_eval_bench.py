@@ -2,7 +2,7 @@
 
 Kept small for a 2-core machine: one chunk of 256 tokens (128 scored) and one
 thread. Measured there: q8_0/q8_0 KLD 0.0043, q8_0/turbo4 0.0126, q8_0/turbo2
-0.137, max (q8_0/turbo2 with the first and last 2 layers at q8_0) 0.087.
+0.137, q8_0/turbo2:b2 (the first and last 2 layers at q8_0) 0.087.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from tq_gguf.gguf import ggufinfo
 from tq_gguf.kv import cachetypes
 from tq_gguf.kv.cacheconfig import CacheConfig
 
-EVAL_CONFIGS = "f16/f16,q8_0/q8_0,q8_0/turbo4,q8_0/turbo2,max"
+EVAL_CONFIGS = "f16/f16,q8_0/q8_0,q8_0/turbo4,q8_0/turbo2,q8_0/turbo2:b2"
 
 
 def bits(k: str, v: str) -> float:
@@ -43,7 +43,7 @@ def test_eval_reports_what_it_ran(evaluation, default_model_path):
     assert data["model"] == str(default_model_path)
     assert "release notes" in data["text"]
     assert list(scores) == ["f16/f16", "q8_0/q8_0", "q8_0/turbo4", "q8_0/turbo2", "q8_0/turbo2:b2"]
-    assert scores["q8_0/q8_0"]["preset"] == "lossless" and scores["q8_0/turbo2:b2"]["preset"] == "max"
+    assert scores["q8_0/q8_0"]["preset"] == "lossless" and scores["q8_0/turbo2:b2"]["preset"] is None
 
 
 def test_f16_scored_against_its_own_logits_is_the_baseline(evaluation):
@@ -112,7 +112,7 @@ def test_eval_table(evaluation):
     assert lines[-1].startswith("f16 base logits: ") and data["base_logits"] in lines[-1]
     assert "180.0 MiB" in rows["f16/f16 base"] and "0 (reference)" in rows["f16/f16 base"]
     assert "0.00000 ± 0.00000" in rows["f16/f16"] and "-0.00000" not in rows["f16/f16"]
-    assert "max" in rows["q8_0/turbo2:b2"] and "95.6 MiB" in rows["q8_0/q8_0"]
+    assert "lossless" in rows["q8_0/q8_0"] and "95.6 MiB" in rows["q8_0/q8_0"]
 
 
 def test_the_f16_base_is_kept_and_reused_by_a_later_run(evaluation, default_model_path):
@@ -259,10 +259,10 @@ def test_median_speed_takes_the_middle_round_and_its_spread():
 
 class TestBenchBadInput:
     def test_mixed_config_is_refused_by_name(self, default_model_path):
-        r = run_cli("bench", default_model_path, "--configs", "q8_0/turbo3,max")
+        r = run_cli("bench", default_model_path, "--configs", "q8_0/turbo3,q8_0/turbo2:b2")
         assert r.exit_code == 1
         assert r.output.strip().splitlines() == [
-            "error: llama-bench has no per-layer cache types, so it cannot run max (q8_0/turbo2:b2), which keeps "
+            "error: llama-bench has no per-layer cache types, so it cannot run q8_0/turbo2:b2, which keeps "
             "the first and last 2 layers at q8_0; bench q8_0/turbo2 instead"]
 
     def test_nothing_to_measure(self, default_model_path):

@@ -302,7 +302,7 @@ def test_session_cache_info_is_what_llamacpp_logs(smollm2):
 
     from tq_gguf import Llama
 
-    for path, spec in ((smollm2, "max"), (models.fetch("gemma3-270m"), "balanced")):
+    for path, spec in ((smollm2, "q8_0/turbo2:b2"), (models.fetch("gemma3-270m"), "balanced")):
         log: list[str] = []
         on_log = llama_cpp.llama_log_callback(lambda level, text, user_data: log.append(text.decode()))
         llama_cpp.llama_log_set(on_log, ctypes.c_void_p(0))
@@ -450,20 +450,20 @@ def _tensors(path) -> dict[str, tuple]:
 @pytest.fixture(scope="module")
 def tagged(smollm2, tmp_path_factory):
     out = tmp_path_factory.mktemp("tag") / "tagged.gguf"
-    r = run_cli("tag", "smollm2-135m", "--cache", "q8_0/turbo2:b2", "-o", out)
+    r = run_cli("tag", "smollm2-135m", "--cache", "turbo4/turbo3:b2:sk", "-o", out)
     assert r.exit_code == 0, r.output
-    assert r.output.splitlines()[0] == f"wrote {out}: tq.cache = q8_0/turbo2:b2 (preset max)"
+    assert r.output.splitlines()[0] == f"wrote {out}: tq.cache = turbo4/turbo3:b2:sk"
     return out
 
 
 def test_tag_copies_everything_else_unchanged(smollm2, tagged):
     before, after = ggufheader.read_values(smollm2), ggufheader.read_values(tagged)
-    value = b"q8_0/turbo2:b2"
+    value = b"turbo4/turbo3:b2:sk"
     assert after.pop(ggufinfo.TQ_CACHE_KEY) == struct.pack("<IQ", 8, len(value)) + value  # a GGUF string
     assert after == before  # every other key: same type, same bytes
     assert _tensors(tagged) == _tensors(smollm2)
-    assert ggufinfo.read(tagged).tq_cache == "q8_0/turbo2:b2"
-    assert "tq.cache        q8_0/turbo2:b2 (preset max)" in run_cli("inspect", tagged).output
+    assert ggufinfo.read(tagged).tq_cache == "turbo4/turbo3:b2:sk"
+    assert "tq.cache        turbo4/turbo3:b2:sk" in run_cli("inspect", tagged).output
 
 
 def test_tag_replaces_a_tag(tagged, tmp_path):
@@ -512,7 +512,7 @@ def test_tag_validates_the_config_first(tmp_path):
 def test_session_takes_the_tag_and_explicit_options_win(tagged):
     from tq_gguf import Llama
 
-    for kwargs, expected in (({}, "q8_0/turbo2:b2"), ({"cache_v": "turbo4"}, "q8_0/turbo4:b2"),
+    for kwargs, expected in (({}, "turbo4/turbo3:b2:sk"), ({"cache_v": "turbo4"}, "turbo4/turbo4:b2:sk"),
                              ({"cache": "balanced"}, "q8_0/turbo3")):
         llm = Llama(tagged, n_ctx=256, n_threads=2, **kwargs)
         try:
@@ -537,4 +537,4 @@ def test_stock_llamacpp_loads_the_tagged_file(smollm2, tagged):
             llm.close()
 
     text, tag = greedy(tagged)
-    assert (text, tag) == (greedy(smollm2)[0], "q8_0/turbo2:b2") and text.strip()
+    assert (text, tag) == (greedy(smollm2)[0], "turbo4/turbo3:b2:sk") and text.strip()

@@ -40,11 +40,11 @@ def test_build_json_reports_the_installed_build(native_lib):
 
 
 def test_run_json_has_the_text_and_the_cache_it_used(default_model_path):
-    data = json.loads(invoke("run", str(default_model_path), "--cache", "max", "-p", "Hello", "-n", "4",
+    data = json.loads(invoke("run", str(default_model_path), "--cache", "q8_0/turbo2:b2", "-p", "Hello", "-n", "4",
                              "--ctx", "256", "-t", "2", "--json").stdout)
     info = ggufinfo.read(default_model_path)
     assert data["config"] == "q8_0/turbo2:b2" and data["n_generated"] == 4 and data["text"]
-    assert data["kv_bytes"] == CacheConfig.parse("max").kv_bytes(info, 256)
+    assert data["kv_bytes"] == CacheConfig.parse("q8_0/turbo2:b2").kv_bytes(info, 256)
     assert data["kv_bytes_f16"] == CacheConfig.parse("f16/f16").kv_bytes(info, 256)
 
 

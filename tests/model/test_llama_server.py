@@ -137,12 +137,12 @@ def test_sigterm_stops_the_server_and_its_child(default_model_path):
 
 
 def test_per_layer_config_reaches_llama_server(default_model_path):
-    """`max` keeps the first and last 2 layers at q8_0: llama-server gets the per-layer flags and
+    """q8_0/turbo2:b2 keeps the first and last 2 layers at q8_0: llama-server gets the per-layer flags and
     allocates what the plan says."""
-    s = LlamaServer(default_model_path, "--ctx", "256", "--cache", "max", "--verbose")
+    s = LlamaServer(default_model_path, "--ctx", "256", "--cache", "q8_0/turbo2:b2", "--verbose")
     log = s.stop()
     code = s.returncode
-    plan = slot_plan(ggufinfo.read(default_model_path), CacheConfig.parse("max"), True, 1, 256)
+    plan = slot_plan(ggufinfo.read(default_model_path), CacheConfig.parse("q8_0/turbo2:b2"), True, 1, 256)
     sizes = [line for line in log.splitlines() if "llama_kv_cache: size =" in line]
     assert code == 0 and len(sizes) == 1, sizes
     # llama.cpp logs the size in MiB with two decimals; uniform q8_0/turbo2 would be 1.89 MiB

@@ -121,15 +121,16 @@ def test_streamed_chat_matches_in_process(server, llm):
 def test_server_with_per_layer_cache(default_model_path):
     from tq_gguf import Llama
 
-    s = Server(default_model_path, "--cache", "max")
+    s = Server(default_model_path, "--cache", "q8_0/turbo2:b2")
     try:
         info = s.get("/tq/cache")
         got = s.client().completions.create(model="smollm2", prompt=PROMPT, max_tokens=8, temperature=0)
     finally:
         s.stop()
     assert (info["config"], info["boundary_layers"]) == ("q8_0/turbo2:b2", 2)
-    assert info["bytes_allocated"] == CacheConfig.parse("max").kv_bytes(ggufinfo.read(default_model_path), N_CTX)
-    llm = Llama(default_model_path, cache="max", n_ctx=N_CTX, n_threads=1, n_threads_batch=1)
+    assert info["bytes_allocated"] == CacheConfig.parse("q8_0/turbo2:b2").kv_bytes(ggufinfo.read(default_model_path),
+                                                                                N_CTX)
+    llm = Llama(default_model_path, cache="q8_0/turbo2:b2", n_ctx=N_CTX, n_threads=1, n_threads_batch=1)
     penalty = server_default("CreateCompletionRequest", "repeat_penalty")
     assert got.choices[0].text == llm(PROMPT, max_tokens=8, temperature=0, repeat_penalty=penalty)["choices"][0]["text"]
 
@@ -158,15 +159,24 @@ def test_run_prints_what_the_session_generates(default_model_path, llm):
 
 def test_run_cache_options(default_model_path):
     model = ggufinfo.read(default_model_path)
-    r = cli("run", default_model_path, "--cache", "max", "-p", PROMPT, "-n", 4, "--ctx", N_CTX, "-t", 1)
+    r = cli("run", default_model_path, "--cache", "q8_0/turbo2:b2", "-p", PROMPT, "-n", 4, "--ctx", N_CTX, "-t", 1)
     assert r.exit_code == 0, r.output
-    assert "K q8_0 / V turbo2, first and last 2 layers q8_0 (preset max)" in r.stderr
-    assert f"KV cache {CacheConfig.parse('max').kv_bytes(model, N_CTX) / 2**20:.2f} MiB" in r.stderr
+    assert "K q8_0 / V turbo2, first and last 2 layers q8_0:" in r.stderr
+    assert f"KV cache {CacheConfig.parse('q8_0/turbo2:b2').kv_bytes(model, N_CTX) / 2**20:.2f} MiB" in r.stderr
     # an explicit type wins over the spec's, which keeps its protected layers
-    r = cli("run", default_model_path, "--cache", "max", "--cache-v", "turbo4", "-p", PROMPT, "-n", 4,
+    r = cli("run", default_model_path, "--cache", "q8_0/turbo2:b2", "--cache-v", "turbo4", "-p", PROMPT, "-n", 4,
             "--ctx", N_CTX, "-t", 1)
     assert r.exit_code == 0, r.output
     assert "K q8_0 / V turbo4, first and last 2 layers q8_0:" in r.stderr
+    # key smoothing: a preset that has it, and the flag that adds it to any config (mu's bytes counted)
+    r = cli("run", default_model_path, "--cache", "max", "-p", PROMPT, "-n", 4, "--ctx", N_CTX, "-t", 1)
+    assert r.exit_code == 0, r.output
+    assert "K turbo4 / V turbo3, keys smoothed (preset max)" in r.stderr
+    r = cli("run", default_model_path, "--cache-k", "turbo4", "--cache-v", "turbo4", "--smooth-k", "-p", PROMPT,
+            "-n", 4, "--ctx", N_CTX, "-t", 1)
+    assert r.exit_code == 0, r.output
+    assert "K turbo4 / V turbo4, keys smoothed (preset compact)" in r.stderr
+    assert f"KV cache {CacheConfig.parse('compact').kv_bytes(model, N_CTX) / 2**20:.2f} MiB" in r.stderr
 
 
 def test_run_follows_the_model_tag_unless_told_otherwise(default_model_path, tmp_path):
@@ -175,7 +185,7 @@ def test_run_follows_the_model_tag_unless_told_otherwise(default_model_path, tmp
     assert r.exit_code == 0, r.output
     r = cli("run", tagged, "-p", PROMPT, "-n", 2, "--ctx", N_CTX, "-t", 1)
     assert r.exit_code == 0, r.output
-    assert "K turbo4 / V turbo3 (preset compact)" in r.stderr
+    assert "K turbo4 / V turbo3:" in r.stderr
     r = cli("run", tagged, "--cache-k", "q8_0", "-p", PROMPT, "-n", 2, "--ctx", N_CTX, "-t", 1)
     assert r.exit_code == 0, r.output
     assert "K q8_0 / V turbo3 (preset balanced)" in r.stderr

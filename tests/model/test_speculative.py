@@ -101,11 +101,11 @@ def test_the_draft_proposes_and_the_target_accepts_most(runs):
 
 
 def test_a_per_layer_target_with_a_draft_allocates_the_plan(runs):
-    """`max` keeps the target's first and last 2 layers at q8_0; the draft, which has other layers,
-    takes max's K and V types on all of them, and both caches are what the plan says."""
-    server = Server("--cache", "max", "--draft", DRAFT, "--verbose")
+    """q8_0/turbo2:b2 keeps the target's first and last 2 layers at q8_0; the draft, which has other layers,
+    takes its K and V types on all of them, and both caches are what the plan says."""
+    server = Server("--cache", "q8_0/turbo2:b2", "--draft", DRAFT, "--verbose")
     log = server.stop()
-    target_cfg = CacheConfig.parse("max")
+    target_cfg = CacheConfig.parse("q8_0/turbo2:b2")
     target = slot_plan(ggufinfo.read(models.get(TARGET).path()), target_cfg, True, 1, N_CTX)
     draft = slot_plan(ggufinfo.read(models.get(DRAFT).path()), draft_config(target_cfg, None), True, 1, N_CTX)
     sizes = [line.split("size =")[1].split("MiB")[0].strip() for line in log.splitlines()

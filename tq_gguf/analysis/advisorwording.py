@@ -8,7 +8,7 @@ import math
 from ..kv import plan
 from ..kv.cacheconfig import BOUNDARY_TYPE, CacheConfig
 from .advisorrules import (KLD_PER_ERR, LAYER_LIMIT, LONG_CONTEXT, LONG_CONTEXT_KEY, MAX_BOUNDARY, PPL_WITHIN,
-                           QUALITY_BAR, Candidate, candidate_name, choose, is_long)
+                           QUALITY_BAR, SMOOTHED_KEY_WEIGHT, Candidate, candidate_name, choose, is_long)
 from .kvstats import OUTLIER_FACTOR, LayerStats
 
 # How many entries the reasons list when they name layers.
@@ -98,17 +98,25 @@ def _boundary_reason(chosen: Candidate, cfg: CacheConfig, by_name: dict[str, Can
     return text + "."
 
 
+def _err(c: Candidate) -> str:
+    """A candidate's mean error as the choice counts it: smoothed compressed keys measure better in the probe
+    than in the model (advisorrules.SMOOTHED_KEY_WEIGHT), so theirs is shown weighted too."""
+    if not c.smoothed_keys:
+        return f"{c.mean_err:.3f}"
+    return f"{c.mean_err:.3f} (smoothed keys count {SMOOTHED_KEY_WEIGHT:g}x: {c.weighted_err:.3f})"
+
+
 def _decision_reasons(chosen: Candidate, candidates: list[Candidate], stats: list[LayerStats],
                       budget_bits: float | None, ctx: int | None) -> list[str]:
     out = []
     what = (f"{candidate_name(chosen)}: {chosen.bits_per_value:.2f} bits per value (f16: 16), predicted mean "
-            f"attention-output error {chosen.mean_err:.3f}, worst layer {chosen.worst_layer} at {chosen.worst_err:.3f}")
+            f"attention-output error {_err(chosen)}, worst layer {chosen.worst_layer} at {chosen.worst_err:.3f}")
     if not chosen.eligible:
         out.append(f"No candidate keeps every layer under {LAYER_LIMIT}; the least damaging is {what}. Layer "
                    f"{_layers([str(i) for i in chosen.over_limit])} stay over the limit even so: consider f16 keys.")
         return out
     if budget_bits is None:
-        if chosen.mean_err <= QUALITY_BAR:
+        if chosen.weighted_err <= QUALITY_BAR:
             out.append(f"Recommended {what}: the most compact candidate whose mean error stays within {QUALITY_BAR} "
                        f"(docs/QUALITY.md's models stay within {PPL_WITHIN} of f16 perplexity below it) with every layer under "
                        f"{LAYER_LIMIT}.")
@@ -118,14 +126,14 @@ def _decision_reasons(chosen: Candidate, candidates: list[Candidate], stats: lis
         smaller = [c for c in candidates if c.eligible and c.bits_per_value < chosen.bits_per_value - 1e-9
                    and (c.keeps_keys or not is_long(ctx))]
         if smaller:
-            alt = min(smaller, key=lambda c: (c.bits_per_value, c.mean_err))
+            alt = min(smaller, key=lambda c: (c.bits_per_value, c.weighted_err))
             out.append(f"If memory matters more: {candidate_name(alt)} stores {alt.bits_per_value:.2f} bits per value "
-                       f"and keeps every layer under the limit, at a mean error of {alt.mean_err:.3f} (above the bar); "
+                       f"and keeps every layer under the limit, at a mean error of {_err(alt)} (above the bar); "
                        f"ask for it with --budget-bits {math.ceil(alt.bits_per_value * 100) / 100:.2f}.")
     else:
         out.append(f"Recommended {what}: the lowest mean error among candidates within {budget_bits:g} bits per value "
                    f"that keep every layer under {LAYER_LIMIT}.")
-        if chosen.mean_err > QUALITY_BAR:
+        if chosen.weighted_err > QUALITY_BAR:
             out.append(f"Its mean error is above the quality bar of {QUALITY_BAR}: expect more than {PPL_WITHIN} perplexity "
                        f"loss ({_expected_kld(chosen.mean_err)}).")
     cfg = CacheConfig.parse(chosen.config)

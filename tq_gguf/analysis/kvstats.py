@@ -36,8 +36,10 @@ import numpy as np
 
 from ..errors import CacheTypeError
 from ..kv import cachetypes
+from ..kv.cacheconfig import SMOOTH_FLAG
 from ..kv.cachetypes import CacheType
 from ..native import ggml, typeids
+from ..reference import smoothing
 from ..reference.rotation import GROUP, hadamard, rotation_matrix
 from .kvprobe import LayerQKV, Probe
 
@@ -116,10 +118,10 @@ class LayerStats:
     k_attn: dict[str, KeyAttention]
     v_out_err: dict[str, float]  # ||P·(V' - V)||^2 / ||P·V||^2 per V type
 
-    def out_err(self, k_type: str, v_type: str) -> float:
+    def out_err(self, k_type: str, v_type: str, smooth_k: bool = False) -> float:
         """Attention-output error of a K/V pair. The K error moves the weights and the V error the
         rows they average; the two are independent, so to first order their effects add."""
-        return self.k_attn[k_type].out_err + self.v_out_err[v_type]
+        return self.k_attn[smoothed_key(k_type) if smooth_k else k_type].out_err + self.v_out_err[v_type]
 
 
 def row_stats(x: np.ndarray, rel_mse: dict[str, float]) -> RowStats:
@@ -201,11 +203,21 @@ class _Attention:
         return float(((self.p @ np.ascontiguousarray(v_err.transpose(1, 0, 2))) ** 2).sum() / self.o_energy)
 
 
+def smoothed_key(k_type: str) -> str:
+    """The k_attn entry of `k_type` with key smoothing."""
+    return k_type + SMOOTH_FLAG
+
+
 def layer_stats(il: int, layer: LayerQKV, scale: float, types: tuple[str, ...] = CANDIDATES, window: int = 0,
                 chunked: bool = False) -> LayerStats:
-    """`window`: the sliding window of this layer in tokens (0: full attention)."""
+    """`window`: the sliding window of this layer in tokens (0: full attention). Every quantized K type
+    is also measured with key smoothing: the cache stores k - mu, mu taken from the first rows as
+    llama.cpp takes it (tq_gguf.reference.smoothing), and the error is that of the stored rows."""
     att = _Attention(layer, scale, window, chunked)
     k64, v64 = layer.k.astype(np.float64), layer.v.astype(np.float64)
+    t = layer.k.shape[0]
+    mu = smoothing.mean(layer.k.reshape(t, -1)).reshape(layer.k.shape[1:])
+    k_smooth = smoothing.smooth(layer.k, mu)
     k_mse, v_mse, k_attn, v_out = {}, {}, {}, {}
     for name in types:
         ct = cachetypes.get(name)
@@ -215,6 +227,8 @@ def layer_stats(il: int, layer: LayerQKV, scale: float, types: tuple[str, ...] =
         v_mse[name] = float((v_err**2).sum() / (v64**2).sum())
         k_attn[name] = att.key_error(k_err)
         v_out[name] = att.value_error(v_err)
+        if ct.quantized:
+            k_attn[smoothed_key(name)] = att.key_error(roundtrip(k_smooth, ct, "K") - k_smooth.astype(np.float64))
     return LayerStats(layer=il, k=row_stats(layer.k, k_mse), v=row_stats(layer.v, v_mse), k_attn=k_attn,
                       v_out_err=v_out)
 

@@ -165,17 +165,19 @@ class Preset:
 
 
 def _preset(spec: str, summary: str) -> Preset:
-    k, _, rest = spec.partition("/")
-    v, _, b = rest.partition(":b")
-    return Preset(CacheConfig.of(k, v, int(b or 0)), summary)
+    m = _SPEC.match(spec)
+    return Preset(CacheConfig.of(m["k"], m["v"], int(m["boundary"] or 0), bool(m["smooth"])), summary)
 
 
+# Measured in docs/QUALITY.md ("Presets"): with smoothed keys, 4-bit turbo keys hold on all three
+# test models (Qwen2.5's collapse under compressed keys came from a constant key offset that
+# smoothing takes out), so the two smallest presets compress keys too.
 PRESETS: dict[str, Preset] = {
     "lossless": _preset("q8_0/q8_0", "q8_0 keys and values: indistinguishable from f16, half its size"),
     "quality": _preset("q8_0/turbo4", "q8_0 keys, 4-bit turbo values"),
     "balanced": _preset("q8_0/turbo3", "q8_0 keys, 3-bit turbo values: the default for turbo use"),
-    "compact": _preset("turbo4/turbo3", "4-bit turbo keys, 3-bit turbo values: for models whose keys tolerate it"),
-    "max": _preset("q8_0/turbo2:b2", "q8_0 keys, 2-bit turbo values, first and last 2 layers at q8_0"),
+    "compact": _preset("turbo4/turbo4:sk", "smoothed 4-bit turbo keys, 4-bit turbo values: 28% less than balanced"),
+    "max": _preset("turbo4/turbo3:sk", "smoothed 4-bit turbo keys, 3-bit turbo values: the smallest preset"),
 }
 
 DEFAULT_PRESET = "balanced"

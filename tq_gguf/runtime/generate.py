@@ -24,6 +24,8 @@ def describe(config: CacheConfig) -> str:
     text = f"K {config.k.name} / V {config.v.name}"
     if config.mixed:
         text += f", first and last {config.boundary} layers {BOUNDARY_TYPE}"
+    if config.smooth_k:
+        text += ", keys smoothed"
     return text + (f" (preset {config.preset})" if config.preset else "")
 
 
