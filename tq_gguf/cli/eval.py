@@ -202,7 +202,7 @@ def bench(model: str | None, configs, depths: list[int], n_prompt: int, n_gen: i
     llama-bench times MODEL (a GGUF path or a model name; default: the default
     model) with f16/f16 and q8_0/q8_0 first, then each config: decode (tg, one token at a time)
     and prefill (pp, a prompt batch) at each depth. llama-bench has no per-layer
-    cache types, so configs such as `max` (q8_0/turbo2:b2) are refused.
+    cache types, so per-layer configs such as q8_0/turbo2:b2 are refused.
 
     \b
     tq-gguf bench smollm2-135m --configs q8_0/turbo3 --depths 0,4096 -r 3

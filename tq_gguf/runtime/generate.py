@@ -20,7 +20,7 @@ Echo = Callable[..., None]  # click.echo's signature: echo(text, nl=...)
 
 
 def describe(config: CacheConfig) -> str:
-    """'K q8_0 / V turbo2, first and last 2 layers q8_0 (preset max)'."""
+    """'K q8_0 / V turbo2, first and last 2 layers q8_0', 'K turbo4 / V turbo3, keys smoothed (preset max)'."""
     text = f"K {config.k.name} / V {config.v.name}"
     if config.mixed:
         text += f", first and last {config.boundary} layers {BOUNDARY_TYPE}"
