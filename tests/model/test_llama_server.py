@@ -158,3 +158,23 @@ def test_port_in_use_is_one_error_line(default_model_path):
                             str(port)], capture_output=True, text=True, timeout=60)
     assert r.returncode == 1
     assert r.stderr.strip().splitlines() == [f"error: cannot listen on 127.0.0.1:{port}: Address already in use"]
+
+
+def test_smoothed_keys_serve_parallel_slots(default_model_path):
+    """Key smoothing in llama-server: one mu for every slot, learned from the first request into the
+    empty cache and kept while any slot holds cells, so concurrent requests give what each gives
+    alone, as without smoothing; the banner counts mu's bytes as the plan does."""
+    s = LlamaServer(default_model_path, "--parallel", str(SLOTS), "--ctx", str(N_CTX), "--cache", "compact",
+                    "-t", "1")
+    try:
+        banner = "\n".join(s.banner)
+        plan = slot_plan(ggufinfo.read(default_model_path), CacheConfig.parse("compact"), True, SLOTS, N_CTX)
+        assert "keys smoothed (preset compact)" in banner and f"{format_size(plan.kv_total)} in total" in banner
+        alone = {prompt: s.stream(prompt) for prompt in PROMPTS}
+        assert all(len(text) > 20 for text in alone.values()), alone
+        with ThreadPoolExecutor(len(PROMPTS)) as pool:
+            together = dict(zip(PROMPTS, pool.map(s.stream, PROMPTS)))
+        assert together == alone
+    finally:
+        out = s.stop()
+    assert s.returncode == 0, out
