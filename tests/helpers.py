@@ -10,6 +10,7 @@ import threading
 import time
 import traceback
 import urllib.request
+from pathlib import Path
 
 import numpy as np
 from click.testing import CliRunner, Result
@@ -295,3 +296,26 @@ def inputs() -> list[tuple[str, np.ndarray]]:
     cases = [("random", random_rows()), ("edge", edge_blocks())]
     cases += [(f"real{i}", rows) for i, rows in enumerate(real_rows())]
     return cases
+
+
+def children_of(pid: int) -> list[int]:
+    """Processes whose parent is `pid` (Linux /proc)."""
+    out = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                out.append(int(entry.name))
+    return out
+
+
+def alive(pid: int) -> bool:
+    """Whether `pid` runs: a zombie has exited too, only its parent's wait is missing."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"

@@ -9,7 +9,6 @@ The OpenAI client is the real one.
 from __future__ import annotations
 
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -19,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from helpers import ServerProcess
+from helpers import ServerProcess, alive, children_of
 
 from tq_gguf.gguf import ggufinfo
 from tq_gguf.kv.cacheconfig import CacheConfig
@@ -33,29 +32,6 @@ N_CTX = 512
 N_TOKENS = 24
 PROMPTS = ["The capital of France is", "Water boils at", "The three primary colors are",
            "Once upon a time, a small robot"]
-
-
-def children_of(pid: int) -> list[int]:
-    """Processes whose parent is `pid` (Linux /proc)."""
-    out = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                out.append(int(entry.name))
-    return out
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # a zombie is dead too: only its parent's wait is missing
-    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
 
 
 class LlamaServer(ServerProcess):

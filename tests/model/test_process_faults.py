@@ -13,32 +13,11 @@ import threading
 import time
 from pathlib import Path
 
-from helpers import ServerProcess
+from helpers import ServerProcess, alive, children_of
 from tq_gguf.native import rpcwire
 from tq_gguf.runtime.ports import free_port
 
 TQ_GGUF = str(Path(sys.executable).parent / "tq-gguf")
-
-
-def children_of(pid: int) -> list[int]:
-    out = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                out.append(int(entry.name))
-    return out
-
-
-def alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"  # a zombie has exited; only its parent's wait is missing
 
 
 def test_a_killed_serve_leaves_no_llama_server(default_model_path):
