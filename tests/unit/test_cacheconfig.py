@@ -27,7 +27,8 @@ def test_key_smoothing_flag():
     assert smoothed == dataclasses.replace(PRESETS["balanced"].config, smooth_k=True) and smoothed.preset is None
     assert resolve("turbo4/turbo3", smooth_k=True) == CacheConfig.parse("turbo4/turbo3:sk")
     assert resolve("turbo4/turbo3:sk").smooth_k  # smooth_k=False never turns a spec's flag off
-    assert resolve("max:sk", cache_v="turbo3") == CacheConfig.parse("q8_0/turbo3:b2:sk")
+    assert resolve("q8_0/turbo2:b2:sk", cache_v="turbo3") == CacheConfig.parse("q8_0/turbo3:b2:sk")
+    assert str(resolve("max", cache_v="turbo4")) == "turbo4/turbo4:sk"  # a preset's smoothing stays too
     assert CacheConfig.parse("turbo4/turbo4:sk").cli_args(30)[-1] == "-sk"
     assert "-sk" not in CacheConfig.parse("turbo4/turbo4").cli_args(30)
 
@@ -48,8 +49,8 @@ def test_resolve_precedence():
     assert resolve() == PRESETS["balanced"].config
     assert resolve(default=tagged) == tagged
     assert resolve("max", default=tagged) == PRESETS["max"].config
-    # explicit sides win over the preset and keep its boundary layers
-    assert str(resolve("max", cache_v="turbo3")) == "q8_0/turbo3:b2"
+    # explicit sides win over the spec's and keep its boundary layers
+    assert str(resolve("q8_0/turbo2:b2", cache_v="turbo3")) == "q8_0/turbo3:b2"
     assert str(resolve(cache_k="f16", default=tagged)) == "f16/turbo3"
 
 
