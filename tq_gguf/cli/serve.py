@@ -36,12 +36,15 @@ ENGINES = ("python", "llama-server")
                    "[default: the target's K and V types]")
 @click.option("--draft-max", type=click.IntRange(1, 64), metavar="N",
               help="tokens the draft proposes per step [default: llama.cpp's, 3]")
+@click.option("--context-shift", is_flag=True,
+              help="llama-server: a slot that fills its context drops its oldest tokens and goes on generating "
+                   "(the kept keys are re-roped, compressed or not) instead of stopping")
 @click.option("--verbose", is_flag=True, help="show llama.cpp's log")
 def serve(model: str | None, cache: str | None, cache_k: str | None, cache_v: str | None, smooth_k: bool,
           engine: str, host: str,
           port: int, n_ctx: int, parallel: int, threads: int | None, alias: str | None, chat_format: str | None,
           api_key: str | None, rpc: tuple[str, ...], draft_model: str | None, draft_cache: str | None,
-          draft_max: int | None, verbose: bool) -> None:
+          draft_max: int | None, context_shift: bool, verbose: bool) -> None:
     """Serve MODEL (a GGUF path or a model name; default: the default model) over an OpenAI-compatible API.
 
     The python engine is llama-cpp-python's server (/v1/completions,
@@ -62,6 +65,8 @@ def serve(model: str | None, cache: str | None, cache_k: str | None, cache_v: st
     echo = lambda line: click.echo(line, err=True)  # noqa: E731
     if engine != "llama-server" and (draft_model or draft_cache or draft_max):
         raise click.UsageError("--draft, --draft-cache and --draft-max are for --engine llama-server")
+    if engine != "llama-server" and context_shift:
+        raise click.UsageError("--context-shift is for --engine llama-server")
     if (draft_cache or draft_max) and not draft_model:
         raise click.UsageError("--draft-cache and --draft-max need --draft MODEL")
     if engine == "llama-server":
@@ -72,7 +77,7 @@ def serve(model: str | None, cache: str | None, cache_k: str | None, cache_v: st
         llamaserver.serve(model, cache=cache, cache_k=cache_k, cache_v=cache_v, host=host, port=port, n_ctx=n_ctx,
                           parallel=parallel, threads=threads, alias=alias, api_key=api_key, rpc=rpc,
                           verbose=verbose, echo=echo, draft_model=draft_model, draft_cache=draft_cache,
-                          draft_max=draft_max, smooth_k=smooth_k)
+                          draft_max=draft_max, smooth_k=smooth_k, context_shift=context_shift)
         return
     if parallel > 1:
         raise click.UsageError("the python engine serves one request at a time; use --engine llama-server "

@@ -108,7 +108,7 @@ def resolve_draft(model: str, spec: str | None, target_path: Path, target: Cache
 
 def command(path: Path, info: ggufinfo.ModelInfo, config: CacheConfig, flash_attn: bool, plan: SlotPlan, *,
             host: str, port: int, threads: int | None, alias: str, rpc: list[str],
-            draft: Draft | None = None) -> list[str]:
+            draft: Draft | None = None, context_shift: bool = False) -> list[str]:
     """llama-server's arguments for this model, cache config and slot plan."""
     cmd = [str(tool_path("llama-server")), "-m", str(path), "--alias", alias, "--host", host, "--port", str(port),
            "-np", str(plan.slots), "-c", str(plan.ctx_per_slot * plan.slots), "--no-kv-unified",
@@ -119,6 +119,8 @@ def command(path: Path, info: ggufinfo.ModelInfo, config: CacheConfig, flash_att
         cmd += ["--rpc", ",".join(rpc), "-ngl", ALL_LAYERS]
     if draft:
         cmd += draft.cli_args()
+    if context_shift:  # a slot that fills its context drops its oldest half and goes on (K rows re-roped)
+        cmd.append("--context-shift")
     return cmd
 
 
@@ -151,7 +153,8 @@ def _log_reasons(log) -> str:
 def serve(model: str | None, *, cache: str | None, cache_k: str | None, cache_v: str | None, host: str, port: int,
           n_ctx: int, parallel: int, threads: int | None, alias: str | None, api_key: str | None,
           rpc: tuple[str, ...], verbose: bool, echo: Callable[[str], None], draft_model: str | None = None,
-          draft_cache: str | None = None, draft_max: int | None = None, smooth_k: bool = False) -> None:
+          draft_cache: str | None = None, draft_max: int | None = None, smooth_k: bool = False,
+          context_shift: bool = False) -> None:
     """Serve MODEL with llama-server until SIGINT or SIGTERM; stops the server before returning."""
     path = models.resolve(model)
     info = ggufinfo.read(path)
@@ -168,7 +171,8 @@ def serve(model: str | None, *, cache: str | None, cache_k: str | None, cache_v:
     check_port(host, port)
     plan = slot_plan(info, config, flash_attn, parallel, n_ctx)
     cmd = command(path, info, config, flash_attn, plan, host=host, port=port, threads=threads,
-                  alias=alias or model or path.stem, rpc=endpoints, draft=draft) + (VERBOSE_LOG if verbose else [])
+                  alias=alias or model or path.stem, rpc=endpoints, draft=draft,
+                  context_shift=context_shift) + (VERBOSE_LOG if verbose else [])
     url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
     echo(f"serving {path.name} with llama-server and {describe(config)}"
          + (f", layers on {', '.join(endpoints)}" if endpoints else ""))
