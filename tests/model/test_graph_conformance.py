@@ -95,7 +95,7 @@ def test_each_layer_gets_its_own_type_in_order(text):
     v = ["turbo3"] * n_layer
     k[0], k[1], k[15], k[-1] = "turbo2", "turbo4", "f16", "turbo3"
     v[0], v[1], v[15], v[-1] = "q8_0", "turbo2", "turbo4", "f16"
-    cfg = PerLayer(cachetypes.get("q8_0"), cachetypes.get("turbo3"), 0, tuple(k), tuple(v))
+    cfg = PerLayer(cachetypes.get("q8_0"), cachetypes.get("turbo3"), k_layers=tuple(k), v_layers=tuple(v))
     writes = cachewrites.capture(path, cfg, text, 16)
     got_k = [writes[("k", il)].type_name for il in range(n_layer)]
     got_v = [writes[("v", il)].type_name for il in range(n_layer)]
