@@ -57,6 +57,11 @@ class CacheConfig:
         preset, _, flag = spec.rpartition(SMOOTH_FLAG)
         if preset in PRESETS and not flag:
             return replace(PRESETS[preset].config, smooth_k=True)
+        return cls._of_spec(spec)
+
+    @classmethod
+    def _of_spec(cls, spec: str) -> "CacheConfig":
+        """`K/V[:bN][:sk]` alone (the presets are written in it)."""
         m = _SPEC.match(spec)
         if not m:
             raise CacheTypeError(
@@ -165,8 +170,7 @@ class Preset:
 
 
 def _preset(spec: str, summary: str) -> Preset:
-    m = _SPEC.match(spec)
-    return Preset(CacheConfig.of(m["k"], m["v"], int(m["boundary"] or 0), bool(m["smooth"])), summary)
+    return Preset(CacheConfig._of_spec(spec), summary)
 
 
 # Measured in docs/QUALITY.md ("Presets"): with smoothed keys, 4-bit turbo keys hold on all three
