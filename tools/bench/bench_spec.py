@@ -16,17 +16,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
-import subprocess
-import sys
-import urllib.request
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from benchserver import post_json, served
 
-from tq_gguf.runtime.ports import free_port  # noqa: E402
-
-TQ_GGUF = str(Path(sys.executable).parent / "tq-gguf")
 PROMPTS = [
     "# Python\ndef merge_intervals(intervals):\n    \"\"\"Merge overlapping [start, end] intervals.\"\"\"\n",
     "// C\n#include <string.h>\n\n/* Reverse the string s in place. */\nvoid reverse(char *s) {\n",
@@ -38,35 +31,16 @@ PROMPTS = [
 
 
 def complete(url: str, prompt: str, n_tokens: int) -> dict:
-    body = {"prompt": prompt, "n_predict": n_tokens, "temperature": 0, "ignore_eos": True, "cache_prompt": False}
-    request = urllib.request.Request(url + "/completion", data=json.dumps(body).encode(),
-                                     headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=900) as response:
-        return json.load(response)
+    return post_json(url + "/completion", {"prompt": prompt, "n_predict": n_tokens, "temperature": 0,
+                                           "ignore_eos": True, "cache_prompt": False})
 
 
 def run_server(target: str, config: str, draft: str | None, draft_max: int | None, prompts: list[str],
                n_tokens: int, threads: int) -> dict:
-    port = free_port()
-    cmd = [TQ_GGUF, "serve", target, "--engine", "llama-server", "--cache", config, "--ctx", "1024",
-           "--port", str(port), "-t", str(threads)]
-    if draft:
-        cmd += ["--draft", draft, "--draft-max", str(draft_max)]
-    server = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        banner = []
-        for line in server.stdout:
-            banner.append(line)
-            if "ready at" in line:
-                break
-        else:
-            raise SystemExit(f"server for {config} did not start (exit {server.wait()}):\n{''.join(banner)}")
-        url = f"http://127.0.0.1:{port}"
+    extra = ("--draft", draft, "--draft-max", str(draft_max)) if draft else ()
+    with served(target, config, ctx=1024, threads=threads, extra=extra) as url:
         complete(url, prompts[0], 4)  # warm up
         results = [complete(url, p, n_tokens) for p in prompts]
-    finally:
-        server.send_signal(signal.SIGTERM)
-        server.wait(30)
     timings = [r["timings"] for r in results]
     drafted = sum(t.get("draft_n", 0) for t in timings)
     return {"config": config, "draft_max": draft_max if draft else 0, "texts": [r["content"] for r in results],
