@@ -1,13 +1,17 @@
 """tools/bench/bench_serve.py's load mode without a server: the request mix (a fixed seed gives the
 same requests, lengths within range, a quarter of each endpoint x streaming), the prompts cut from
-a token list, and what counts as an error, down to a client against a local HTTP stub."""
+a token list, what counts as an error (down to a client against a local HTTP stub), and the server's
+CPU time, counted over its child processes (benchserver.py)."""
 
 from __future__ import annotations
 
 import json
+import os
 import socket
+import subprocess
 import sys
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -172,3 +176,20 @@ def test_client_against_a_closed_port():
         port = s.getsockname()[1]
     request = Request(0, False, False, 8, 4, 0.0)
     assert classify(request, send(f"http://127.0.0.1:{port}", request, "hi", timeout=5)).startswith("connection")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_server_cpu_time_counts_the_children():
+    from benchserver import Server
+
+    child = subprocess.Popen([sys.executable, "-c", "import time\nt = time.process_time()\n"
+                              "while time.process_time() - t < 0.3: pass\ntime.sleep(30)"])
+    try:
+        deadline = time.monotonic() + 20
+        mine = Server("", os.getpid())
+        while Server("", child.pid).cpu_s() < 0.25 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert mine.cpu_s() >= Server("", child.pid).cpu_s() >= 0.25
+    finally:
+        child.kill()
+        child.wait()

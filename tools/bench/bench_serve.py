@@ -18,8 +18,9 @@ clients as slots (`--clients`) send them in list order, each its next request on
 answered (a closed loop: every slot stays busy, nothing queues in the server). Per config: requests
 sent, errors, p50/p99 end-to-end latency, p50/p99 time to first token (streamed requests: the
 first event carrying a choice, which llama-server sends with the first token), and the generated
-tokens of the answered requests over the wall time (first request sent to last answer), also as a
-ratio to the first config's.
+tokens of the answered requests over the wall time (first request sent to last answer), and per
+CPU second the server used meanwhile (which other jobs on a shared machine inflate much less than
+the wall time), each also as a ratio to the first config's.
 
 A request is an error, and counts in no latency or rate, if: no HTTP answer within `--timeout`
 seconds or the connection fails (timeout, connection); the status is not 200 (HTTP); the body or
@@ -99,7 +100,8 @@ def stream(url: str, prompt: str, n_tokens: int) -> tuple[float, list[float]]:
 
 
 def run_sweep(model: str, config: str, slots: int, requests: int, n_tokens: int, ctx: int, threads: int) -> dict:
-    with served(model, config, ctx=ctx, slots=slots, threads=threads) as url:
+    with served(model, config, ctx=ctx, slots=slots, threads=threads) as server:
+        url = server.url
         stream(url, PROMPTS[0], 4)  # warm up
         ttft, gaps, lock = [], [], threading.Lock()
 
@@ -366,19 +368,23 @@ def run_mix(model: str, configs: list[str], mix: list[Request], *, slots: int, c
     prompts: list[str] = []
     rows = []
     for config in configs:
-        with served(model, config, ctx=ctx, slots=slots, threads=threads) as url:
+        with served(model, config, ctx=ctx, slots=slots, threads=threads) as server:
+            url = server.url
             if not prompts:  # the model's tokenizer, whichever config serves it
                 text = git_release_notes(TEXT_BYTES)
                 tokens = post_json(url + "/tokenize", {"content": text})["tokens"]
                 prompts = cut_prompts(mix, tokens, lambda t: post_json(url + "/detokenize", {"tokens": t})["content"])
             for warm in (Request(-1, False, False, 8, 4, 0.0), Request(-1, True, True, 8, 4, 0.0)):
                 send(url, warm, PROMPTS[0], timeout)
-            load_before = os.getloadavg()
+            load_before, cpu_before = os.getloadavg(), server.cpu_s()
             answered, wall = drive(url, mix, prompts, clients, timeout)
             row = summarize(config, mix, answered, wall)
+            row["server_cpu_s"] = server.cpu_s() - cpu_before
+            row["tok_per_cpu_s"] = row["generated_tokens"] / row["server_cpu_s"]
             row["loadavg_before"], row["loadavg_after"] = load_before, os.getloadavg()
         rows.append(row)
-        print(f"  {config}: {row['requests']} requests in {wall:.0f} s, {row['errors']} errors; load average "
+        print(f"  {config}: {row['requests']} requests in {wall:.0f} s, {row['errors']} errors, server CPU "
+              f"{row['server_cpu_s']:.0f} s; load average "
               f"{load_before[0]:.2f} before, {row['loadavg_after'][0]:.2f} after", file=sys.stderr, flush=True)
     return rows, mix_fingerprint(mix, prompts)
 
@@ -388,11 +394,14 @@ def print_mix(rows: list[dict], base: dict) -> None:
         return "-" if x is None else f"{x:.2f}"
 
     print(f"{'config':<16} {'sent':>5} {'errors':>6} {'latency p50':>11} {'p99':>6} {'TTFT p50':>9} {'p99':>6} "
-          f"{'tok/s':>6}  vs {base['config']}   (seconds)")
+          f"{'tok/s':>6} {'ratio':>6} {'CPU s':>6} {'tok/CPU s':>9} {'ratio':>6}")
     for r in rows:
         print(f"{r['config']:<16} {r['requests']:>5} {r['errors']:>6} {s(r['latency_p50_s']):>11} "
-              f"{s(r['latency_p99_s']):>6} {s(r['ttft_p50_s']):>9} {s(r['ttft_p99_s']):>6} {r['tok_s']:>6.1f}  "
-              f"{r['tok_s'] / base['tok_s']:.2f}x")
+              f"{s(r['latency_p99_s']):>6} {s(r['ttft_p50_s']):>9} {s(r['ttft_p99_s']):>6} {r['tok_s']:>6.1f} "
+              f"{r['tok_s'] / base['tok_s']:>5.2f}x {r['server_cpu_s']:>6.0f} {r['tok_per_cpu_s']:>9.2f} "
+              f"{r['tok_per_cpu_s'] / base['tok_per_cpu_s']:>5.2f}x")
+    print(f"(latencies in seconds; ratios to {base['config']}; CPU s: what the server used during the load, "
+          f"which other jobs on the machine inflate much less than the wall time)")
     for r in rows:
         bad = [q for q in r["per_request"] if q["error"]]
         if bad:
@@ -473,7 +482,8 @@ def main() -> None:
         result = {"mode": "load", "model": Path(path).name, "seed": args.seed, "mix": fingerprint,
                   "prompt_tokens": args.prompt_tokens, "answer_tokens": args.answer_tokens, "slots": slots,
                   "clients": clients, "ctx": ctx, "threads": args.threads, "timeout_s": args.timeout,
-                  "rows": [{**r, "tok_s_vs_base": r["tok_s"] / rows[0]["tok_s"]} for r in rows]}
+                  "rows": [{**r, "tok_s_vs_base": r["tok_s"] / rows[0]["tok_s"],
+                            "tok_per_cpu_s_vs_base": r["tok_per_cpu_s"] / rows[0]["tok_per_cpu_s"]} for r in rows]}
     else:
         ctx = args.ctx or 512
         rows = [run_sweep(path, c, int(s), args.requests, args.tokens, ctx, args.threads)

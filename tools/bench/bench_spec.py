@@ -38,9 +38,9 @@ def complete(url: str, prompt: str, n_tokens: int) -> dict:
 def run_server(target: str, config: str, draft: str | None, draft_max: int | None, prompts: list[str],
                n_tokens: int, threads: int) -> dict:
     extra = ("--draft", draft, "--draft-max", str(draft_max)) if draft else ()
-    with served(target, config, ctx=1024, threads=threads, extra=extra) as url:
-        complete(url, prompts[0], 4)  # warm up
-        results = [complete(url, p, n_tokens) for p in prompts]
+    with served(target, config, ctx=1024, threads=threads, extra=extra) as server:
+        complete(server.url, prompts[0], 4)  # warm up
+        results = [complete(server.url, p, n_tokens) for p in prompts]
     timings = [r["timings"] for r in results]
     drafted = sum(t.get("draft_n", 0) for t in timings)
     return {"config": config, "draft_max": draft_max if draft else 0, "texts": [r["content"] for r in results],
