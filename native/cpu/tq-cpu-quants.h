@@ -49,13 +49,18 @@ ggml_to_float_t ggml_tq_cpu_to_float(enum ggml_type type);
 
 // FLASH_ATTN_EXT with a turbo K and/or V (tq-fattn.c): one pass over each K/V row serves
 // every query row of its KV head in the pass, and a query row's result does not depend on
-// the batch or the thread count. _supported says whether dst can take it; _work_size is the
-// shared work buffer it needs (bytes, on top of ggml's); ggml_tq_cpu_fa computes dst on
+// the batch or the thread count. _supported says whether dst can take it (a declined op is
+// logged once per reason); _work_size is the work buffer it needs for n_threads threads
+// (bytes, on top of ggml's; bounded whatever the context); ggml_tq_cpu_fa computes dst on
 // every thread of the op. GGML_TQ_FA=0 in the environment turns it off (for timing).
 struct ggml_compute_params;
 bool   ggml_tq_cpu_fa_supported(const struct ggml_tensor * dst);
-size_t ggml_tq_cpu_fa_work_size(const struct ggml_tensor * dst);
+GGML_BACKEND_API size_t ggml_tq_cpu_fa_work_size(const struct ggml_tensor * dst, int n_threads);
 void   ggml_tq_cpu_fa(const struct ggml_compute_params * params, struct ggml_tensor * dst);
+// Why the kernel can decline an op: the i-th reason's text (NULL past the last), and whether
+// it declined one for that reason in this process.
+GGML_BACKEND_API const char * ggml_tq_cpu_fa_decline_reason(int i);
+GGML_BACKEND_API bool         ggml_tq_cpu_fa_declined(int i);
 // The row expander flash attention uses for a K/V type (NULL for f32 rows, used as they are).
 ggml_to_float_t ggml_tq_cpu_fa_to_float(enum ggml_type type);
 

@@ -15,7 +15,17 @@
 //
 // A prompt takes many passes over each KV head (one per TQ_FA_ROWS rows), so a batch first
 // expands the K and V rows to float once, all threads sharing the work, and its passes read
-// those floats: O(n_kv*d) expansion for the op instead of O(n_q*n_kv*d/TQ_FA_ROWS).
+// those floats: O(n_kv*d) expansion for the op instead of O(n_q*n_kv*d/TQ_FA_ROWS). It does so
+// one window of cells at a time (TQ_FA_EXPAND_BUDGET bytes of floats at most), so the scratch
+// does not grow with the context.
+//
+// Masked keys never touch a row: a row adds a V row only with a nonzero weight, so an inf or
+// NaN in the V row of a key a query masks (an overflowed f16 or q8_0 partner, a cell of
+// another sequence) does not reach it, as in ggml's own path.
+//
+// Scratch comes from the work buffer ggml_graph_plan sizes (ggml_tq_cpu_fa_work_size), none
+// from the stack: a thread needs some 140 KiB at head size 1024, more than some C libraries
+// give a thread.
 //
 // Batch invariance. A query row's result depends only on that row, the K/V rows and its
 // mask row: never on how many queries share the op, on which rows share a pass, or on the
@@ -44,15 +54,18 @@
 #include <immintrin.h>
 #endif
 #include <math.h>
+#include <stdatomic.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
 #define TQ_FA_TILE     32   // keys per online-softmax step (a multiple of 16)
 #define TQ_FA_CHUNK    256  // cells per chunk (a multiple of TQ_FA_TILE): the unit of merging
 #define TQ_FA_ROWS     16   // query rows per pass over the K/V rows
-#define TQ_FA_MAX_D    1024 // largest K/V head size taken (stack scratch)
+#define TQ_FA_MAX_D    1024 // largest K/V head size taken
 #define TQ_FA_MAX_DV_BLOCKED 256 // V head sizes whose tile of rows is held as float (below)
-#define TQ_FA_EXPAND_MAX ((size_t) 512 << 20) // largest float copy of a batch's K and V rows (bytes)
+#define TQ_FA_EXPAND_BUDGET ((size_t) 8 << 20) // bytes of K and V rows a batch holds as float at once
+#define TQ_FA_ALIGN    64   // bytes: every scratch array starts on a cache line (and an __m512)
 
 // The V accumulation of a tile is register-blocked: a slice of GGML_F32_EPR output values of
 // up to four rows stays in registers while the tile's rows are added, so each expanded V row is
@@ -72,6 +85,49 @@ static bool tq_fa_enabled(void) {
         enabled = (s == NULL || atoi(s) != 0) ? 1 : 0;
     }
     return enabled != 0;
+}
+
+// Why the kernel leaves an op with a turbo K or V to ggml's per-row path (much slower at depth).
+// Each reason is logged once per process, the first time it happens.
+enum tq_fa_decline {
+    TQ_FA_DECLINE_OFF,
+    TQ_FA_DECLINE_Q,
+    TQ_FA_DECLINE_HEAD_SIZE,
+    TQ_FA_DECLINE_GROUPING,
+    TQ_FA_DECLINE_MASK,
+    TQ_FA_DECLINE_SINKS,
+    TQ_FA_DECLINE_K_TYPE,
+    TQ_FA_DECLINE_V_TYPE,
+    TQ_FA_N_DECLINES,
+};
+
+static const char * const tq_fa_decline_text[TQ_FA_N_DECLINES] = {
+    [TQ_FA_DECLINE_OFF]       = "GGML_TQ_FA=0 is set in the environment",
+    [TQ_FA_DECLINE_Q]         = "the queries are not contiguous f32 rows",
+    [TQ_FA_DECLINE_HEAD_SIZE] = "a K or V head size is not a multiple of 64 up to 1024",
+    [TQ_FA_DECLINE_GROUPING]  = "K and V do not group the query heads alike",
+    [TQ_FA_DECLINE_MASK]      = "the mask is not f16",
+    [TQ_FA_DECLINE_SINKS]     = "the attention sinks are not f32",
+    [TQ_FA_DECLINE_K_TYPE]    = "the K type has no row expander on this CPU",
+    [TQ_FA_DECLINE_V_TYPE]    = "the V type has no row expander on this CPU",
+};
+
+static atomic_int tq_fa_declined[TQ_FA_N_DECLINES];
+
+static bool tq_fa_decline(enum tq_fa_decline why) {
+    if (atomic_fetch_add(&tq_fa_declined[why], 1) == 0) {
+        GGML_LOG_WARN("tq-gguf: flash attention over a turbo cache takes ggml's slower per-row path: %s\n",
+                      tq_fa_decline_text[why]);
+    }
+    return false;
+}
+
+const char * ggml_tq_cpu_fa_decline_reason(int i) {
+    return i >= 0 && i < TQ_FA_N_DECLINES ? tq_fa_decline_text[i] : NULL;
+}
+
+bool ggml_tq_cpu_fa_declined(int i) {
+    return i >= 0 && i < TQ_FA_N_DECLINES && atomic_load(&tq_fa_declined[i]) > 0;
 }
 
 // q.k of a float K row (n a multiple of 64), inlined: it runs once per key and query row,
@@ -112,8 +168,10 @@ static inline float tq_fa_max(const float * x, int n) {
 
 #if TQ_FA_BLOCKED
 // acc[h][0..DV) += sum over j < nt of w[h][j] * vt[j*DV ..], NH rows at a time in registers.
-// Each output value is a chain of FMAs over j in order, whatever NH is.
-static inline void tq_fa_accumulate_nh(const int NH, int nt, int64_t DV, float * const * acc,
+// Each output value is a chain of FMAs over j in order, whatever NH is. careful: a zero weight
+// adds nothing (not 0*v, NaN for an inf in V); the same floats otherwise, since an accumulator
+// that starts at +0 never becomes -0, so adding 0*v to it changes no bit.
+static inline void tq_fa_accumulate_nh(const int NH, const bool careful, int nt, int64_t DV, float * const * acc,
                                        const float (*w)[TQ_FA_TILE], const float * vt) {
     for (int64_t d = 0; d < DV; d += GGML_F32_EPR) {
         GGML_F32_VEC a[4];
@@ -123,7 +181,9 @@ static inline void tq_fa_accumulate_nh(const int NH, int nt, int64_t DV, float *
         for (int j = 0; j < nt; ++j) {
             const GGML_F32_VEC v = GGML_F32_VEC_LOAD(vt + j*DV + d);
             for (int h = 0; h < NH; ++h) {
-                a[h] = GGML_F32_VEC_FMA(a[h], v, GGML_F32_VEC_SET1(w[h][j]));
+                if (!careful || w[h][j] != 0.0f) {
+                    a[h] = GGML_F32_VEC_FMA(a[h], v, GGML_F32_VEC_SET1(w[h][j]));
+                }
             }
         }
         for (int h = 0; h < NH; ++h) {
@@ -133,16 +193,28 @@ static inline void tq_fa_accumulate_nh(const int NH, int nt, int64_t DV, float *
 }
 
 // a constant row count per call, so the compiler keeps a[] in registers
-static void tq_fa_accumulate(int g, int nt, int64_t DV, float * const * acc, const float (*w)[TQ_FA_TILE], const float * vt) {
+static inline void tq_fa_accumulate_rows(const bool careful, int g, int nt, int64_t DV, float * const * acc,
+                                         const float (*w)[TQ_FA_TILE], const float * vt) {
     int h = 0;
     for (; h + 4 <= g; h += 4) {
-        tq_fa_accumulate_nh(4, nt, DV, acc + h, w + h, vt);
+        tq_fa_accumulate_nh(4, careful, nt, DV, acc + h, w + h, vt);
     }
     switch (g - h) {
-        case 3: tq_fa_accumulate_nh(3, nt, DV, acc + h, w + h, vt); break;
-        case 2: tq_fa_accumulate_nh(2, nt, DV, acc + h, w + h, vt); break;
-        case 1: tq_fa_accumulate_nh(1, nt, DV, acc + h, w + h, vt); break;
+        case 3: tq_fa_accumulate_nh(3, careful, nt, DV, acc + h, w + h, vt); break;
+        case 2: tq_fa_accumulate_nh(2, careful, nt, DV, acc + h, w + h, vt); break;
+        case 1: tq_fa_accumulate_nh(1, careful, nt, DV, acc + h, w + h, vt); break;
         default: break;
+    }
+}
+
+// careful where some row of the tile gives a key that another row uses the weight 0 (a key
+// masked for it): only there can a V row the row does not see be non-finite
+static void tq_fa_accumulate(bool careful, int g, int nt, int64_t DV, float * const * acc,
+                             const float (*w)[TQ_FA_TILE], const float * vt) {
+    if (careful) {
+        tq_fa_accumulate_rows(true, g, nt, DV, acc, w, vt);
+    } else {
+        tq_fa_accumulate_rows(false, g, nt, DV, acc, w, vt);
     }
 }
 #endif
@@ -263,30 +335,36 @@ bool ggml_tq_cpu_fa_supported(const struct ggml_tensor * dst) {
     const struct ggml_tensor * mask  = dst->src[3];
     const struct ggml_tensor * sinks = dst->src[4];
 
-    if (!tq_fa_enabled() || (!ggml_tq_is_turbo(k->type) && !ggml_tq_is_turbo(v->type))) {
-        return false;
+    if (!ggml_tq_is_turbo(k->type) && !ggml_tq_is_turbo(v->type)) {
+        return false; // not ours to take
+    }
+    if (!tq_fa_enabled()) {
+        return tq_fa_decline(TQ_FA_DECLINE_OFF);
     }
     if (q->type != GGML_TYPE_F32 || q->nb[0] != sizeof(float)) {
-        return false;
+        return tq_fa_decline(TQ_FA_DECLINE_Q);
     }
     // whole 64-value blocks (every turbo row is; the dot's SIMD steps rely on it)
     if (k->ne[0] % 64 != 0 || v->ne[0] % 64 != 0 || k->ne[0] > TQ_FA_MAX_D || v->ne[0] > TQ_FA_MAX_D) {
-        return false;
+        return tq_fa_decline(TQ_FA_DECLINE_HEAD_SIZE);
     }
     // a pass shares one KV head: K and V must group the query heads alike
     if (q->ne[2] % k->ne[2] != 0 || k->ne[2] != v->ne[2] || q->ne[3] % k->ne[3] != 0 || k->ne[3] != v->ne[3]) {
-        return false;
+        return tq_fa_decline(TQ_FA_DECLINE_GROUPING);
     }
     if (mask && mask->type != GGML_TYPE_F16) {
-        return false;
+        return tq_fa_decline(TQ_FA_DECLINE_MASK);
     }
     if (sinks && sinks->type != GGML_TYPE_F32) {
-        return false;
+        return tq_fa_decline(TQ_FA_DECLINE_SINKS);
     }
     if (k->type != GGML_TYPE_F32 && ggml_tq_cpu_fa_to_float(k->type) == NULL) {
-        return false;
+        return tq_fa_decline(TQ_FA_DECLINE_K_TYPE);
     }
-    return v->type == GGML_TYPE_F32 || ggml_tq_cpu_fa_to_float(v->type) != NULL;
+    if (v->type != GGML_TYPE_F32 && ggml_tq_cpu_fa_to_float(v->type) == NULL) {
+        return tq_fa_decline(TQ_FA_DECLINE_V_TYPE);
+    }
+    return true;
 }
 
 static int64_t tq_fa_n_chunks(const struct ggml_tensor * dst) {
@@ -318,36 +396,102 @@ static struct tq_fa_passes tq_fa_passes_of(const struct ggml_tensor * dst) {
     return ps;
 }
 
-// Floats of a tensor's rows expanded once for a batch (0: f32 rows, read as they are).
-static int64_t tq_fa_expanded_floats(const struct ggml_tensor * t) {
-    return ggml_tq_cpu_fa_to_float(t->type) == NULL ? 0 : t->ne[0]*t->ne[1]*t->ne[2]*t->ne[3];
+// Floats per cell of a tensor's rows expanded for a batch, over its heads and sequences (0:
+// f32 rows, read as they are).
+static int64_t tq_fa_floats_per_cell(const struct ggml_tensor * t) {
+    return ggml_tq_cpu_fa_to_float(t->type) == NULL ? 0 : t->ne[0]*t->ne[2]*t->ne[3];
 }
 
-// Whether a batch expands its K and V rows once, up front. Every pass over a KV head would
-// otherwise expand the same rows again: a prompt of N positions in a group of G heads takes
-// about N*G/TQ_FA_ROWS passes per KV head, and each expansion costs about as much as the
-// dots it feeds. Up front it is O(n_kv*d) for the whole op, split across the threads.
-static bool tq_fa_expands(const struct ggml_tensor * dst) {
+// Cells per window in which a batch expands its K and V rows to float, whole chunks, as many
+// as TQ_FA_EXPAND_BUDGET holds (one chunk at least); 0 where it reads the rows as they are.
+// Every pass over a KV head would otherwise expand the same rows again: a prompt of N
+// positions in a group of G heads takes about N*G/TQ_FA_ROWS passes per KV head, and each
+// expansion costs about as much as the dots it feeds. Expanded once per window it is
+// O(n_kv*d) for the whole op, split across the threads.
+static int64_t tq_fa_window(const struct ggml_tensor * dst) {
     const struct ggml_tensor * q = dst->src[0];
+    const struct ggml_tensor * k = dst->src[1];
     const struct tq_fa_passes ps = tq_fa_passes_of(dst);
-    const int64_t passes_per_head = ps.n_grp*ps.n_blk*(q->ne[3]/dst->src[1]->ne[3]);
-    const int64_t floats = tq_fa_expanded_floats(dst->src[1]) + tq_fa_expanded_floats(dst->src[2]);
-    return !tq_fa_is_decode(dst) && passes_per_head > 1 && floats > 0 &&
-           (size_t) floats*sizeof(float) <= TQ_FA_EXPAND_MAX;
+    const int64_t passes_per_head = ps.n_grp*ps.n_blk*(q->ne[3]/k->ne[3]);
+    const int64_t per_cell = tq_fa_floats_per_cell(k) + tq_fa_floats_per_cell(dst->src[2]);
+    if (tq_fa_is_decode(dst) || passes_per_head <= 1 || per_cell == 0) {
+        return 0;
+    }
+    const int64_t fit = (int64_t) (TQ_FA_EXPAND_BUDGET/sizeof(float))/per_cell/TQ_FA_CHUNK*TQ_FA_CHUNK;
+    return MIN(MAX(fit, TQ_FA_CHUNK), tq_fa_n_chunks(dst)*TQ_FA_CHUNK);
 }
 
-size_t ggml_tq_cpu_fa_work_size(const struct ggml_tensor * dst) {
+static size_t tq_fa_aligned(size_t bytes) {
+    return GGML_PAD(bytes, TQ_FA_ALIGN);
+}
+
+// A thread's scratch, carved from the work buffer.
+struct tq_fa_scratch {
+    float * k32;                // DK: one K row as float
+    float * v32;                // DV: one V row as float
+    float (*sc)[TQ_FA_TILE];    // TQ_FA_ROWS: scores of a tile
+    float (*pw)[TQ_FA_TILE];    // TQ_FA_ROWS: softmax weights of a tile
+    float (*pu)[TQ_FA_TILE];    // TQ_FA_ROWS: weights of the rows in vt
+    float * vt;                 // TQ_FA_TILE*DV: the tile's used V rows as float
+    float * acc;                // TQ_FA_ROWS*DV: a batch pass's chunk accumulators
+#if TQ_FA_PARTIALS
+    __m512 * part;              // TQ_FA_ROWS*TQ_FA_TILE: 16-lane partial sums of q.k, by row and key
+#endif
+};
+
+// Lays the scratch out from base (NULL: only sizes it); returns its bytes, a multiple of TQ_FA_ALIGN.
+static size_t tq_fa_scratch_at(char * base, int64_t DK, int64_t DV, struct tq_fa_scratch * s) {
+    size_t off = 0;
+#define TQ_FA_CARVE(field, bytes) do { if (base) { s->field = (void *) (base + off); } off += tq_fa_aligned(bytes); } while (0)
+    TQ_FA_CARVE(k32, DK*sizeof(float));
+    TQ_FA_CARVE(v32, DV*sizeof(float));
+    TQ_FA_CARVE(sc,  TQ_FA_ROWS*TQ_FA_TILE*sizeof(float));
+    TQ_FA_CARVE(pw,  TQ_FA_ROWS*TQ_FA_TILE*sizeof(float));
+    TQ_FA_CARVE(pu,  TQ_FA_ROWS*TQ_FA_TILE*sizeof(float));
+    TQ_FA_CARVE(vt,  TQ_FA_TILE*DV*sizeof(float));
+    TQ_FA_CARVE(acc, TQ_FA_ROWS*DV*sizeof(float));
+#if TQ_FA_PARTIALS
+    TQ_FA_CARVE(part, TQ_FA_ROWS*TQ_FA_TILE*sizeof(__m512));
+#endif
+#undef TQ_FA_CARVE
+    return off;
+}
+
+// What the op's threads share at the start of the work buffer (bytes, aligned):
+// decode: [M, S, VKQ[DV]] per query head and chunk;
+// batch: the window's K and V rows as float, then [M, S] per query row between windows.
+static size_t tq_fa_shared_bytes(const struct ggml_tensor * dst) {
+    const struct ggml_tensor * q = dst->src[0];
+    if (tq_fa_is_decode(dst)) {
+        return tq_fa_aligned(sizeof(float)*q->ne[2]*tq_fa_n_chunks(dst)*(2 + dst->src[2]->ne[0]));
+    }
+    const int64_t window = tq_fa_window(dst);
+    const int64_t expanded = window*(tq_fa_floats_per_cell(dst->src[1]) + tq_fa_floats_per_cell(dst->src[2]));
+    const int64_t n_rows = q->ne[1]*q->ne[2]*q->ne[3];
+    return tq_fa_aligned(sizeof(float)*expanded) + tq_fa_aligned(sizeof(float)*2*n_rows);
+}
+
+size_t ggml_tq_cpu_fa_work_size(const struct ggml_tensor * dst, int n_threads) {
     if (!ggml_tq_cpu_fa_supported(dst)) {
         return 0;
     }
-    if (tq_fa_is_decode(dst)) {
-        // decode: [M, S, VKQ[DV]] per query head and chunk
-        return sizeof(float)*dst->src[0]->ne[2]*tq_fa_n_chunks(dst)*(2 + dst->src[2]->ne[0]);
-    }
-    if (tq_fa_expands(dst)) {
-        return sizeof(float)*(tq_fa_expanded_floats(dst->src[1]) + tq_fa_expanded_floats(dst->src[2]));
-    }
-    return 0;
+    const size_t per_thread = tq_fa_scratch_at(NULL, dst->src[1]->ne[0], dst->src[2]->ne[0], NULL);
+    return TQ_FA_ALIGN + tq_fa_shared_bytes(dst) + (size_t) n_threads*per_thread;
+}
+
+// The work buffer from its first aligned byte.
+static char * tq_fa_work(const struct ggml_compute_params * params) {
+    return (char *) GGML_PAD((uintptr_t) params->wdata, TQ_FA_ALIGN);
+}
+
+// This thread's scratch, after the shared part of the work buffer.
+static struct tq_fa_scratch tq_fa_scratch_of(const struct ggml_compute_params * params, const struct ggml_tensor * dst) {
+    struct tq_fa_scratch s;
+    const int64_t DK = dst->src[1]->ne[0];
+    const int64_t DV = dst->src[2]->ne[0];
+    const size_t per_thread = tq_fa_scratch_at(NULL, DK, DV, NULL);
+    tq_fa_scratch_at(tq_fa_work(params) + tq_fa_shared_bytes(dst) + (size_t) params->ith*per_thread, DK, DV, &s);
+    return s;
 }
 
 // What every query row of the op shares.
@@ -446,45 +590,57 @@ static inline uint32_t tq_fa_mask_tile(const struct tq_fa_pass * p, int64_t it, 
 }
 
 // Bit j: some row of the pass gives key j of the tile a nonzero weight (its V row is needed).
-static inline uint32_t tq_fa_used_keys(float (*pw)[TQ_FA_TILE], int n, int nt) {
+// *mixed: some row gives one of those keys the weight 0 (masked for it, or an underflow).
+static inline uint32_t tq_fa_used_keys(float (*pw)[TQ_FA_TILE], int n, int nt, bool * mixed) {
     uint32_t used = 0;
+    uint32_t all  = 0; // bit j: every row gives key j a nonzero weight
 #if defined(__AVX512F__)
     for (int j0 = 0; j0 < nt; j0 += 16) {
         const __mmask16 live = (__mmask16) ((1u << MIN(16, nt - j0)) - 1);
         __mmask16 u = 0;
+        __mmask16 e = live;
         for (int r = 0; r < n; ++r) {
-            u |= _mm512_mask_cmp_ps_mask(live, _mm512_loadu_ps(pw[r] + j0), _mm512_setzero_ps(), _CMP_NEQ_UQ);
+            const __mmask16 nz = _mm512_mask_cmp_ps_mask(live, _mm512_loadu_ps(pw[r] + j0), _mm512_setzero_ps(), _CMP_NEQ_UQ);
+            u |= nz;
+            e &= nz;
         }
         used |= (uint32_t) u << j0;
+        all  |= (uint32_t) e << j0;
     }
 #else
-    for (int j = 0; j < nt; ++j) {
-        for (int r = 0; r < n; ++r) {
-            used |= (uint32_t) (pw[r][j] != 0.0f) << j;
+    all = (uint32_t) ((1ull << nt) - 1);
+    for (int r = 0; r < n; ++r) {
+        uint32_t nz = 0;
+        for (int j = 0; j < nt; ++j) {
+            nz |= (uint32_t) (pw[r][j] != 0.0f) << j;
         }
+        used |= nz;
+        all  &= nz;
     }
 #endif
+    *mixed = (used & ~all) != 0;
     return used;
 }
 
 // The pass's rows over KV cells [ic0, ic1) of one KV head: per row the chunk's maximum M,
 // sum S and accumulator (M = -inf, S = 0, acc = 0 when every cell is masked for the row).
-static void tq_fa_chunk(const struct tq_fa_op * op, struct tq_fa_pass * p,
-                        const char * k_head, const char * v_head, int64_t ic0, int64_t ic1) {
+// k_rows and v_rows hold the head's rows from cell row0 on.
+static void tq_fa_chunk(const struct tq_fa_op * op, struct tq_fa_pass * p, const struct tq_fa_scratch * s,
+                        const char * k_rows, const char * v_rows, int64_t row0, int64_t ic0, int64_t ic1) {
     const int64_t DK = op->DK;
     const int64_t DV = op->DV;
     const int n = p->n;
 
-    float k32[TQ_FA_MAX_D];             // one K row as float
-    float v32[TQ_FA_MAX_D];             // one V row as float
-    float sc[TQ_FA_ROWS][TQ_FA_TILE];   // scores of a tile
-    float pw[TQ_FA_ROWS][TQ_FA_TILE];   // softmax weights of a tile
+    float * k32 = s->k32;
+    float * v32 = s->v32;
+    float (*sc)[TQ_FA_TILE] = s->sc;
+    float (*pw)[TQ_FA_TILE] = s->pw;
 #if TQ_FA_PARTIALS
-    __m512 part[TQ_FA_ROWS][TQ_FA_TILE]; // 16-lane partial sums of q.k, by row and key
+    __m512 (*part)[TQ_FA_TILE] = (__m512 (*)[TQ_FA_TILE]) s->part;
 #endif
 #if TQ_FA_BLOCKED
-    float pu[TQ_FA_ROWS][TQ_FA_TILE];   // weights of the rows in vt
-    float vt[TQ_FA_TILE*TQ_FA_MAX_DV_BLOCKED]; // the tile's used V rows as float
+    float (*pu)[TQ_FA_TILE] = s->pu;
+    float * vt = s->vt;
     const bool blocked = DV <= TQ_FA_MAX_DV_BLOCKED && DV % GGML_F32_EPR == 0;
 #endif
 
@@ -508,7 +664,7 @@ static void tq_fa_chunk(const struct tq_fa_op * op, struct tq_fa_pass * p,
 #endif
                 continue;
             }
-            const char * k_data = k_head + (it + j)*op->nbk1;
+            const char * k_data = k_rows + (it + j - row0)*op->nbk1;
             const float * kf = (const float *) k_data;
             if (op->k_to_float) {
                 op->k_to_float(k_data, k32, DK);
@@ -580,12 +736,14 @@ static void tq_fa_chunk(const struct tq_fa_op * op, struct tq_fa_pass * p,
         }
 
         // values: one V row as float, a multiply-add per query row
-        const uint32_t used = tq_fa_used_keys(pw, n, nt);
+        bool mixed;
+        const uint32_t used = tq_fa_used_keys(pw, n, nt, &mixed);
 #if TQ_FA_BLOCKED
         if (blocked) {
-            if (op->v_to_float == NULL && used == (uint32_t) ((1ull << nt) - 1) && op->nbv1 == DV*sizeof(float)) {
-                // every key used and the rows float and adjacent (f32 V, or expanded for a batch)
-                tq_fa_accumulate(n, nt, DV, p->acc, (const float (*)[TQ_FA_TILE]) pw, (const float *) (v_head + it*op->nbv1));
+            if (!mixed && op->v_to_float == NULL && used == (uint32_t) ((1ull << nt) - 1) && op->nbv1 == DV*sizeof(float)) {
+                // every key used by every row, the rows float and adjacent (f32 V, or expanded for a batch)
+                tq_fa_accumulate(false, n, nt, DV, p->acc, (const float (*)[TQ_FA_TILE]) pw,
+                                 (const float *) (v_rows + (it - row0)*op->nbv1));
                 continue;
             }
             int nu = 0;
@@ -593,7 +751,7 @@ static void tq_fa_chunk(const struct tq_fa_op * op, struct tq_fa_pass * p,
                 if (!(used >> j & 1)) {
                     continue;
                 }
-                const char * v_data = v_head + (it + j)*op->nbv1;
+                const char * v_data = v_rows + (it + j - row0)*op->nbv1;
                 if (op->v_to_float) {
                     op->v_to_float(v_data, vt + nu*DV, DV);
                 } else {
@@ -604,7 +762,7 @@ static void tq_fa_chunk(const struct tq_fa_op * op, struct tq_fa_pass * p,
                 }
                 nu++;
             }
-            tq_fa_accumulate(n, nu, DV, p->acc, (const float (*)[TQ_FA_TILE]) pu, vt);
+            tq_fa_accumulate(mixed, n, nu, DV, p->acc, (const float (*)[TQ_FA_TILE]) pu, vt);
             continue;
         }
 #endif
@@ -612,14 +770,16 @@ static void tq_fa_chunk(const struct tq_fa_op * op, struct tq_fa_pass * p,
             if (!(used >> j & 1)) {
                 continue;
             }
-            const char * v_data = v_head + (it + j)*op->nbv1;
+            const char * v_data = v_rows + (it + j - row0)*op->nbv1;
             const float * vf = (const float *) v_data;
             if (op->v_to_float) {
                 op->v_to_float(v_data, v32, DV);
                 vf = v32;
             }
             for (int r = 0; r < n; ++r) {
-                ggml_vec_mad_f32((int) DV, p->acc[r], vf, pw[r][j]);
+                if (pw[r][j] != 0.0f) { // a key masked for the row adds nothing, whatever its V row holds
+                    ggml_vec_mad_f32((int) DV, p->acc[r], vf, pw[r][j]);
+                }
             }
         }
     }
@@ -687,7 +847,8 @@ static void tq_fa_decode(const struct ggml_compute_params * params, struct ggml_
     const int64_t n_grp  = (G + TQ_FA_ROWS - 1)/TQ_FA_ROWS; // row groups per KV head
     const int64_t nc     = tq_fa_n_chunks(dst);
     const int64_t stride = 2 + op.DV;                       // one [M, S, acc]
-    float * partials = (float *) params->wdata;             // [head][chunk][M, S, acc]
+    float * partials = (float *) tq_fa_work(params);        // [head][chunk][M, S, acc]
+    const struct tq_fa_scratch s = tq_fa_scratch_of(params, dst);
 
     const int64_t n_items = k->ne[2]*n_grp*nc;
     for (int64_t item = params->ith; item < n_items; item += params->nth) {
@@ -701,8 +862,8 @@ static void tq_fa_decode(const struct ggml_compute_params * params, struct ggml_
         for (int64_t iq2 = h0; iq2 < h1; ++iq2) {
             tq_fa_add_row(&p, &op, dst, 0, iq2, 0, partials + (iq2*nc + c)*stride + 2);
         }
-        tq_fa_chunk(&op, &p, (const char *) k->data + ik2*k->nb[2], (const char *) v->data + ik2*v->nb[2],
-                    c*TQ_FA_CHUNK, MIN((c + 1)*TQ_FA_CHUNK, k->ne[1]));
+        tq_fa_chunk(&op, &p, &s, (const char *) k->data + ik2*k->nb[2], (const char *) v->data + ik2*v->nb[2],
+                    0, c*TQ_FA_CHUNK, MIN((c + 1)*TQ_FA_CHUNK, k->ne[1]));
         for (int r = 0; r < p.n; ++r) {
             p.acc[r][-2] = p.M[r];
             p.acc[r][-1] = p.S[r];
@@ -724,99 +885,118 @@ static void tq_fa_decode(const struct ggml_compute_params * params, struct ggml_
     }
 }
 
-// This thread's share of t's rows as float (nothing for f32 rows), row (i3, i2, i1) at
-// ((i3*ne2 + i2)*ne1 + i1)*ne0: the floats each pass would get from expanding the row itself.
-static void tq_fa_expand(const struct ggml_tensor * t, ggml_to_float_t to_float, float * out, int ith, int nth) {
+// This thread's share of t's rows of cells [c0, c1) as float (nothing for f32 rows), row
+// (i3, i2, i1) at ((i3*ne2 + i2)*(c1 - c0) + i1 - c0)*ne0: the floats each pass would get from
+// expanding the row itself.
+static void tq_fa_expand(const struct ggml_tensor * t, ggml_to_float_t to_float, float * out,
+                         int64_t c0, int64_t c1, int ith, int nth) {
     if (to_float == NULL) {
         return;
     }
-    const int64_t n_rows = t->ne[1]*t->ne[2]*t->ne[3];
+    const int64_t nw = c1 - c0;
+    const int64_t n_rows = nw*t->ne[2]*t->ne[3];
     const int64_t r0 = n_rows*ith/nth;
     const int64_t r1 = n_rows*(ith + 1)/nth;
     for (int64_t r = r0; r < r1; ++r) {
-        const int64_t i1 = r % t->ne[1];
-        const int64_t i2 = (r / t->ne[1]) % t->ne[2];
-        const int64_t i3 = r / (t->ne[1]*t->ne[2]);
+        const int64_t i1 = c0 + r % nw;
+        const int64_t i2 = (r / nw) % t->ne[2];
+        const int64_t i3 = r / (nw*t->ne[2]);
         to_float((const char *) t->data + i1*t->nb[1] + i2*t->nb[2] + i3*t->nb[3], out + r*t->ne[0], t->ne[0]);
     }
 }
 
 // Several query tokens: a pass is (sequence, KV head, row group, block of positions) with
 // at most TQ_FA_ROWS rows; passes are dealt to the threads, and each walks its chunks in
-// order, merging each into the output rows as it goes.
+// order, merging each into the output rows as it goes. Where the rows are expanded to float
+// the KV range is walked one window at a time (every thread expands a share of the window,
+// then every pass takes the window's chunks), each row's M and S kept in the work buffer
+// between windows; the chunks and their order are the same as in one walk.
 static void tq_fa_batch(const struct ggml_compute_params * params, struct ggml_tensor * dst) {
     const struct ggml_tensor * q = dst->src[0];
     const struct ggml_tensor * k = dst->src[1];
     const struct ggml_tensor * v = dst->src[2];
 
-    struct tq_fa_op op = tq_fa_op_of(dst);
+    const struct tq_fa_op op = tq_fa_op_of(dst);
 
     const int64_t n_pos  = q->ne[1];
+    const int64_t n_kv   = k->ne[1];
     const struct tq_fa_passes ps = tq_fa_passes_of(dst);
     const int64_t G      = ps.G, g = ps.g, n_grp = ps.n_grp, P = ps.P, n_blk = ps.n_blk;
     const int64_t rk3    = q->ne[3]/k->ne[3];
-    const int64_t nc     = tq_fa_n_chunks(dst);
-
-    // K and V rows as float once for all passes (laid out [i3][KV head][cell][d]), or in each pass
-    const float * k32 = NULL;
-    const float * v32 = NULL;
-    if (tq_fa_expands(dst)) {
-        float * wk = (float *) params->wdata;
-        float * wv = wk + tq_fa_expanded_floats(k);
-        tq_fa_expand(k, op.k_to_float, wk, params->ith, params->nth);
-        tq_fa_expand(v, op.v_to_float, wv, params->ith, params->nth);
-        ggml_barrier(params->threadpool);
-        if (op.k_to_float) {
-            k32 = wk;
-            op.k_to_float = NULL;
-            op.nbk1 = op.DK*sizeof(float);
-        }
-        if (op.v_to_float) {
-            v32 = wv;
-            op.v_to_float = NULL;
-            op.nbv1 = op.DV*sizeof(float);
-        }
-    }
-
-    float acc[TQ_FA_ROWS][TQ_FA_MAX_D]; // chunk accumulators
-    float M[TQ_FA_ROWS];
-    float S[TQ_FA_ROWS];
-
     const int64_t n_pass = q->ne[3]*k->ne[2]*n_grp*n_blk;
-    for (int64_t pass = params->ith; pass < n_pass; pass += params->nth) {
-        const int64_t blk = pass % n_blk;
-        const int64_t grp = (pass / n_blk) % n_grp;
-        const int64_t ik2 = (pass / (n_blk*n_grp)) % k->ne[2];
-        const int64_t iq3 = pass / (n_blk*n_grp*k->ne[2]);
-        const int64_t h0  = ik2*G + grp*g;
-        const int64_t h1  = MIN(h0 + g, (ik2 + 1)*G);
 
-        struct tq_fa_pass p = { 0 };
-        float * out[TQ_FA_ROWS];
-        int64_t head[TQ_FA_ROWS];
-        for (int64_t iq1 = blk*P; iq1 < MIN((blk + 1)*P, n_pos); ++iq1) {
-            for (int64_t iq2 = h0; iq2 < h1; ++iq2) {
-                out[p.n]  = tq_fa_out_row(dst, iq1, iq2, iq3);
-                head[p.n] = iq2;
-                memset(out[p.n], 0, op.DV*sizeof(float));
-                M[p.n] = -INFINITY;
-                S[p.n] = 0.0f;
-                tq_fa_add_row(&p, &op, dst, iq1, iq2, iq3, acc[p.n]);
+    // the shared part of the work buffer: the window's K and V rows as float ([i3][KV head][cell][d]),
+    // then [M, S] per query row (iq3, iq1, iq2)
+    const int64_t window = tq_fa_window(dst);
+    float * wk = (float *) tq_fa_work(params);
+    float * wv = wk + window*tq_fa_floats_per_cell(k);
+    float * ms = (float *) ((char *) wk + tq_fa_aligned(sizeof(float)*window*
+                                                         (tq_fa_floats_per_cell(k) + tq_fa_floats_per_cell(v))));
+    const struct tq_fa_scratch s = tq_fa_scratch_of(params, dst);
+
+    const int64_t step = window > 0 ? window : GGML_PAD(n_kv, TQ_FA_CHUNK);
+    for (int64_t w0 = 0; w0 < n_kv; w0 += step) {
+        const int64_t w1 = MIN(w0 + step, n_kv);
+        struct tq_fa_op wop = op;
+        if (window > 0) {
+            if (w0 > 0) {
+                ggml_barrier(params->threadpool); // every pass is done with the last window's floats
+            }
+            tq_fa_expand(k, op.k_to_float, wk, w0, w1, params->ith, params->nth);
+            tq_fa_expand(v, op.v_to_float, wv, w0, w1, params->ith, params->nth);
+            ggml_barrier(params->threadpool);
+            if (op.k_to_float) {
+                wop.k_to_float = NULL;
+                wop.nbk1 = op.DK*sizeof(float);
+            }
+            if (op.v_to_float) {
+                wop.v_to_float = NULL;
+                wop.nbv1 = op.DV*sizeof(float);
             }
         }
-        const int64_t kv_head = (iq3/rk3)*k->ne[2] + ik2; // in the expanded layout
-        const char * k_head = k32 ? (const char *) (k32 + kv_head*k->ne[1]*op.DK)
-                                  : (const char *) k->data + ik2*k->nb[2] + (iq3/rk3)*k->nb[3];
-        const char * v_head = v32 ? (const char *) (v32 + kv_head*v->ne[1]*op.DV)
-                                  : (const char *) v->data + ik2*v->nb[2] + (iq3/rk3)*v->nb[3];
-        for (int64_t c = 0; c < nc; ++c) {
-            tq_fa_chunk(&op, &p, k_head, v_head, c*TQ_FA_CHUNK, MIN((c + 1)*TQ_FA_CHUNK, k->ne[1]));
-            for (int r = 0; r < p.n; ++r) {
-                tq_fa_merge(op.DV, &M[r], &S[r], out[r], p.M[r], p.S[r], p.acc[r]);
+
+        for (int64_t pass = params->ith; pass < n_pass; pass += params->nth) {
+            const int64_t blk = pass % n_blk;
+            const int64_t grp = (pass / n_blk) % n_grp;
+            const int64_t ik2 = (pass / (n_blk*n_grp)) % k->ne[2];
+            const int64_t iq3 = pass / (n_blk*n_grp*k->ne[2]);
+            const int64_t h0  = ik2*G + grp*g;
+            const int64_t h1  = MIN(h0 + g, (ik2 + 1)*G);
+
+            struct tq_fa_pass p = { 0 };
+            float * out[TQ_FA_ROWS];
+            float * row_ms[TQ_FA_ROWS];
+            int64_t head[TQ_FA_ROWS];
+            for (int64_t iq1 = blk*P; iq1 < MIN((blk + 1)*P, n_pos); ++iq1) {
+                for (int64_t iq2 = h0; iq2 < h1; ++iq2) {
+                    out[p.n]    = tq_fa_out_row(dst, iq1, iq2, iq3);
+                    row_ms[p.n] = ms + 2*((iq3*n_pos + iq1)*q->ne[2] + iq2);
+                    head[p.n]   = iq2;
+                    if (w0 == 0) {
+                        memset(out[p.n], 0, op.DV*sizeof(float));
+                        row_ms[p.n][0] = -INFINITY;
+                        row_ms[p.n][1] = 0.0f;
+                    }
+                    tq_fa_add_row(&p, &op, dst, iq1, iq2, iq3, s.acc + p.n*op.DV);
+                }
             }
-        }
-        for (int r = 0; r < p.n; ++r) {
-            tq_fa_finish(dst, head[r], op.DV, M[r], S[r], out[r]);
+            const int64_t kv_head = (iq3/rk3)*k->ne[2] + ik2; // in the expanded layout
+            const int64_t nw = w1 - w0;
+            const char * k_rows = op.k_to_float && window > 0 ? (const char *) (wk + kv_head*nw*op.DK)
+                                : (const char *) k->data + ik2*k->nb[2] + (iq3/rk3)*k->nb[3] + w0*k->nb[1];
+            const char * v_rows = op.v_to_float && window > 0 ? (const char *) (wv + kv_head*nw*op.DV)
+                                : (const char *) v->data + ik2*v->nb[2] + (iq3/rk3)*v->nb[3] + w0*v->nb[1];
+            for (int64_t c = w0/TQ_FA_CHUNK; c*TQ_FA_CHUNK < w1; ++c) {
+                tq_fa_chunk(&wop, &p, &s, k_rows, v_rows, w0, c*TQ_FA_CHUNK, MIN((c + 1)*TQ_FA_CHUNK, n_kv));
+                for (int r = 0; r < p.n; ++r) {
+                    tq_fa_merge(op.DV, &row_ms[r][0], &row_ms[r][1], out[r], p.M[r], p.S[r], p.acc[r]);
+                }
+            }
+            if (w1 == n_kv) {
+                for (int r = 0; r < p.n; ++r) {
+                    tq_fa_finish(dst, head[r], op.DV, row_ms[r][0], row_ms[r][1], out[r]);
+                }
+            }
         }
     }
 }

@@ -24,6 +24,17 @@ def test_info_json_lists_the_turbo_types_of_the_build(native_lib):
     assert "CPU" in data["backends"] and data["build"]["patches"][0].startswith("0001-")
 
 
+def test_info_lists_when_the_cpu_attention_kernel_declines(native_lib, monkeypatch):
+    from tq_gguf.native import backendops
+
+    data = json.loads(invoke("info", "--json").output)["cpu_attention"]
+    assert data["kernel_on"] and data["declines_when"] == [text for text, _ in backendops.flash_attn_declines()]
+    assert any("GGML_TQ_FA=0" in text for text in data["declines_when"])
+    monkeypatch.setenv("GGML_TQ_FA", "0")
+    assert not json.loads(invoke("info", "--json").output)["cpu_attention"]["kernel_on"]
+    assert "turbo kernel off (GGML_TQ_FA=0)" in invoke("info").output
+
+
 def test_models_list_json(default_model_path):
     data = json.loads(invoke("models", "list", "--json").output)
     default = [m for m in data if m["default"]]

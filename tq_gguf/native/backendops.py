@@ -187,3 +187,26 @@ def flash_attn(device: str, q: np.ndarray, k: np.ndarray, v: np.ndarray, k_type:
             g.set(tm, np.asarray(mask, dtype=np.float16))
         g.compute(out)
         return g.get(out, np.float32).reshape(n_q, n_head, dv)
+
+
+def flash_attn_work_size(n_head: int, n_q: int, d: int, n_head_kv: int, n_kv: int, k_type: str, v_type: str,
+                         n_threads: int) -> int:
+    """Bytes of work buffer the CPU's turbo flash-attention kernel asks ggml for, for an op of
+    these shapes on n_threads threads (0 where the kernel does not take the op)."""
+    with _Graph("CPU") as g:
+        tq = g.tensor("f32", d, n_q, n_head)
+        tk = g.tensor(k_type, d, n_kv, n_head_kv)
+        tv = g.tensor(v_type, d, n_kv, n_head_kv)
+        tm = g.tensor("f16", n_kv, n_q)
+        out = g.base.ggml_flash_attn_ext(g.ctx, tq, tk, tv, tm, 1.0 / np.sqrt(d), 0.0, 0.0)
+        return int(g.base.ggml_tq_cpu_fa_work_size(out, n_threads))
+
+
+def flash_attn_declines() -> list[tuple[str, bool]]:
+    """Why the CPU's turbo flash-attention kernel can leave an op to ggml's per-row path: each
+    reason's text, and whether it did so for that reason in this process."""
+    L = ggml.lib()
+    reasons = []
+    while (text := L.ggml_tq_cpu_fa_decline_reason(len(reasons))) != ffi.NULL:
+        reasons.append((ffi.string(text).decode(), bool(L.ggml_tq_cpu_fa_declined(len(reasons)))))
+    return reasons

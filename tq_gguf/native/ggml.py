@@ -126,6 +126,9 @@ bool  ggml_tq_cpu_has_variant(int variant);
 void  ggml_tq_cpu_quantize_row(int type, int variant, const float * x, void * y, int64_t k);
 void  ggml_tq_cpu_dequantize_row(int type, int variant, const void * x, float * y, int64_t k);
 float ggml_tq_cpu_vec_dot(int type, int variant, int n, const void * x, const float * y);
+size_t       ggml_tq_cpu_fa_work_size(const struct ggml_tensor * dst, int n_threads);
+const char * ggml_tq_cpu_fa_decline_reason(int i);
+bool         ggml_tq_cpu_fa_declined(int i);
 
 /* libggml: the backend registry */
 size_t             ggml_backend_reg_count(void);

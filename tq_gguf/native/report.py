@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from importlib import metadata
 
 from .. import __version__
@@ -36,6 +37,7 @@ def info_data() -> dict:
             available = {ct.name for ct in typeids.available()}
             fields = {name for name, _ in llamacpp.load().llama_context_params._fields_}
             data["key_smoothing"] = {"in_build": "smooth_k" in fields, "spec_flag": SMOOTH_FLAG}
+            data["cpu_attention"] = _cpu_attention()
         except (TqError, ImportError) as exc:  # ImportError: cffi comes with the full install, after the build
             data["native_library_error"] = str(exc)
     data["backend_status"] = {
@@ -47,6 +49,16 @@ def info_data() -> dict:
         for ct in cachetypes.CACHE_TYPES.values()
     ]
     return data
+
+
+def _cpu_attention() -> dict:
+    """Whether the CPU's turbo flash-attention kernel is on, and when it leaves an op to ggml's
+    slower per-row path (each reason is logged once per process when it happens)."""
+    from . import backendops  # deferred: numpy; `info` also runs before the full install
+
+    setting = os.environ.get("GGML_TQ_FA")
+    on = setting is None or (setting.strip().lstrip("-").isdigit() and int(setting) != 0)  # atoi's reading
+    return {"kernel_on": on, "declines_when": [text for text, _ in backendops.flash_attn_declines()]}
 
 
 def _binaries() -> dict:
@@ -86,6 +98,11 @@ def info_lines(data: dict | None = None) -> list[str]:
         ks = data["key_smoothing"]
         lines.append(f"key smoothing     {'yes' if ks['in_build'] else 'no'}: add {ks['spec_flag']} to a config "
                      f"(turbo4/turbo4{ks['spec_flag']}) or pass --smooth-k; the K cache stores k - mu")
+    if "cpu_attention" in data:
+        att = data["cpu_attention"]
+        lines.append(f"cpu attention     turbo kernel {'on' if att['kernel_on'] else 'off (GGML_TQ_FA=0)'}; an op goes to "
+                     "ggml's slower per-row path, logged once per reason, when")
+        lines += [f"                  - {reason}" for reason in att["declines_when"]]
     lines.append("cache types       name     bits/value  in this build")
     for ct in data["cache_types"]:
         lines.append(f"                  {ct['name']:<8} {ct['bits_per_value']:>10.2f}  {'yes' if ct['in_build'] else 'no'}")
