@@ -4,12 +4,13 @@ llama.cpp's own tools. Loaded by tq_gguf.cli when used."""
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
 import click
 
-from ..errors import CacheTypeError
+from ..errors import CacheTypeError, TqError
 from ..gguf import models
 from ..kv.cacheconfig import PRESETS, CacheConfig
 from ..kv.plan import format_size
@@ -177,11 +178,18 @@ def _table(rows: list[tuple[str, ...]]) -> list[str]:
             for row in rows]
 
 
+BENCH_CONFIGS = "q8_0/q8_0,q8_0/turbo4,q8_0/turbo3,q8_0/turbo2"
+# options of the speed benchmark alone, and of --memory alone: each mode refuses the other's
+SPEED_ONLY = {"depths": "--depths", "n_prompt": "-p", "n_gen": "-n", "reps": "-r", "rounds": "--rounds"}
+MEMORY_ONLY = {"lengths_text": "--lengths", "fill": "--fill", "allow_beyond_train": "--allow-beyond-train"}
+
+
 @click.command()
 @click.argument("model", required=False)
-@click.option("--configs", type=ConfigList(), default="q8_0/q8_0,q8_0/turbo4,q8_0/turbo3,q8_0/turbo2",
-              show_default=True, help="cache configs to time, comma-separated (K/V or presets without "
-                                      "per-layer types); f16/f16 and q8_0/q8_0 always run first as the baselines")
+@click.option("--configs", "configs_text", metavar="SPECS",
+              help=f"cache configs to time, comma-separated (K/V or presets without per-layer types); f16/f16 and "
+                   f"q8_0/q8_0 always run first as the baselines [default: {BENCH_CONFIGS}; with --memory: "
+                   f"f16/f16, q8_0/q4_0 and every preset, any config spec allowed, f16/f16 always first]")
 @click.option("--depths", type=IntList(), default="0,4096,8192", show_default=True,
               help="context depths (tokens already in the cache) to time at")
 @click.option("-p", "--n-prompt", type=click.IntRange(min=0), default=512, show_default=True,
@@ -193,21 +201,56 @@ def _table(rows: list[tuple[str, ...]]) -> list[str]:
 @click.option("--rounds", type=click.IntRange(min=1), default=1, show_default=True,
               help="run every config this many times, in turns, and report medians: on a shared machine a "
                    "slow spell then falls on all configs alike")
-@click.option("--threads", "-t", type=click.IntRange(min=1), help="CPU threads [default: llama-bench's]")
+@click.option("--threads", "-t", type=click.IntRange(min=1),
+              help="CPU threads [default: llama-bench's; with --memory: one per core]")
+@click.option("--memory", is_flag=True,
+              help="measure process memory instead of speed: each config at each --lengths in a fresh process; "
+                   "llama.cpp's KV, compute and weight buffers to the byte, plan's KV figure, RSS after load and "
+                   "peak RSS (docs/SPEED.md, \"Memory\")")
+@click.option("--lengths", "lengths_text", metavar="N,N,...",
+              help="with --memory: context lengths, 1024 or more [default: 4096,16384,32768]")
+@click.option("--fill", metavar="state|prefill",
+              help="with --memory: how the context is filled before its last 512-token ubatch: state (restore a "
+                   "synthetic state, seconds) or prefill (evaluate the text, minutes at 32K) [default: state]")
+@click.option("--allow-beyond-train", is_flag=True, help="with --memory: measure lengths beyond the model's training "
+                                                         "context")
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object instead of a table")
-def bench(model: str | None, configs, depths: list[int], n_prompt: int, n_gen: int, reps: int, rounds: int,
-          threads: int | None, as_json: bool) -> None:
-    """Decode and prefill speed of cache configs, as ratios to f16 in the same run.
+def bench(model: str | None, configs_text: str | None, depths: list[int], n_prompt: int, n_gen: int, reps: int,
+          rounds: int, threads: int | None, memory: bool, lengths_text: str | None, fill: str | None,
+          allow_beyond_train: bool, as_json: bool) -> None:
+    """Decode and prefill speed of cache configs, as ratios to f16 in the same run;
+    with --memory, the memory a process uses with each.
 
     llama-bench times MODEL (a GGUF path or a model name; default: the default
     model) with f16/f16 and q8_0/q8_0 first, then each config: decode (tg, one token at a time)
     and prefill (pp, a prompt batch) at each depth. llama-bench has no per-layer
     cache types, so per-layer configs such as q8_0/turbo2:b2 are refused.
 
+    With --memory, each config at each length runs in a fresh process that fills a
+    context of that many tokens (flash attention on, 512-token ubatches), evaluates its
+    last ubatch at full depth and decodes one token; the table gives llama.cpp's buffers,
+    plan's KV figure, RSS after load and the peak RSS, against f16/f16 at the same length.
+
     \b
     tq-gguf bench smollm2-135m --configs q8_0/turbo3 --depths 0,4096 -r 3
     tq-gguf bench smollm2-135m --configs q8_0/turbo3 --depths 0 -p 0 --rounds 5
+    tq-gguf bench smollm2-135m --memory --lengths 4096,8192 -t 2
     """
+    ctx = click.get_current_context()
+    given = {name for name in (*SPEED_ONLY, *MEMORY_ONLY)
+             if ctx.get_parameter_source(name) is not click.core.ParameterSource.DEFAULT}
+    if memory:
+        if given & set(SPEED_ONLY):
+            raise TqError(f"{_options(SPEED_ONLY, given)} set the speed benchmark; bench --memory takes --lengths, "
+                          f"--fill and --allow-beyond-train")
+        _bench_memory(model, configs_text, lengths_text, fill, allow_beyond_train, threads, as_json)
+        return
+    if given & set(MEMORY_ONLY):
+        raise TqError(f"{_options(MEMORY_ONLY, given)} set the memory benchmark; add --memory")
+    params = {p.name: p for p in ctx.command.params}
+    configs = ConfigList().convert(BENCH_CONFIGS if configs_text is None else configs_text,
+                                 params["configs_text"], ctx)
+
     from ..analysis import bench as run_bench  # deferred: heavy (numpy, gguf, llama_cpp); --help needs none
 
     if n_prompt == 0 and n_gen == 0:
@@ -226,3 +269,73 @@ def bench(model: str | None, configs, depths: list[int], n_prompt: int, n_gen: i
         return
     for line in bench_lines(result):
         click.echo(line)
+
+
+def _options(options: dict[str, str], given: set[str]) -> str:
+    return " and ".join(flag for name, flag in options.items() if name in given)
+
+
+def _specs(text: str, what: str) -> list[str]:
+    parts = [part.strip() for part in text.split(",")]
+    if not all(parts):
+        raise TqError(f"cannot read {what} {text!r}: give a comma-separated list without empty items")
+    return parts
+
+
+def _bench_memory(model: str | None, configs_text: str | None, lengths_text: str | None, fill: str | None,
+                  allow_beyond_train: bool, threads: int | None, as_json: bool) -> None:
+    """bench --memory: every refusal is one `error:` line (a TqError), before any process starts."""
+    from ..analysis import memorybench  # deferred: heavy (numpy, gguf, llama_cpp); --help needs none
+
+    configs = ([CacheConfig.parse(spec) for spec in _specs(configs_text, "--configs")] if configs_text is not None
+               else memorybench.default_configs())
+    lengths = list(memorybench.DEFAULT_LENGTHS)
+    if lengths_text is not None:
+        try:
+            lengths = [int(part) for part in _specs(lengths_text, "--lengths")]
+        except ValueError:
+            raise TqError(f"cannot read --lengths {lengths_text!r}: give comma-separated whole numbers of "
+                          f"tokens, e.g. 4096,16384") from None
+    path = models.resolve(model)
+
+    def progress(cell, done: int, total: int) -> None:
+        click.echo(f"memory {done}/{total} {cell.config} @ {cell.length}: KV {format_size(cell.kv_bytes)}, "
+                   f"peak RSS {format_size(cell.peak_rss_bytes)}, {cell.seconds:.0f} s", err=True)
+
+    result = memorybench.bench_memory(path, configs, lengths, fill=fill or memorybench.DEFAULT_FILL,
+                                      threads=threads or os.cpu_count() or 1,
+                                      allow_beyond_train=allow_beyond_train, progress=progress)
+    if as_json:
+        _echo_json(result.as_dict())
+        return
+    for line in memory_lines(result):
+        click.echo(line)
+
+
+def _signed_size(n: int) -> str:
+    return ("+" if n > 0 else "−" if n < 0 else "±") + format_size(abs(n))
+
+
+def memory_lines(result) -> list[str]:
+    fill = {"state": "the first cells restored from a synthetic state, peak reset after it",
+            "prefill": "every token prefilled"}[result.fill]
+    lines = [f"{Path(result.model).name}: memory per config and length, each in a fresh process; flash attention "
+             f"on, 512-token ubatches, {result.threads} thread{'s' * (result.threads != 1)}; {fill}; then the last "
+             f"ubatch at full depth and one decoded token", ""]
+    rows = [("config", "length", "KV", "vs f16", "plan KV", "compute", "weights", "RSS loaded", "peak RSS",
+             "peak − f16", "peak/f16", "other", "s")]
+    for c in result.cells:
+        base = result.base(c.length)
+        rows.append((c.config + (f" ({c.preset})" if c.preset else ""), str(c.length), format_size(c.kv_bytes),
+                     f"{c.kv_bytes / base.kv_bytes:.2f}x",
+                     "same" if c.plan_kv_bytes == c.kv_bytes else format_size(c.plan_kv_bytes),
+                     format_size(c.compute_bytes), format_size(c.weights_bytes), format_size(c.rss_loaded_bytes),
+                     format_size(c.peak_rss_bytes),
+                     "–" if c is base else _signed_size(c.peak_rss_bytes - base.peak_rss_bytes),
+                     f"{c.peak_rss_bytes / base.peak_rss_bytes:.2f}x", format_size(c.beyond_bytes), f"{c.seconds:.0f}"))
+    lines += _table(rows)
+    lines += ["", "KV, compute and weights: llama.cpp's buffers to the byte (plan KV: `tq-gguf plan`'s figure, "
+                  "'same' when equal; compute is reserved for the worst ubatch and only partly touched); peak RSS: "
+                  "VmHWM; other: peak RSS less weights and KV (compute pages touched, the CPU backend's work "
+                  "buffer, logits, Python, libraries); s: the cell's seconds, start to exit"]
+    return lines

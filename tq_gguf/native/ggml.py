@@ -109,6 +109,7 @@ void ggml_backend_free(ggml_backend_t backend);
 ggml_backend_buffer_t ggml_backend_alloc_ctx_tensors(struct ggml_context * ctx, ggml_backend_t backend);
 void   ggml_backend_buffer_free(ggml_backend_buffer_t buffer);
 size_t ggml_backend_buffer_get_size(ggml_backend_buffer_t buffer);
+int    ggml_backend_buffer_get_usage(ggml_backend_buffer_t buffer); /* enum ggml_backend_buffer_usage */
 void ggml_backend_tensor_set(struct ggml_tensor * tensor, const void * data, size_t offset, size_t size);
 void ggml_backend_tensor_get(const struct ggml_tensor * tensor, void * data, size_t offset, size_t size);
 int  ggml_backend_graph_compute(ggml_backend_t backend, struct ggml_cgraph * cgraph);

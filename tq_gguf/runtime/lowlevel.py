@@ -46,14 +46,16 @@ class Context:
 
     The cache is `cache_k`/`cache_v`, or `cache` (a preset, `K/V[:bN]` spec or CacheConfig),
     which takes precedence and may give layers different types. `info` saves reading the
-    model's metadata again when it is already at hand.
+    model's metadata again when it is already at hand. `n_batch` (the most tokens one decode
+    takes) defaults to `n_ctx`, `n_ubatch` to llama.cpp's 512.
 
     Everything llama.cpp refuses is a TqError: ModelError for a model it cannot load,
     LlamaCppError for a context or an operation, each with the reason it logged."""
 
     def __init__(self, model_path: str | Path, cache_k: str = "f16", cache_v: str = "f16", n_ctx: int = 512,
                  n_threads: int = 2, cb_eval=None, cache: str | CacheConfig | None = None,
-                 info: ggufinfo.ModelInfo | None = None, flash_attn: bool = True):
+                 info: ggufinfo.ModelInfo | None = None, flash_attn: bool = True, n_batch: int | None = None,
+                 n_ubatch: int | None = None):
         llama_cpp = llamacpp.load()
         self._ll = llama_cpp
         self.info = info or ggufinfo.read(model_path)
@@ -70,7 +72,9 @@ class Context:
             raise ModelError(_refusal(f"llama.cpp cannot load {model_path}", reason()))
         params = llama_cpp.llama_context_default_params()
         params.n_ctx = n_ctx
-        params.n_batch = n_ctx
+        params.n_batch = n_batch or n_ctx
+        if n_ubatch:
+            params.n_ubatch = n_ubatch
         params.n_threads = params.n_threads_batch = n_threads
         kwargs = self.cache_config.llama_kwargs(self.info.n_layer)
         params.type_k, params.type_v = kwargs["type_k"], kwargs["type_v"]
