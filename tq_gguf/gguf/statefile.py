@@ -127,45 +127,51 @@ class StateLayout:
         return self.n_bytes + delta
 
 
-class _Unreadable(Exception):
+class Unreadable(Exception):
     """The bytes are not a state this reader understands (another memory kind, or damaged)."""
 
 
-class _Reader:
+class Reader:
     def __init__(self, buf, offset: int = 0):
         self.buf, self.pos = buf, offset
 
     def take(self, fmt: str):
         size = struct.calcsize(fmt)
         if self.pos + size > len(self.buf):
-            raise _Unreadable("truncated")
+            raise Unreadable("truncated")
         values = struct.unpack_from(fmt, self.buf, self.pos)
         self.pos += size
         return values[0] if len(values) == 1 else values
 
-    def skip(self, n: int) -> None:
+    def bytes(self, n: int):
+        """The next n bytes (a slice of the buffer)."""
         if n < 0 or self.pos + n > len(self.buf):
-            raise _Unreadable("truncated")
+            raise Unreadable("truncated")
+        out = self.buf[self.pos:self.pos + n]
         self.pos += n
+        return out
+
+    def skip(self, n: int) -> None:
+        self.bytes(n)
 
 
 def _type_name(type_id: int, ids: dict[int, str]) -> cachetypes.CacheType:
     name = ids.get(type_id)
     if name is None:
-        raise _Unreadable(f"unknown ggml type {type_id}")
+        raise Unreadable(f"unknown ggml type {type_id}")
     return cachetypes.get(name)
 
 
-def _read_rows(r: _Reader, n_cells: int, ids: dict[int, str]) -> tuple[LayerRows, ...]:
+def _read_rows(r: Reader, n_cells: int, ids: dict[int, str]) -> tuple[LayerRows, ...]:
     v_trans, n_layer = r.take("<II")
     if v_trans not in (0, 1) or not 0 < n_layer < 4096:
-        raise _Unreadable("bad layer header")
+        raise Unreadable("bad layer header")
     ks = []
     for _ in range(n_layer):
         k = _type_name(r.take("<i"), ids)
         row = r.take("<Q")
         if row == 0 or row % k.type_size:
-            raise _Unreadable("bad K row size")
+            raise Unreadable("bad K row size")
         r.skip(n_cells * row)
         ks.append((k.name, row))
     vs = []
@@ -177,28 +183,28 @@ def _read_rows(r: _Reader, n_cells: int, ids: dict[int, str]) -> tuple[LayerRows
         if v_trans:
             el, n_embd = r.take("<II")
             if el != v.type_size or v.block_size != 1:
-                raise _Unreadable("bad transposed V header")
+                raise Unreadable("bad transposed V header")
             row = el * n_embd
         else:
             row = r.take("<Q")
             if row == 0 or row % v.type_size:
-                raise _Unreadable("bad V row size")
+                raise Unreadable("bad V row size")
         r.skip(n_cells * row)
         vs.append((v.name, row))
     if len(vs) != n_layer:
-        raise _Unreadable("K and V layers do not pair up")
+        raise Unreadable("K and V layers do not pair up")
     return tuple(LayerRows(k, kr, v, vr) for (k, kr), (v, vr) in zip(ks, vs))
 
 
-def _read_cells(r: _Reader, n_cells: int, ext: bool) -> None:
+def _read_cells(r: Reader, n_cells: int, ext: bool) -> None:
     for _ in range(n_cells):
         _pos, n_seq = r.take("<iI")
         if n_seq > 1 << 16:
-            raise _Unreadable("bad sequence count")
+            raise Unreadable("bad sequence count")
         r.skip((_CELL_EXT_BYTES if ext else 0) + 4 * n_seq)
 
 
-def _read_caches(r: _Reader, ext: bool, ids: dict[int, str]) -> tuple[CacheBlock, ...]:
+def _read_caches(r: Reader, ext: bool, ids: dict[int, str]) -> tuple[CacheBlock, ...]:
     blocks = []
     while r.pos < len(r.buf):
         n_stream = r.take("<I")
@@ -206,12 +212,12 @@ def _read_caches(r: _Reader, ext: bool, ids: dict[int, str]) -> tuple[CacheBlock
         if smooth_k:
             n_layer = r.take("<I")
             if not 0 < n_layer < 4096:
-                raise _Unreadable("bad smoothing header")
+                raise Unreadable("bad smoothing header")
             for _ in range(n_layer):
                 r.skip(r.take("<I"))
             n_stream = r.take("<I")
         if not 0 < n_stream <= 256:
-            raise _Unreadable("bad stream count")
+            raise Unreadable("bad stream count")
         streams = []
         for _ in range(n_stream):
             n_cells = r.take("<I")
@@ -231,22 +237,22 @@ def read_layout(buf, offset: int = 0) -> StateLayout | None:
     or mmap), or None when it is not a KV-cache state this reader knows (e.g. a recurrent model's)."""
     ids = {v: k for k, v in typeids.ids().items()}
     try:
-        r = _Reader(buf, offset)
+        r = Reader(buf, offset)
         n = r.take("<I")
         if n > 256:
-            raise _Unreadable("bad architecture name")
+            raise Unreadable("bad architecture name")
         start = r.pos
         r.skip(n)
         arch = bytes(buf[start:start + n]).decode()
         body = r.pos
-    except (_Unreadable, UnicodeDecodeError):
+    except (Unreadable, UnicodeDecodeError):
         return None
     # cells carry 12 more bytes on M-RoPE models; the variant that parses to the end is the one
     for ext in (False, True):
-        r = _Reader(buf, body)
+        r = Reader(buf, body)
         try:
             blocks = _read_caches(r, ext, ids)
-        except _Unreadable:
+        except Unreadable:
             continue
         return StateLayout(arch, blocks, len(buf) - offset)
     return None

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..reference import smoothing
-from .statefile import _CELL_EXT_BYTES, StateError
+from .statefile import _CELL_EXT_BYTES, Reader, StateError, Unreadable
 
 
 @dataclass(frozen=True)
@@ -50,62 +50,38 @@ class ContextState:
     caches: tuple[CacheState, ...]
 
 
-class _Malformed(Exception):
-    pass
-
-
-class _Cursor:
-    def __init__(self, buf: np.ndarray, pos: int = 0):
-        self.buf, self.pos = buf, pos
-
-    def take(self, fmt: str):
-        size = struct.calcsize(fmt)
-        if self.pos + size > len(self.buf):
-            raise _Malformed("truncated")
-        values = struct.unpack_from(fmt, self.buf, self.pos)
-        self.pos += size
-        return values[0] if len(values) == 1 else values
-
-    def bytes(self, n: int) -> np.ndarray:
-        if n < 0 or self.pos + n > len(self.buf):
-            raise _Malformed("truncated")
-        out = self.buf[self.pos:self.pos + n]
-        self.pos += n
-        return out
-
-
-def _rows(c: _Cursor, n_cells: int) -> Rows:
+def _rows(c: Reader, n_cells: int) -> Rows:
     type_id, row = c.take("<iQ")
     if not 0 < row < 1 << 24:
-        raise _Malformed("bad row size")
+        raise Unreadable("bad row size")
     return Rows(type_id, row, c.bytes(n_cells * row).reshape(n_cells, row))
 
 
-def _cache(c: _Cursor, ext: bool) -> CacheState:
+def _cache(c: Reader, ext: bool) -> CacheState:
     n_stream = c.take("<I")
     mu = None
     if n_stream == smoothing.STATE_MAGIC:
         n_layer = c.take("<I")
         if not 0 < n_layer < 4096:
-            raise _Malformed("bad smoothing header")
+            raise Unreadable("bad smoothing header")
         mu = tuple(c.bytes(c.take("<I")).tobytes() for _ in range(n_layer))
         n_stream = c.take("<I")
     if n_stream != 1:
-        raise _Malformed(f"{n_stream} streams")
+        raise Unreadable(f"{n_stream} streams")
     n_cells = c.take("<I")
     if n_cells == 0:
-        raise _Malformed("an empty cache")
+        raise Unreadable("an empty cache")
     exts = []
     for _ in range(n_cells):
         _pos, n_seq = c.take("<iI")
         if n_seq > 1 << 16:
-            raise _Malformed("bad sequence count")
+            raise Unreadable("bad sequence count")
         if ext:
             exts.append(c.bytes(_CELL_EXT_BYTES))
         c.bytes(4 * n_seq)
     v_trans, n_layer = c.take("<II")
     if v_trans != 0 or not 0 < n_layer < 4096:
-        raise _Malformed("transposed V rows" if v_trans == 1 else "bad layer header")
+        raise Unreadable("transposed V rows" if v_trans == 1 else "bad layer header")
     k = tuple(_rows(c, n_cells) for _ in range(n_layer))
     v = tuple(_rows(c, n_cells) for _ in range(n_layer))
     return CacheState(mu, n_cells, np.stack(exts) if ext else None, k, v)
@@ -117,16 +93,16 @@ def parse(blob) -> ContextState:
     why = None
     for ext in (False, True):  # cells carry 12 more bytes on M-RoPE models; the variant that parses to the end
         try:
-            c = _Cursor(buf)
+            c = Reader(buf)
             n = c.take("<I")
             arch = c.bytes(n).tobytes().decode()
             caches = []
             while c.pos < len(buf):
                 caches.append(_cache(c, ext))
             if not caches:
-                raise _Malformed("no KV cache")
+                raise Unreadable("no KV cache")
             return ContextState(arch, tuple(caches))
-        except (_Malformed, UnicodeDecodeError, ValueError) as exc:
+        except (Unreadable, UnicodeDecodeError, ValueError) as exc:
             why = why or str(exc)  # most models have no cell extension: the first reason is the telling one
     raise StateError(f"cannot synthesize a state from this context's ({why}): only one sequence's KV cache "
                      f"in one stream, with flash attention (V rows not transposed), is supported")
