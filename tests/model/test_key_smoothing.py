@@ -6,7 +6,8 @@ Attention does not change: q.mu moves every score of a query alike. What is chec
 
 * conformance: the rows fed to the cache are the (rotated) keys minus mu, and a turbo
   cache stores the NumPy reference quantization of exactly those rows;
-* mu is the mean of the window's rows, and stays the same at every later write: later
+* mu is the mean of the window's rows less the RoPE pairs that turn by more than pi/3 over
+  the context (zeroed before the cache's rotation), and stays the same at every later write: later
   one-token ubatches reuse their graphs, and a graph that learned mu once must not be
   reused to learn it again;
 * exactness: on an f32 cache smoothing moves the logits only by float rounding.
@@ -44,12 +45,69 @@ def _rows_bound(x: np.ndarray) -> np.ndarray:
     return np.abs(x) * 2.0**-23 + 1e-30
 
 
+class _Rope:
+    """How llama.cpp turns each layer's keys, from the file: the RoPE width and base, and for
+    sliding-window layers the base llama.cpp gives them when the file names none (10^4, Gemma 3's);
+    the pair layout is llama.cpp's own for the architecture."""
+
+    def __init__(self, path, n_ctx: int):
+        from tq_gguf.gguf import ggufheader, ggufinfo
+        from tq_gguf.native import llamacpp
+        from tq_gguf.runtime.lowlevel import Context
+
+        info = ggufinfo.read(path)
+        fields = ggufheader.read_checked(path).fields
+        value = lambda key, default: fields[key].value if key in fields else default  # noqa: E731
+        self.info, self.n_ctx, self.head = info, n_ctx, info.head_dim_k
+        self.rot = value(f"{info.arch}.rope.dimension_count", info.head_dim_k)
+        self.base = value(f"{info.arch}.rope.freq_base", 10000.0)
+        self.base_swa = value(f"{info.arch}.rope.freq_base_swa", 10000.0)
+        llama_cpp = llamacpp.load()
+        with Context(path, n_ctx=256) as ctx:
+            self.neox = llama_cpp.llama_model_rope_type(ctx.model) == llama_cpp.LLAMA_ROPE_TYPE_NEOX
+
+    def n_rot(self, il: int) -> int:
+        return self.rot
+
+    def pair0(self, il: int) -> int:
+        base = self.base_swa if self.info.is_swa(il) else self.base
+        return smoothing.first_pair(self.rot, base, 1.0, self.n_ctx)
+
+
+def _storage_rotation(cfg: CacheConfig, head: int):
+    """(group, R) of the cache's K rows: the turbo rotation, llama.cpp's Walsh-Hadamard of
+    quantized keys (the largest power of two from 64 that divides the head), or none."""
+    if cfg.k.turbo:
+        return rotation.GROUP, lambda x: rotation.rotate(x).astype(np.float64)
+    if cfg.k.name in ("f16", "f32", "bf16"):
+        return head, lambda x: np.asarray(x, dtype=np.float64)
+    n = 64
+    while head % (2 * n) == 0:
+        n *= 2
+    h = rotation.hadamard(n)
+    return n, lambda x: (np.asarray(x, dtype=np.float64).reshape(-1, n) @ h.T).reshape(np.shape(x))
+
+
+def _mu_bound(window: np.ndarray, mean: np.ndarray, group: int) -> np.ndarray:
+    """How far the graph's float32 mu may be from the float64 one: rotating each key row, the
+    mean (ggml sums in double, rounds once), and taking mu out of the rotation and in again. A
+    rotation's float32 products are within 2^-17 of the group's sum of |x| (test_graph_conformance)."""
+    def per_group(x: np.ndarray) -> np.ndarray:
+        return np.repeat(np.abs(x).reshape(*x.shape[:-1], -1, group).sum(axis=-1), group, axis=-1)
+    rows = per_group(window).mean(axis=0) * 2.0**-17
+    twice = per_group(mean) * 2.0**-16
+    return rows + twice + 2.0**-20 * np.abs(window).max() + 1e-12
+
+
 @pytest.mark.parametrize("model,config", CASES)
 def test_cache_holds_keys_minus_a_fixed_mu(model, config, text):
     cfg = CacheConfig.parse(config)
-    writes = cachewrites.capture(models.fetch(model), cfg, text, N_PROMPT, n_each=N_EACH)
+    path = models.fetch(model)
+    writes = cachewrites.capture(path, cfg, text, N_PROMPT, n_each=N_EACH)
+    rope = _Rope(path, cachewrites.context_size(N_PROMPT, N_EACH))
     layers = sorted(il for side, il in writes if side == "k")
     assert layers
+    dropped = 0
     for il in layers:
         w = writes["k", il]
         assert len(w.mu) == 1 + N_EACH, f"layer {il}: {len(w.mu)} of {1 + N_EACH} writes subtracted a mu"
@@ -59,20 +117,25 @@ def test_cache_holds_keys_minus_a_fixed_mu(model, config, text):
         fed = np.concatenate(w.fed)
         first = w.fed[0].shape[0]
         assert first == N_PROMPT
-        # fed = (R) k - mu, so fed + mu is the key the graph had, and the window's mean of it is mu
+        # fed = (R) k - mu, so fed + mu is the key the graph had
         keys = fed.astype(np.float64) + mu.astype(np.float64)
-        window = keys[:first][smoothing.window(first)]
-        # ggml sums a mean in double and rounds once to float32; 2^-20 of the largest row allows 8 ulps
-        tol = 2.0**-20 * np.abs(window).max(axis=0) + 1e-12
-        assert np.all(np.abs(smoothing.mean(keys[:first]) - mu) <= tol), f"layer {il}: mu is not the window's mean"
-        assert np.abs(mu).max() > 0, f"layer {il}: mu is zero"
         before = np.concatenate(w.before)
-        if np.isfinite(before).all() and cfg.k.turbo:
-            # the key the graph had is the rotated attention input (test_graph_conformance's bound)
-            err = np.abs(keys - rotation.rotate(before).astype(np.float64))
-            bound = np.repeat(np.abs(before.astype(np.float64)).reshape(len(before), -1, rotation.GROUP)
-                              .sum(axis=-1) * 2.0**-17, rotation.GROUP, axis=-1) + _rows_bound(keys) * 2
-            assert (err <= bound).all(), f"layer {il}: rows fed are not the rotated keys minus mu"
+        assert np.isfinite(before).all(), f"layer {il}: the keys before the cache's rotation were not captured"
+        # mu is R (the window's mean of the keys, less the pairs RoPE turns too far) in float64
+        group, rotate = _storage_rotation(cfg, before.shape[1])
+        pair0 = rope.pair0(il)
+        dropped = max(dropped, pair0)
+        window = before[:first][smoothing.window(first)].astype(np.float64)
+        mean = window.mean(axis=0)
+        expected = rotate(smoothing.drop_pairs(mean, rope.head, rope.n_rot(il), pair0, rope.neox))
+        assert np.all(np.abs(mu - expected) <= _mu_bound(window, mean, group)), \
+            f"layer {il}: mu is not the window's mean less its {pair0} fastest RoPE pairs"
+        assert np.abs(mu).max() > 0, f"layer {il}: mu is zero"
+        # the key the graph had is the rotated attention input (test_graph_conformance's bound)
+        err = np.abs(keys - rotate(before))
+        bound = np.repeat(np.abs(before.astype(np.float64)).reshape(len(before), -1, group)
+                          .sum(axis=-1) * 2.0**-17, group, axis=-1) + _rows_bound(keys) * 2
+        assert (err <= bound).all(), f"layer {il}: rows fed are not the rotated keys minus mu"
         if cfg.k.turbo:
             stored = np.concatenate(w.stored)
             ref = quants.quantize(fed, cfg.k.name)
@@ -80,6 +143,7 @@ def test_cache_holds_keys_minus_a_fixed_mu(model, config, text):
             assert bad.size == 0, f"layer {il}: rows {bad[:5]} differ from the reference quantization of k - mu"
     for (side, il), w in writes.items():
         assert side == "k" or not w.mu, f"V layer {il} was smoothed"
+    assert dropped > 0, "no layer dropped a RoPE pair: the context is too short to test that mu does"
 
 
 def test_unsmoothed_cache_subtracts_nothing(text):

@@ -54,6 +54,11 @@ def _matrix(lib, t, dtype: np.dtype) -> np.ndarray:
     return out.view(dtype) if dtype != np.uint8 else out
 
 
+def context_size(n_tokens: int, n_each: int = 0) -> int:
+    """The context capture() opens for a batch of n_tokens and n_each single tokens after it."""
+    return max(256, 2 * (n_tokens + n_each))
+
+
 def capture(model_path: str | Path, cache: str | CacheConfig, tokens_text: str, n_tokens: int,
             n_threads: int = 2, n_each: int = 0) -> dict[tuple[str, int], LayerWrite]:
     """Decode the first `n_tokens` tokens of `tokens_text` in one batch, then the next `n_each` one
@@ -101,7 +106,7 @@ def capture(model_path: str | Path, cache: str | CacheConfig, tokens_text: str, 
             w.mu.append(np.frombuffer(ggml.ffi.buffer(ggml.ffi.cast("float *", mu.data), 4 * n), dtype=np.float32).copy())
         return True
 
-    with Context(model_path, cache=cache, n_ctx=max(256, 2 * (n_tokens + n_each)), n_threads=n_threads,
+    with Context(model_path, cache=cache, n_ctx=context_size(n_tokens, n_each), n_threads=n_threads,
                  cb_eval=on_eval) as ctx:
         tokens = ctx.tokenize(tokens_text)[:n_tokens + n_each]
         ctx.decode(tokens[:n_tokens])
