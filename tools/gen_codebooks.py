@@ -1,19 +1,23 @@
 #!/usr/bin/env python3
-"""Generate every table of the turbo types: codebooks and block layouts, for each language.
+"""Generate every table of the turbo and trellis-coded types: codebooks and block layouts.
 
-One source, two parts:
+One source, three parts:
 
-* the type table, `tq_gguf/kv/cachetypes.py` (`CACHE_TYPES`): name, values per block,
-  bytes per block and codebook index bits of each turbo type;
-* the Lloyd-Max codebooks, solved from the law of one coordinate of a uniform point
-  on the unit sphere of R^d, d = the block size (no data involved).
+* the type table, `tq_gguf/kv/cachetypes.py`: name, values per block, bytes per block and
+  codebook index bits of each turbo type (`CACHE_TYPES`), and of each trellis-coded type
+  its code and candidate scales too (`TRELLIS_TYPES`);
+* the turbo types' Lloyd-Max codebooks, solved from the law of one coordinate of a
+  uniform point on the unit sphere of R^d, d = the block size (no data involved);
+* the trellis-coded types' union codebooks, trained for their own encoder on Gaussian
+  blocks from a fixed seed, and their candidate scale factors.
 
 From them this tool writes the files that C, CUDA, Metal, GLSL and Python compile or
 import (`OUTPUTS` below). Each one says it is generated; none is edited by hand.
 
 The parts live in tools/codebookgen/: layout.py derives each type's block layout from its
-row, solver.py solves the codebooks and the scale search's tables (the method is in its
-docstring), emitters.py writes each language's file.
+row, solver.py solves the turbo codebooks and the scale search's tables, trellis.py trains
+the trellis-coded types' tables (the methods are in their docstrings), emitters.py writes
+each language's file.
 
 Usage:
 
@@ -22,7 +26,7 @@ Usage:
     python3 tools/gen_codebooks.py --check    # exit 1, one line per stale file, if any is stale
 
 The outputs are byte-for-byte reproducible: same NumPy float64 arithmetic, fixed
-iteration rule, values printed exactly (hex floats, float32 bit patterns, or decimals
+iteration rules and seeds, values printed exactly (hex floats, float32 bit patterns, or decimals
 that round to the same float32).
 """
 
@@ -39,30 +43,35 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # codebookgen, beside 
 
 from codebookgen.emitters import (COMMAND, render_blocks_header, render_cuda, render_glsl_blocks,  # noqa: E402
                                   render_glsl_codebooks, render_header, render_metal, render_module,
-                                  render_public_header)
-from codebookgen.layout import turbo_types  # noqa: E402
+                                  render_public_header, render_tcq_header, render_tcq_module)
+from codebookgen.layout import trellis_types, turbo_types  # noqa: E402
 from codebookgen.solver import build_tables, cell_moments  # noqa: E402
+from codebookgen.trellis import build_trellis_tables  # noqa: E402
 
 # What the tests use from the generator, wherever it is defined.
-__all__ = ["OUTPUTS", "cell_moments", "main", "render_all", "stale", "turbo_types"]
+__all__ = ["OUTPUTS", "cell_moments", "main", "render_all", "stale", "trellis_types", "turbo_types"]
 
+# The tables a renderer reads: the turbo types' (solver.py) or the trellis-coded types' (trellis.py).
+TURBO, TRELLIS = "turbo", "trellis"
 
-# Every generated file: repo path -> renderer.
-OUTPUTS: dict[str, Callable[[list[dict]], str]] = {
-    "native/include/ggml-tq-types.h": render_public_header,
-    "native/tq-blocks.h": render_blocks_header,
-    "native/tq-codebooks.h": render_header,
-    "native/cuda/tq-codebooks.cuh": render_cuda,
-    "native/metal/tq-metal-types.h": render_metal,
-    "native/vulkan/tq-blocks.glsl": render_glsl_blocks,
-    "native/vulkan/tq-codebooks.glsl": render_glsl_codebooks,
-    "tq_gguf/reference/codebooks.py": render_module,
+# Every generated file: repo path -> (renderer, the tables it renders).
+OUTPUTS: dict[str, tuple[Callable[[list[dict]], str], str]] = {
+    "native/include/ggml-tq-types.h": (render_public_header, TURBO),
+    "native/tq-blocks.h": (render_blocks_header, TURBO),
+    "native/tq-codebooks.h": (render_header, TURBO),
+    "native/cuda/tq-codebooks.cuh": (render_cuda, TURBO),
+    "native/metal/tq-metal-types.h": (render_metal, TURBO),
+    "native/vulkan/tq-blocks.glsl": (render_glsl_blocks, TURBO),
+    "native/vulkan/tq-codebooks.glsl": (render_glsl_codebooks, TURBO),
+    "tq_gguf/reference/codebooks.py": (render_module, TURBO),
+    "native/tq-tcq-tables.h": (render_tcq_header, TRELLIS),
+    "tq_gguf/reference/trellistables.py": (render_tcq_module, TRELLIS),
 }
 
 
 def render_all() -> dict[str, str]:
-    tables = build_tables()
-    return {rel: render(tables) for rel, render in OUTPUTS.items()}
+    tables = {TURBO: build_tables(), TRELLIS: build_trellis_tables(trellis_types())}
+    return {rel: render(tables[which]) for rel, (render, which) in OUTPUTS.items()}
 
 
 def stale(root: Path = REPO) -> list[str]:

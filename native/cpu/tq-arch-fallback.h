@@ -1,4 +1,4 @@
-// tq-gguf: select the generic turbo kernels where no SIMD file provides them
+// tq-gguf: select the generic turbo and tcq kernels where no SIMD file provides them
 // (the same scheme as ggml-cpu/arch-fallback.h).
 #pragma once
 
@@ -12,5 +12,7 @@
 #define ggml_vec_dot_turbo2_f32_generic    ggml_vec_dot_turbo2_f32
 #define ggml_vec_dot_turbo3_f32_generic    ggml_vec_dot_turbo3_f32
 #define ggml_vec_dot_turbo4_f32_generic    ggml_vec_dot_turbo4_f32
+#define quantize_row_tcq2_generic          quantize_row_tcq2
+#define quantize_row_tcq3_generic          quantize_row_tcq3
 #define GGML_TQ_CPU_NO_ARCH_KERNELS
 #endif

@@ -43,21 +43,6 @@ def test_generated_build_id_header_is_not_an_input(tmp_path):
     assert buildkey.build_key("cpu", d, p, n) == base
 
 
-def test_study_programs_are_not_build_inputs(tmp_path):
-    # native/study/ holds C that tools/ compile on their own: editing it must not cost a rebuild,
-    # and the build must not copy it into the tree.
-    p, n = copy_inputs(tmp_path)
-    d = defines_for("cpu")
-    base = buildkey.build_key("cpu", d, p, n)
-    study = n / buildkey.STUDY_DIR / "sptcq-encode.c"
-    study.write_text(study.read_text() + "\n// edit\n")
-    (n / buildkey.STUDY_DIR / "new.c").write_text("int x;\n")
-    assert buildkey.build_key("cpu", d, p, n) == base
-    assert not any(f.relative_to(n).parts[0] == buildkey.STUDY_DIR for f in buildkey.native_files(n))
-    (n / "study.c").write_text("int y;\n")   # a file merely named like it is an input
-    assert buildkey.build_key("cpu", d, p, n) != base
-
-
 def test_sync_tree_rewrites_only_changed_files(tmp_path):
     src, dst = tmp_path / "src", tmp_path / "dst"
     (src / "d").mkdir(parents=True)

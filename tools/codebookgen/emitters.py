@@ -361,3 +361,95 @@ def render_module(tables: list[dict]) -> str:
     out += ["}", ""]
     return "\n".join(out)
 
+
+
+# --- trellis-coded types ------------------------------------------------------------------
+
+def render_tcq_header(tables: list[dict]) -> str:
+    out = c_comment([
+        "tq-gguf: blocks and tables of the trellis-coded value types (docs/FORMAT.md, section 12).",
+        "",
+        generated(" and the trainer in that tool"),
+        "Included by tq-tcq.h once ggml_half is in scope. The same values are in",
+        "tq_gguf/reference/trellistables.py (tests/unit/test_tcq.py checks that they agree).",
+        "",
+        "Per type: the union codebook (ascending; subset j holds levels j, j + 4, j + 8, ...),",
+        "the midpoints between neighbouring levels of each subset, the candidate factors F[t]",
+        "(ascending), 1/F[t] (F reversed) and F[t]^2, and the subset of each branch",
+        "[state][branch bit].",
+    ])
+    out += ["#pragma once", "", f"#define QK_TCQ {DIM}", ""]
+    for tab in tables:
+        t = tab["type"]
+        n, r, s = t.name, t.ranks, t.states
+        rank_note = "2 bits, turbo2's arrangement" if t.bits - 1 == 2 else "1 bit, bit i for value i"
+        fields = [("ggml_half d;", "scale (fp16)"),
+                  (f"uint8_t   qs[{t.qs}];", f"rank of each value's level in its subset ({rank_note})"),
+                  (f"uint8_t   qb[{t.qb}];", "branch bit of each value, bit i for value i")]
+        width = max(len(decl) for decl, _ in fields)
+        out.append(f"// {n}: {t.bits} bits per value, {s} states, {t.scales} scales, {t.size} bytes per {t.block} values")
+        out.append("typedef struct {")
+        out += [f"    {decl:<{width}} // {note}" for decl, note in fields]
+        out.append(f"}} block_{n};")
+        out.append(f'static_assert(sizeof(block_{n}) == {t.size}, "wrong {n} block size");')
+        up = n.upper()
+        out += [f"#define TQ_{up}_BITS   {t.bits}", f"#define TQ_{up}_MEMORY {t.memory}",
+                f"#define TQ_{up}_SCALES {t.scales}"]
+        out.append(f"static const float tq_{n}_levels[{t.levels}] = {{ {', '.join(hex_list(tab['levels']))} }};")
+        out.append(f"static const float tq_{n}_subset_midpoints[4][{r - 1}] = {{")
+        out += [f"    {{ {', '.join(hex_list(row))} }}," for row in tab["subset_midpoints"]]
+        out.append("};")
+        for key in ("factors", "inv_factors", "factors_sq"):
+            out.append(f"static const float tq_{n}_{key}[{t.scales}] = {{ {', '.join(hex_list(tab[key]))} }};")
+        rows_ = ", ".join("{ %d, %d }" % tuple(int(v) for v in row) for row in tab["subset"])
+        out.append(f"static const uint8_t tq_{n}_subset[{s}][2] = {{ {rows_} }};")
+        out.append("")
+    return "\n".join(out)
+
+
+def render_tcq_module(tables: list[dict]) -> str:
+    out = [
+        '"""Tables of the trellis-coded value types (float32, exact), keyed by type name.',
+        "",
+        generated(),
+        "The C header native/tq-tcq-tables.h carries the same values; docs/FORMAT.md, section 12,",
+        "lists them and says how tools/gen_codebooks.py trains them.",
+        "",
+        "LEVELS[name]: the union codebook, ascending (subset j holds levels j, j + 4, ...);",
+        "SUBSET_MIDPOINTS[name][j]: the midpoints between neighbouring levels of subset j;",
+        "FACTORS, INV_FACTORS, FACTORS_SQ[name]: the candidate factors F[t] (ascending), 1/F[t]",
+        "and F[t]^2; SUBSET[name][state][branch bit]: the subset a branch takes.",
+        '"""',
+        "",
+        "from __future__ import annotations",
+        "",
+        "import numpy as np",
+        "",
+        "",
+        "def _f32(values: list[str]) -> np.ndarray:",
+        "    arr = np.array([float.fromhex(v) for v in values], dtype=np.float64).astype(np.float32)",
+        "    arr.setflags(write=False)",
+        "    return arr",
+        "",
+        "",
+        "def _u8(rows: list[list[int]]) -> np.ndarray:",
+        "    arr = np.array(rows, dtype=np.uint8)",
+        "    arr.setflags(write=False)",
+        "    return arr",
+        "",
+        "",
+    ]
+
+    def quoted(arr: np.ndarray) -> str:
+        return ", ".join(f'"{hexf(v)}"' for v in arr.reshape(-1))
+
+    for const, key, shape in (("LEVELS", "levels", ""), ("SUBSET_MIDPOINTS", "subset_midpoints", ".reshape(4, -1)"),
+                              ("FACTORS", "factors", ""), ("INV_FACTORS", "inv_factors", ""),
+                              ("FACTORS_SQ", "factors_sq", "")):
+        out.append(f"{const}: dict[str, np.ndarray] = {{")
+        out += [f'    "{tab["type"].name}": _f32([{quoted(tab[key])}]){shape},' for tab in tables]
+        out += ["}", ""]
+    out.append("SUBSET: dict[str, np.ndarray] = {")
+    out += [f'    "{tab["type"].name}": _u8({[[int(v) for v in row] for row in tab["subset"]]}),' for tab in tables]
+    out += ["}", ""]
+    return "\n".join(out)

@@ -21,6 +21,8 @@ Encoder: Viterbi over 2^m states, 2 branches each, per value; per branch the nea
 level of a subset (4 nearest-level searches per value). Every block starts and ends in
 state 0, so its last m branch bits are 0 and the start is also the tail-biting one.
 Amplitude as tcq_study: the candidate scales F·‖x‖ and the norm-preserving fp16 rule.
+The trellis, its float64 Viterbi and the codebook training live in
+tools/codebookgen/trellis.py, which trains the format's tables (FORMAT.md 12) with them.
 
     python tools/studies/sptcq_study.py [--blocks N]
 """
@@ -31,95 +33,23 @@ import argparse
 import itertools
 import sys
 from pathlib import Path
-from statistics import NormalDist
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # codebookgen: the format's trainer
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import tcq_study  # noqa: E402
+from codebookgen.trellis import (Code, best_paths, grid, lloyd, searched_codebook,  # noqa: E402
+                                 union_codebook, viterbi)
 from tq_gguf import reference as ref  # noqa: E402
 
 N = 64
 
 
-def parity(v: np.ndarray | int) -> np.ndarray:
-    v = np.asarray(v)
-    out = np.zeros_like(v)
-    while np.any(v):
-        out ^= v & 1
-        v = v >> 1
-    return out
-
-
-class Code:
-    """A memory-m shift-register code: subset(s, u) and next(s, u) for every state s and bit u."""
-
-    def __init__(self, m: int, a: int, g: int):
-        self.m, self.a, self.g = m, a, g
-        S = 1 << m
-        s = np.arange(S)[:, None]
-        u = np.arange(2)[None, :]
-        self.subset = (parity(a & s) + 2 * (u ^ parity(g & s))).astype(np.int64)  # (S, 2)
-        self.next = ((s << 1) | u) & (S - 1)                                       # (S, 2)
-
-    def __repr__(self) -> str:
-        return f"m{self.m}a{self.a}g{self.g}"
-
-
 # The best code of each memory on Gaussian blocks at b = 3 (`--search` ranks them all).
 CODES = {2: Code(2, 1, 2), 3: Code(3, 2, 5), 4: Code(4, 6, 14)}
-
-
-def union_codebook(b: int) -> np.ndarray:
-    """Lloyd-Max-like start: 2^(b+1) Gaussian quantile levels for coordinate std 1/8."""
-    inv = NormalDist().inv_cdf
-    n = 1 << (b + 1)
-    return np.array([inv((k + 0.5) / n) for k in range(n)]) / 8.0
-
-
-def nearest_in_subsets(x: np.ndarray, book: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """For x (B, n): per subset j, the squared error and level index (into book) of the nearest level."""
-    lv = np.arange(len(book))
-    err = np.empty((4,) + x.shape)
-    idx = np.empty((4,) + x.shape, np.int64)
-    for j in range(4):
-        levels = lv[lv % 4 == j]
-        d = (x[..., None] - book[levels]) ** 2
-        k = d.argmin(-1)
-        err[j] = np.take_along_axis(d, k[..., None], -1)[..., 0]
-        idx[j] = levels[k]
-    return err, idx
-
-
-def viterbi(x: np.ndarray, book: np.ndarray, code: Code) -> np.ndarray:
-    """Least-squares level indices (B, n) of x through the trellis, starting and ending in
-    state 0 (so the last m branch bits are 0, and the block is also a valid tail-biting one)."""
-    B, n = x.shape
-    S = 1 << code.m
-    err, idx = nearest_in_subsets(x, book)
-    cost = np.full((B, S), np.inf)
-    cost[:, 0] = 0.0
-    back = np.empty((n, B, S), np.int64)   # predecessor state of each state
-    for i in range(n):
-        new = np.full((B, S), np.inf)
-        pred = np.zeros((B, S), np.int64)
-        for s in range(S):
-            for u in range(2):
-                t = code.next[s, u]
-                c = cost[:, s] + err[code.subset[s, u], :, i]
-                better = c < new[:, t]
-                new[:, t] = np.where(better, c, new[:, t])
-                pred[:, t] = np.where(better, s, pred[:, t])
-        cost, back[i] = new, pred
-    rows = np.arange(B)
-    states = np.zeros((B, n + 1), np.int64)
-    for i in range(n - 1, -1, -1):
-        states[:, i] = back[i, rows, states[:, i + 1]]
-    # the level of each value: the subset of the branch taken from states[i] into states[i+1]
-    sub = code.subset[states[:, :-1], states[:, 1:] & 1]
-    return np.take_along_axis(idx.transpose(1, 2, 0), sub[..., None], -1)[..., 0]
 
 
 def encode(blocks: np.ndarray, book: np.ndarray, code: Code, factors: np.ndarray) -> np.ndarray:
@@ -140,25 +70,6 @@ def encode(blocks: np.ndarray, book: np.ndarray, code: Code, factors: np.ndarray
     return best
 
 
-def grid(n: int) -> np.ndarray:
-    """n candidate factors centred on 1, 2^(1/12) apart for 8 and 2^(1/6) apart for 4 or fewer."""
-    step = 1 / 12 if n > 4 else 1 / 6
-    return 2.0 ** ((np.arange(n) - (n - 1) / 2) * step)
-
-
-def best_paths(unit: np.ndarray, book: np.ndarray, code: Code, factors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """For unit-norm blocks: the winning candidate of each block and its path's level indices. Each
-    candidate F runs the Viterbi on unit/F; the winner has the least path metric, F^2 times the
-    squared error of unit/F against its path (ties: the first)."""
-    paths, metrics = [], []
-    for f in factors:
-        lev = viterbi(unit / f, book, code)
-        paths.append(lev)
-        metrics.append(f * f * ((unit / f - book[lev]) ** 2).sum(1))
-    win = np.argmin(np.array(metrics), axis=0)
-    return win, np.array(paths)[win, np.arange(len(unit))]
-
-
 def encode_by_metric(blocks: np.ndarray, book: np.ndarray, code: Code, factors: np.ndarray) -> np.ndarray:
     """As encode, but the candidate scale is chosen by the Viterbi's own path metric (best_paths), so
     only the winner's path is traced back; a C encoder then keeps one set of decisions per
@@ -169,39 +80,6 @@ def encode_by_metric(blocks: np.ndarray, book: np.ndarray, code: Code, factors: 
     c = book[lev]
     amp = tcq_study.fp16(norm / np.sqrt(np.maximum((c * c).sum(1), 1e-30)))
     return amp[:, None] * c
-
-
-def lloyd_searched(book: np.ndarray, code: Code, factors: np.ndarray, rounds: int, n: int = 384) -> np.ndarray:
-    """Refit the union codebook to the encoder that searches `factors` (kept symmetric): each level
-    moves to the mean of the scaled values x/(F|x|) its winning paths sent to it."""
-    train = np.random.default_rng(11).standard_normal((n, N))
-    train /= np.linalg.norm(train, axis=1, keepdims=True)
-    for _ in range(rounds):
-        win, lev = best_paths(train, book, code, factors)
-        target = train / factors[win][:, None]
-        num = np.bincount(lev.ravel(), target.ravel(), len(book))
-        cnt = np.bincount(lev.ravel(), minlength=len(book))
-        new = np.where(cnt > 0, num / np.maximum(cnt, 1), book)
-        book = np.sort((new - new[::-1]) / 2)
-    return book
-
-
-def searched_codebook(b: int, code: Code, factors: np.ndarray) -> np.ndarray:
-    """The union codebook for the searching encoder: three plain Lloyd rounds, then six with the search."""
-    return lloyd_searched(lloyd(union_codebook(b), code, 3), code, factors, 6)
-
-
-def lloyd(book: np.ndarray, code: Code, rounds: int, n: int = 384) -> np.ndarray:
-    """Refit the union codebook to its own encoder on unit-norm Gaussian blocks (kept symmetric)."""
-    train = np.random.default_rng(11).standard_normal((n, N))
-    train /= np.linalg.norm(train, axis=1, keepdims=True)
-    for _ in range(rounds):
-        lev = viterbi(train, book, code)
-        num = np.bincount(lev.ravel(), train.ravel(), len(book))
-        cnt = np.bincount(lev.ravel(), minlength=len(book))
-        new = np.where(cnt > 0, num / np.maximum(cnt, 1), book)
-        book = np.sort((new - new[::-1]) / 2)
-    return book
 
 
 def rel_mse(x: np.ndarray, y: np.ndarray) -> float:

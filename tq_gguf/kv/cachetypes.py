@@ -65,6 +65,49 @@ TURBO_TYPES: tuple[str, ...] = tuple(sorted((t.name for t in CACHE_TYPES.values(
                                             key=lambda n: CACHE_TYPES[n].index_bits))
 
 
+@dataclass(frozen=True)
+class TrellisType:
+    """A set-partition trellis-coded value type (docs/FORMAT.md, section 12).
+
+    A block stores an fp16 scale and, per value, `index_bits` bits: its branch bit and the
+    rank of its level in one of four subsets of a union codebook of 2^(index_bits + 1)
+    levels. The state, the last `memory` branch bits, picks the subset with the code's
+    taps: the pair D0/D2 or D1/D3 by parity(pair_taps & state), the branch bit's place in
+    the pair offset by parity(branch_taps & state). The encoder runs a Viterbi for each of
+    `scales` candidate factors of the union codebook and keeps the best.
+    """
+    name: str
+    block_size: int   # values per block
+    type_size: int    # bytes per block
+    index_bits: int   # bits per value: the branch bit, then index_bits - 1 bits of rank
+    memory: int       # the state holds the last `memory` branch bits: 2^memory states
+    pair_taps: int    # a of the code: the subset pair is parity(a & state)
+    branch_taps: int  # g of the code: the branch bit's offset in the pair is parity(g & state)
+    scales: int       # candidate scale factors searched per block
+
+    @property
+    def states(self) -> int:
+        return 1 << self.memory
+
+    @property
+    def levels(self) -> int:
+        """Levels of the union codebook: four subsets of 2^(index_bits - 1)."""
+        return 1 << (self.index_bits + 1)
+
+    @property
+    def bits_per_value(self) -> float:
+        return 8 * self.type_size / self.block_size
+
+
+# The trellis-coded value types, fewest bits first. The codes are the best of their memory
+# on Gaussian blocks and the states and scales the ones chosen from the measurements of
+# docs/FORMAT.md 11.5. A name joins CACHE_TYPES once the library registers its ggml type.
+TRELLIS_TYPES: dict[str, TrellisType] = {t.name: t for t in (
+    TrellisType("tcq2", 64, 18, index_bits=2, memory=2, pair_taps=1, branch_taps=2, scales=4),
+    TrellisType("tcq3", 64, 26, index_bits=3, memory=3, pair_taps=2, branch_taps=5, scales=4),
+)}
+
+
 def get(name: str) -> CacheType:
     try:
         return CACHE_TYPES[name.lower()]

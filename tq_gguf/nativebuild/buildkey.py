@@ -18,15 +18,12 @@ BUILD_FORMAT = 1
 
 # Written by the build into the copied native tree; not a source, never hashed.
 GENERATED_NATIVE = frozenset({"tq-build-id.h"})
-# C study programs that tools/ compile on their own: not in the library, so never hashed or copied.
-STUDY_DIR = "study"
 
 
 def native_files(native_dir: Path) -> list[Path]:
     return sorted(
         p for p in native_dir.rglob("*")
         if p.is_file() and p.name not in GENERATED_NATIVE and "__pycache__" not in p.parts
-        and p.relative_to(native_dir).parts[0] != STUDY_DIR
     )
 
 

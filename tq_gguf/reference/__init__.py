@@ -10,7 +10,9 @@ Small API that native tests compare against:
 The modules each do one job: codebooks (generated tables), rotation, quants
 (block format), attention (one-head reference attention), qjl (research-only
 TurboQuant_prod estimator, not part of any type), study (the measurements
-recorded in FORMAT.md).
+recorded in FORMAT.md). trellis is the reference of the trellis-coded value
+types tcq2 and tcq3 (FORMAT.md section 12), with their generated tables in
+trellistables; its quantize and dequantize take those names.
 """
 
 from __future__ import annotations

@@ -107,15 +107,22 @@ def search(x: np.ndarray, u: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndar
     return best_idx, best_cs
 
 
-def encode(blocks: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarray]:
-    """The normative per-block computation: (indices uint8 (n, 64), fp16 scale bits uint16 (n,))."""
+def condition(blocks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Steps 1 and 2: (conditioned float32 blocks (n, 64), which blocks are finite (n,)).
+
+    A block holding NaN or ±Inf is zeroed here (its bytes are fixed by step 1 alone); the
+    others are clamped to ±2^60, and values below 2^-63 in magnitude become +0.
+    """
     x = np.asarray(blocks, dtype=np.float32).reshape(-1, BLOCK_SIZE)
     finite = np.isfinite(x).all(axis=-1)
     x = np.where(finite[:, None], x, np.float32(0))
-
-    # step 2: clamp to ±2^60, flush |x| < 2^-63 to +0
     x = np.clip(x, -CLAMP, CLAMP)
-    x = np.where(np.abs(x) < FLUSH, np.float32(0), x)
+    return np.where(np.abs(x) < FLUSH, np.float32(0), x), finite
+
+
+def encode(blocks: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarray]:
+    """The normative per-block computation: (indices uint8 (n, 64), fp16 scale bits uint16 (n,))."""
+    x, finite = condition(blocks)
 
     # step 3-5: norm, one reciprocal, one multiply per value
     ss = sum_squares(x)
@@ -139,21 +146,21 @@ def encode(blocks: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarray]:
     return idx.astype(np.uint8), d.astype(np.uint16)
 
 
-def _scale_bytes(d: np.ndarray) -> np.ndarray:
+def scale_bytes(d: np.ndarray) -> np.ndarray:
     return d.astype("<u2").view(np.uint8).reshape(-1, 2)
 
 
-def _scale_from_bytes(raw: np.ndarray) -> np.ndarray:
+def scale_from_bytes(raw: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(raw[:, :2]).view("<f2").reshape(-1).astype(np.float32)
 
 
-def _pack2(idx: np.ndarray) -> np.ndarray:
+def pack2(idx: np.ndarray) -> np.ndarray:
     """16 bytes: byte j holds idx[j], idx[j+16], idx[j+32], idx[j+48] in bits 0-1, 2-3, 4-5, 6-7."""
     q = (idx & np.uint8(3)).reshape(-1, 4, 16)
     return q[:, 0] | (q[:, 1] << np.uint8(2)) | (q[:, 2] << np.uint8(4)) | (q[:, 3] << np.uint8(6))
 
 
-def _unpack2(qs: np.ndarray) -> np.ndarray:
+def unpack2(qs: np.ndarray) -> np.ndarray:
     shifts = np.array([0, 2, 4, 6], dtype=np.uint8).reshape(1, 4, 1)
     return ((qs[:, None, :] >> shifts) & np.uint8(3)).reshape(-1, BLOCK_SIZE)
 
@@ -199,7 +206,7 @@ class _Turbo:
     def quantize_blocks(cls, blocks: np.ndarray) -> np.ndarray:
         """float32 (n, 64) → uint8 (n, type_size), exactly the stored bytes."""
         idx, d = encode(blocks, cls.bits)
-        return np.concatenate([_scale_bytes(d), cls.pack(idx)], axis=-1)
+        return np.concatenate([scale_bytes(d), cls.pack(idx)], axis=-1)
 
     @classmethod
     def indices(cls, blocks: np.ndarray) -> np.ndarray:
@@ -210,7 +217,7 @@ class _Turbo:
     def dequantize_blocks(cls, blocks: np.ndarray) -> np.ndarray:
         """uint8 (n, type_size) → float32 (n, 64): y[i] = f32(d) * C[idx[i]], one float32 multiply."""
         blocks = np.asarray(blocks, dtype=np.uint8).reshape(-1, cls.type_size)
-        d = _scale_from_bytes(blocks)
+        d = scale_from_bytes(blocks)
         return d[:, None] * CENTROIDS[cls.bits][cls.indices(blocks)]
 
 
@@ -220,11 +227,11 @@ class Turbo2(_Turbo):
 
     @classmethod
     def pack(cls, idx: np.ndarray) -> np.ndarray:
-        return _pack2(idx)
+        return pack2(idx)
 
     @classmethod
     def unpack(cls, qs: np.ndarray) -> np.ndarray:
-        return _unpack2(qs)
+        return unpack2(qs)
 
 
 class Turbo3(_Turbo):
@@ -233,11 +240,11 @@ class Turbo3(_Turbo):
 
     @classmethod
     def pack(cls, idx: np.ndarray) -> np.ndarray:
-        return np.concatenate([_pack2(idx), _pack_high(idx)], axis=-1)
+        return np.concatenate([pack2(idx), _pack_high(idx)], axis=-1)
 
     @classmethod
     def unpack(cls, qs: np.ndarray) -> np.ndarray:
-        return _unpack2(qs[:, :16]) | _unpack_high(qs[:, 16:])
+        return unpack2(qs[:, :16]) | _unpack_high(qs[:, 16:])
 
 
 class Turbo4(_Turbo):
@@ -300,7 +307,7 @@ def dot(blocks: np.ndarray, q: np.ndarray, qtype: str) -> np.ndarray:
     blocks = np.broadcast_to(blocks, (*lead, blocks.shape[-1])).reshape(-1, t.type_size)
     q = np.broadcast_to(q, (*lead, q.shape[-1])).reshape(-1, BLOCK_SIZE)
     c = CENTROIDS[t.bits][t.indices(blocks)]
-    partial = (_scale_from_bytes(blocks) * tree_sum(q * c)).reshape(-1, nb)
+    partial = (scale_from_bytes(blocks) * tree_sum(q * c)).reshape(-1, nb)
     acc = partial[:, 0].copy()
     for b in range(1, nb):
         acc = acc + partial[:, b]

@@ -1,0 +1,431 @@
+// tq-gguf: AVX2 and AVX-512 encoders of the trellis-coded value types (docs/FORMAT.md, section 12).
+//
+// A register holds one block in each lane, 8 (AVX2) or 16 (AVX-512) blocks at a time, so every
+// lane does the float operations of the reference (tq-tcq.c) in the reference's order: the
+// conditioning, the halving trees of the sums of squares (trees of lane-wise adds), one
+// Viterbi per candidate scale with its adds, compares and selects, the traceback and the
+// scale. The bytes are the reference's. The few blocks whose bytes the spec's first steps
+// fix (a NaN or an infinity, or only zeros) are written by the reference itself; lanes past
+// the end of a row read zeros and are not written. As in tq-quants.c, both variants are
+// compiled with function target attributes (GCC, Clang) so the tests can hold each to the
+// reference on any machine that runs it; the unsuffixed encoders pick the widest variant
+// the build targets. Compile with -ffp-contract=off: a fused multiply-add changes the bytes.
+#include "../../tq-cpu-tcq.h"
+
+#include <immintrin.h>
+#include <math.h>
+#include <stdbool.h>
+#include <string.h>
+
+#if !defined(GGML_CPU_GENERIC)
+
+// TQ_USE_*: what the build targets (the entry points use it); TQ_BUILD_*: what is compiled
+#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__)
+#define TQ_USE_AVX512 1
+#else
+#define TQ_USE_AVX512 0
+#endif
+#if defined(__AVX2__)
+#define TQ_USE_AVX2 1
+#else
+#define TQ_USE_AVX2 0
+#endif
+
+#if defined(__GNUC__) || defined(__clang__)
+#define TQ_AVX2   __attribute__((target("avx2,f16c")))
+#define TQ_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx2,f16c")))
+// the encoders are written once over a type's constants (states, ranks, scales) and inlined
+// into one function per type, so that those loops unroll and the costs stay in registers
+#define TQ_INLINE inline __attribute__((always_inline))
+#define TQ_BUILD_AVX2   1
+#define TQ_BUILD_AVX512 1
+#else
+#define TQ_AVX2
+#define TQ_AVX512
+#define TQ_INLINE inline
+#define TQ_BUILD_AVX2   TQ_USE_AVX2
+#define TQ_BUILD_AVX512 TQ_USE_AVX512
+#endif
+
+#define TQ_FP16_MAX 65504.0f // a larger scale rounds to 65504 or past it: saturate before converting
+
+// The lanes' results, one byte per value, written into their blocks; the special blocks by the
+// reference. rank and branch are [value][lane].
+static void tcq_store_lanes(const struct tq_tcq_type * tp, const float * GGML_RESTRICT x, uint8_t * GGML_RESTRICT y,
+                            int nb, int lanes, unsigned special, const uint16_t * d,
+                            const uint8_t * rank, const uint8_t * branch) {
+    for (int b = 0; b < nb; ++b) {
+        uint8_t * block = y + (size_t) b*tp->block_size;
+        if ((special >> b) & 1) {
+            tq_tcq_quantize_block_ref(tp, x + (size_t) b*QK_TCQ, block);
+            continue;
+        }
+        struct tq_tcq_values v;
+        v.d = d[b];
+        for (int i = 0; i < QK_TCQ; ++i) {
+            v.rank[i]   = rank[i*lanes + b];
+            v.branch[i] = branch[i*lanes + b];
+        }
+        tq_tcq_pack(tp, &v, block);
+    }
+}
+
+//
+// AVX-512: 16 blocks, one a lane
+//
+
+#if TQ_BUILD_AVX512
+
+// The halving tree over 64 registers of lane-wise values (the array is overwritten).
+TQ_AVX512 static TQ_INLINE __m512 tcq_tree_avx512(__m512 * v) {
+    for (int i = 0; i < 32; ++i) {
+        v[i] = _mm512_add_ps(v[i], v[i + 32]);
+    }
+    for (int h = 16; h >= 1; h /= 2) {
+        for (int i = 0; i < h; ++i) {
+            v[i] = _mm512_add_ps(v[i], v[i + h]);
+        }
+    }
+    return v[0];
+}
+
+// Up to 16 blocks of x into y. The type's constants and tables come as arguments beside tp so
+// that, inlined into each type's row function, they are constants.
+TQ_AVX512 static TQ_INLINE void tcq_encode_avx512(const struct tq_tcq_type * tp, const int bits, const int memory,
+                                                  const int scales, const float * levels, const float * midpoints,
+                                                  const float * inv_factors, const float * factors_sq,
+                                                  const uint8_t * subset, const float * GGML_RESTRICT x, int nb,
+                                                  uint8_t * GGML_RESTRICT y) {
+    enum { LANES = 16 };
+    const int S = 1 << memory, nmid = (1 << (bits - 1)) - 1;
+    const __mmask16 live = (__mmask16) ((1u << nb) - 1);
+    const __m512i rows = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                            _mm512_set1_epi32(QK_TCQ));
+    const __m512 zero = _mm512_setzero_ps();
+
+    // steps 1-3 of each lane's block: finite?, conditioning, the sum of squares
+    __m512 xt[QK_TCQ], sq[QK_TCQ];
+    __mmask16 bad = 0;
+    for (int i = 0; i < QK_TCQ; ++i) {
+        __m512 v = _mm512_mask_i32gather_ps(zero, live, rows, x + i, 4);
+        bad |= _mm512_cmp_ps_mask(_mm512_sub_ps(v, v), zero, _CMP_NEQ_UQ); // NaN, +-Inf
+        v = _mm512_min_ps(_mm512_max_ps(v, _mm512_set1_ps(-TQ_TCQ_CLAMP)), _mm512_set1_ps(TQ_TCQ_CLAMP));
+        v = _mm512_mask_mov_ps(v, _mm512_cmp_ps_mask(_mm512_abs_ps(v), _mm512_set1_ps(TQ_TCQ_FLUSH), _CMP_LT_OQ), zero);
+        xt[i] = v;
+        sq[i] = _mm512_mul_ps(v, v);
+    }
+    const __m512 ss = tcq_tree_avx512(sq);
+    const __mmask16 special = bad | _mm512_cmp_ps_mask(ss, zero, _CMP_EQ_OQ);
+    const __m512 norm = _mm512_sqrt_ps(ss);
+    const __m512 inv  = _mm512_div_ps(_mm512_set1_ps(1.0f), norm);
+
+    // one Viterbi per candidate; bit k of a lane of dec[t][i]: state k came from its second predecessor
+    __m512i dec[TQ_TCQ_MAX_SCALES][QK_TCQ];
+    __m512  best = _mm512_set1_ps(INFINITY);
+    __m512i win  = _mm512_setzero_si512();
+    for (int t = 0; t < scales; ++t) {
+        const __m512 s = _mm512_mul_ps(inv, _mm512_set1_ps(inv_factors[t]));
+        __m512 cost[TQ_TCQ_MAX_STATES];
+        for (int k = 0; k < S; ++k) {
+            cost[k] = _mm512_set1_ps(k == 0 ? 0.0f : INFINITY);
+        }
+        for (int i = 0; i < QK_TCQ; ++i) {
+            const __m512 v = _mm512_mul_ps(xt[i], s);
+            __m512 err[TQ_TCQ_SUBSETS];
+            for (int j = 0; j < TQ_TCQ_SUBSETS; ++j) {
+                // the level of the rank the midpoints give (they ascend, so the last one passed decides)
+                __m512 c = _mm512_set1_ps(levels[j]);
+                for (int k = 0; k < nmid; ++k) {
+                    const __mmask16 above = _mm512_cmp_ps_mask(v, _mm512_set1_ps(midpoints[j*nmid + k]), _CMP_GT_OQ);
+                    c = _mm512_mask_mov_ps(c, above, _mm512_set1_ps(levels[j + TQ_TCQ_SUBSETS*(k + 1)]));
+                }
+                const __m512 d = _mm512_sub_ps(v, c);
+                err[j] = _mm512_mul_ps(d, d);
+            }
+            __m512  next[TQ_TCQ_MAX_STATES];
+            __m512i took = _mm512_setzero_si512();
+            for (int k = 0; k < S; ++k) {
+                const int p0 = k >> 1, p1 = p0 | (S >> 1), b = k & 1;
+                const __m512 c0 = _mm512_add_ps(cost[p0], err[subset[2*p0 + b]]);
+                const __m512 c1 = _mm512_add_ps(cost[p1], err[subset[2*p1 + b]]);
+                next[k] = _mm512_min_ps(c1, c0); // c1 < c0 ? c1 : c0: a tie keeps p0
+                took = _mm512_mask_or_epi32(took, _mm512_cmp_ps_mask(c1, c0, _CMP_LT_OQ), took, _mm512_set1_epi32(1 << k));
+            }
+            for (int k = 0; k < S; ++k) {
+                cost[k] = next[k];
+            }
+            dec[t][i] = took;
+        }
+        const __m512 metric = _mm512_mul_ps(cost[0], _mm512_set1_ps(factors_sq[t]));
+        const __mmask16 better = _mm512_cmp_ps_mask(metric, best, _CMP_LT_OQ); // a tie keeps the earlier
+        best = _mm512_mask_mov_ps(best, better, metric);
+        win  = _mm512_mask_mov_epi32(win, better, _mm512_set1_epi32(t));
+    }
+
+    // each lane's winning path, traced back from state 0
+    const __m512 s = _mm512_mul_ps(inv, _mm512_permutexvar_ps(win, _mm512_maskz_loadu_ps((__mmask16) ((1u << scales) - 1), inv_factors)));
+    int32_t sub16[2*TQ_TCQ_MAX_STATES] = {0};
+    for (int e = 0; e < 2*S; ++e) {
+        sub16[e] = subset[e];
+    }
+    const __m512i vsubset = _mm512_loadu_si512(sub16);
+    const __m512  vlevels = _mm512_maskz_loadu_ps((__mmask16) ((1u << (4*(nmid + 1))) - 1), levels);
+    __m512 vmid[TQ_TCQ_MAX_RANKS - 1];
+    for (int k = 0; k < nmid; ++k) {
+        const float m[TQ_TCQ_SUBSETS] = { midpoints[k], midpoints[nmid + k], midpoints[2*nmid + k], midpoints[3*nmid + k] };
+        vmid[k] = _mm512_castps128_ps512(_mm_loadu_ps(m)); // midpoint k of each subset, looked up by subset
+    }
+    const __m512i one = _mm512_set1_epi32(1);
+    __m512i state = _mm512_setzero_si512();
+    uint8_t rank[QK_TCQ*LANES], branch[QK_TCQ*LANES];
+    __m512 c2[QK_TCQ];
+    for (int i = QK_TCQ - 1; i >= 0; --i) {
+        __m512i D = dec[0][i];
+        for (int t = 1; t < scales; ++t) {
+            D = _mm512_mask_mov_epi32(D, _mm512_cmpeq_epi32_mask(win, _mm512_set1_epi32(t)), dec[t][i]);
+        }
+        const __m512i from1 = _mm512_and_si512(_mm512_srlv_epi32(D, state), one);
+        const __m512i prev  = _mm512_or_si512(_mm512_srli_epi32(state, 1), _mm512_slli_epi32(from1, memory - 1));
+        const __m512i u = _mm512_and_si512(state, one);
+        const __m512i j     = _mm512_permutexvar_epi32(_mm512_or_si512(_mm512_slli_epi32(prev, 1), u), vsubset);
+        const __m512  v     = _mm512_mul_ps(xt[i], s);
+        __m512i r = _mm512_setzero_si512();
+        for (int k = 0; k < nmid; ++k) {
+            r = _mm512_mask_add_epi32(r, _mm512_cmp_ps_mask(v, _mm512_permutexvar_ps(j, vmid[k]), _CMP_GT_OQ), r, one);
+        }
+        const __m512 c = _mm512_permutexvar_ps(_mm512_add_epi32(j, _mm512_slli_epi32(r, 2)), vlevels);
+        c2[i] = _mm512_mul_ps(c, c);
+        _mm_storeu_si128((__m128i *) (rank + i*LANES), _mm512_cvtepi32_epi8(r));
+        _mm_storeu_si128((__m128i *) (branch + i*LANES), _mm512_cvtepi32_epi8(u));
+        state = prev;
+    }
+    // the norm-preserving scale, rounded to fp16 (saturating)
+    const __m512 scale = _mm512_min_ps(_mm512_div_ps(norm, _mm512_sqrt_ps(tcq_tree_avx512(c2))), _mm512_set1_ps(TQ_FP16_MAX));
+    uint16_t d[LANES];
+    _mm256_storeu_si256((__m256i *) d, _mm512_cvtps_ph(scale, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+    tcq_store_lanes(tp, x, y, nb, LANES, special, d, rank, branch);
+}
+
+#define TQ_TCQ_AVX512_ROW(N)                                                                                 \
+TQ_AVX512 static void tcq_quantize_row_tcq##N##_avx512(const float * GGML_RESTRICT x, void * GGML_RESTRICT vy, int64_t k) { \
+    uint8_t * y = (uint8_t *) vy;                                                                            \
+    for (int64_t b = 0; b < k/QK_TCQ; b += 16) {                                                             \
+        const int nb = (int) (k/QK_TCQ - b < 16 ? k/QK_TCQ - b : 16);                                        \
+        tcq_encode_avx512(&tq_tcq##N##_type, TQ_TCQ##N##_BITS, TQ_TCQ##N##_MEMORY, TQ_TCQ##N##_SCALES,       \
+                          tq_tcq##N##_levels, &tq_tcq##N##_subset_midpoints[0][0], tq_tcq##N##_inv_factors,  \
+                          tq_tcq##N##_factors_sq, &tq_tcq##N##_subset[0][0], x + b*QK_TCQ, nb,               \
+                          y + b*(int64_t) sizeof(block_tcq##N));                                             \
+    }                                                                                                        \
+}
+
+TQ_TCQ_AVX512_ROW(2)
+TQ_TCQ_AVX512_ROW(3)
+
+#endif // TQ_BUILD_AVX512
+
+//
+// AVX2: 8 blocks, one a lane
+//
+
+#if TQ_BUILD_AVX2
+
+TQ_AVX2 static TQ_INLINE __m256 tcq_tree_avx2(__m256 * v) {
+    for (int i = 0; i < 32; ++i) {
+        v[i] = _mm256_add_ps(v[i], v[i + 32]);
+    }
+    for (int h = 16; h >= 1; h /= 2) {
+        for (int i = 0; i < h; ++i) {
+            v[i] = _mm256_add_ps(v[i], v[i + h]);
+        }
+    }
+    return v[0];
+}
+
+// Up to 8 blocks of x into y, as tcq_encode_avx512.
+TQ_AVX2 static TQ_INLINE void tcq_encode_avx2(const struct tq_tcq_type * tp, const int bits, const int memory,
+                                              const int scales, const float * levels, const float * midpoints,
+                                              const float * inv_factors, const float * factors_sq,
+                                              const uint8_t * subset, const float * GGML_RESTRICT x, int nb,
+                                              uint8_t * GGML_RESTRICT y) {
+    enum { LANES = 8 };
+    const int S = 1 << memory, nmid = (1 << (bits - 1)) - 1;
+    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    const __m256  live = _mm256_castsi256_ps(_mm256_cmpgt_epi32(_mm256_set1_epi32(nb), lane));
+    const __m256i rows = _mm256_mullo_epi32(lane, _mm256_set1_epi32(QK_TCQ));
+    const __m256  zero = _mm256_setzero_ps();
+    const __m256  sign = _mm256_set1_ps(-0.0f);
+
+    __m256 xt[QK_TCQ], sq[QK_TCQ];
+    __m256 bad = zero;
+    for (int i = 0; i < QK_TCQ; ++i) {
+        __m256 v = _mm256_mask_i32gather_ps(zero, x + i, rows, live, 4);
+        bad = _mm256_or_ps(bad, _mm256_cmp_ps(_mm256_sub_ps(v, v), zero, _CMP_NEQ_UQ)); // NaN, +-Inf
+        v = _mm256_min_ps(_mm256_max_ps(v, _mm256_set1_ps(-TQ_TCQ_CLAMP)), _mm256_set1_ps(TQ_TCQ_CLAMP));
+        v = _mm256_andnot_ps(_mm256_cmp_ps(_mm256_andnot_ps(sign, v), _mm256_set1_ps(TQ_TCQ_FLUSH), _CMP_LT_OQ), v);
+        xt[i] = v;
+        sq[i] = _mm256_mul_ps(v, v);
+    }
+    const __m256 ss = tcq_tree_avx2(sq);
+    const unsigned special = (unsigned) _mm256_movemask_ps(_mm256_or_ps(bad, _mm256_cmp_ps(ss, zero, _CMP_EQ_OQ)));
+    const __m256 norm = _mm256_sqrt_ps(ss);
+    const __m256 inv  = _mm256_div_ps(_mm256_set1_ps(1.0f), norm);
+
+    __m256i dec[TQ_TCQ_MAX_SCALES][QK_TCQ];
+    __m256  best = _mm256_set1_ps(INFINITY);
+    __m256i win  = _mm256_setzero_si256();
+    for (int t = 0; t < scales; ++t) {
+        const __m256 s = _mm256_mul_ps(inv, _mm256_set1_ps(inv_factors[t]));
+        __m256 cost[TQ_TCQ_MAX_STATES];
+        for (int k = 0; k < S; ++k) {
+            cost[k] = _mm256_set1_ps(k == 0 ? 0.0f : INFINITY);
+        }
+        for (int i = 0; i < QK_TCQ; ++i) {
+            const __m256 v = _mm256_mul_ps(xt[i], s);
+            __m256 err[TQ_TCQ_SUBSETS];
+            for (int j = 0; j < TQ_TCQ_SUBSETS; ++j) {
+                __m256 c = _mm256_set1_ps(levels[j]);
+                for (int k = 0; k < nmid; ++k) {
+                    const __m256 above = _mm256_cmp_ps(v, _mm256_set1_ps(midpoints[j*nmid + k]), _CMP_GT_OQ);
+                    c = _mm256_blendv_ps(c, _mm256_set1_ps(levels[j + TQ_TCQ_SUBSETS*(k + 1)]), above);
+                }
+                const __m256 d = _mm256_sub_ps(v, c);
+                err[j] = _mm256_mul_ps(d, d);
+            }
+            __m256  next[TQ_TCQ_MAX_STATES];
+            __m256i took = _mm256_setzero_si256();
+            for (int k = 0; k < S; ++k) {
+                const int p0 = k >> 1, p1 = p0 | (S >> 1), b = k & 1;
+                const __m256 c0 = _mm256_add_ps(cost[p0], err[subset[2*p0 + b]]);
+                const __m256 c1 = _mm256_add_ps(cost[p1], err[subset[2*p1 + b]]);
+                next[k] = _mm256_min_ps(c1, c0); // c1 < c0 ? c1 : c0: a tie keeps p0
+                const __m256i lt = _mm256_castps_si256(_mm256_cmp_ps(c1, c0, _CMP_LT_OQ));
+                took = _mm256_or_si256(took, _mm256_and_si256(lt, _mm256_set1_epi32(1 << k)));
+            }
+            for (int k = 0; k < S; ++k) {
+                cost[k] = next[k];
+            }
+            dec[t][i] = took;
+        }
+        const __m256 metric = _mm256_mul_ps(cost[0], _mm256_set1_ps(factors_sq[t]));
+        const __m256 better = _mm256_cmp_ps(metric, best, _CMP_LT_OQ); // a tie keeps the earlier
+        best = _mm256_blendv_ps(best, metric, better);
+        win  = _mm256_blendv_epi8(win, _mm256_set1_epi32(t), _mm256_castps_si256(better));
+    }
+
+    float inv8[LANES] = {0};
+    memcpy(inv8, inv_factors, sizeof(float)*scales);
+    const __m256 s = _mm256_mul_ps(inv, _mm256_permutevar8x32_ps(_mm256_loadu_ps(inv8), win));
+    int32_t sub16[2*TQ_TCQ_MAX_STATES] = {0};
+    for (int e = 0; e < 2*S; ++e) {
+        sub16[e] = subset[e];
+    }
+    __m256 vmid[TQ_TCQ_MAX_RANKS - 1];
+    for (int k = 0; k < nmid; ++k) {
+        const float m[8] = { midpoints[k], midpoints[nmid + k], midpoints[2*nmid + k], midpoints[3*nmid + k] };
+        vmid[k] = _mm256_loadu_ps(m);
+    }
+    const __m256i one = _mm256_set1_epi32(1);
+    __m256i state = _mm256_setzero_si256();
+    uint8_t rank[QK_TCQ*LANES], branch[QK_TCQ*LANES];
+    __m256 c2[QK_TCQ];
+    for (int i = QK_TCQ - 1; i >= 0; --i) {
+        __m256i D = dec[0][i];
+        for (int t = 1; t < scales; ++t) {
+            D = _mm256_blendv_epi8(D, dec[t][i], _mm256_cmpeq_epi32(win, _mm256_set1_epi32(t)));
+        }
+        const __m256i from1 = _mm256_and_si256(_mm256_srlv_epi32(D, state), one);
+        const __m256i prev  = _mm256_or_si256(_mm256_srli_epi32(state, 1), _mm256_slli_epi32(from1, memory - 1));
+        const __m256i u = _mm256_and_si256(state, one);
+        const __m256i j     = _mm256_i32gather_epi32(sub16, _mm256_or_si256(_mm256_slli_epi32(prev, 1), u), 4);
+        const __m256  v     = _mm256_mul_ps(xt[i], s);
+        __m256i r = _mm256_setzero_si256();
+        for (int k = 0; k < nmid; ++k) {
+            const __m256 above = _mm256_cmp_ps(v, _mm256_permutevar8x32_ps(vmid[k], j), _CMP_GT_OQ);
+            r = _mm256_sub_epi32(r, _mm256_castps_si256(above)); // a true compare is -1
+        }
+        const __m256 c = _mm256_i32gather_ps(levels, _mm256_add_epi32(j, _mm256_slli_epi32(r, 2)), 4);
+        c2[i] = _mm256_mul_ps(c, c);
+        int32_t rl[LANES], bl[LANES];
+        _mm256_storeu_si256((__m256i *) rl, r);
+        _mm256_storeu_si256((__m256i *) bl, u);
+        for (int b = 0; b < LANES; ++b) {
+            rank[i*LANES + b]   = (uint8_t) rl[b];
+            branch[i*LANES + b] = (uint8_t) bl[b];
+        }
+        state = prev;
+    }
+    const __m256 scale = _mm256_min_ps(_mm256_div_ps(norm, _mm256_sqrt_ps(tcq_tree_avx2(c2))), _mm256_set1_ps(TQ_FP16_MAX));
+    uint16_t d[LANES];
+    _mm_storeu_si128((__m128i *) d, _mm256_cvtps_ph(scale, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+    tcq_store_lanes(tp, x, y, nb, LANES, special, d, rank, branch);
+}
+
+#define TQ_TCQ_AVX2_ROW(N)                                                                                   \
+TQ_AVX2 static void tcq_quantize_row_tcq##N##_avx2(const float * GGML_RESTRICT x, void * GGML_RESTRICT vy, int64_t k) { \
+    uint8_t * y = (uint8_t *) vy;                                                                            \
+    for (int64_t b = 0; b < k/QK_TCQ; b += 8) {                                                              \
+        const int nb = (int) (k/QK_TCQ - b < 8 ? k/QK_TCQ - b : 8);                                          \
+        tcq_encode_avx2(&tq_tcq##N##_type, TQ_TCQ##N##_BITS, TQ_TCQ##N##_MEMORY, TQ_TCQ##N##_SCALES,         \
+                        tq_tcq##N##_levels, &tq_tcq##N##_subset_midpoints[0][0], tq_tcq##N##_inv_factors,    \
+                        tq_tcq##N##_factors_sq, &tq_tcq##N##_subset[0][0], x + b*QK_TCQ, nb,                 \
+                        y + b*(int64_t) sizeof(block_tcq##N));                                               \
+    }                                                                                                        \
+}
+
+TQ_TCQ_AVX2_ROW(2)
+TQ_TCQ_AVX2_ROW(3)
+
+#endif // TQ_BUILD_AVX2
+
+//
+// ggml entry points: the widest variant the build targets
+//
+
+#if TQ_USE_AVX512
+#define TQ_TCQ_DISPATCH(N) tcq_quantize_row_tcq##N##_avx512(x, y, k)
+#elif TQ_USE_AVX2
+#define TQ_TCQ_DISPATCH(N) tcq_quantize_row_tcq##N##_avx2(x, y, k)
+#else
+#define TQ_TCQ_DISPATCH(N) quantize_row_tcq##N##_generic(x, y, k)
+#endif
+
+void quantize_row_tcq2(const float * GGML_RESTRICT x, void * GGML_RESTRICT y, int64_t k) { TQ_TCQ_DISPATCH(2); }
+void quantize_row_tcq3(const float * GGML_RESTRICT x, void * GGML_RESTRICT y, int64_t k) { TQ_TCQ_DISPATCH(3); }
+
+//
+// variants for the tests
+//
+
+static bool tcq_cpu_runs(int variant) {
+#if defined(__GNUC__) || defined(__clang__)
+    __builtin_cpu_init();
+    switch (variant) {
+        case 1:  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c");
+        case 2:  return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                        __builtin_cpu_supports("avx512vl");
+        default: return false;
+    }
+#else
+    return (variant == 1 && TQ_USE_AVX2) || (variant == 2 && TQ_USE_AVX512);
+#endif
+}
+
+tq_tcq_quantize_row_t tq_tcq_cpu_arch_quantize_row(int bits, int variant) {
+    if (!tcq_cpu_runs(variant)) {
+        return NULL;
+    }
+#if TQ_BUILD_AVX512
+    if (variant == 2) {
+        return bits == 2 ? tcq_quantize_row_tcq2_avx512 : tcq_quantize_row_tcq3_avx512;
+    }
+#endif
+#if TQ_BUILD_AVX2
+    if (variant == 1) {
+        return bits == 2 ? tcq_quantize_row_tcq2_avx2 : tcq_quantize_row_tcq3_avx2;
+    }
+#endif
+    (void) bits;
+    return NULL;
+}
+
+#endif // !GGML_CPU_GENERIC

@@ -1,0 +1,35 @@
+// tq-gguf: generic C encoders of the trellis-coded types for the CPU backend (the
+// reference itself), and the encoder variants the tests compare.
+#include "tq-arch-fallback.h"
+#include "tq-cpu-tcq.h"
+
+#define TQ_TCQ_GENERIC_FUNCS(N)                                                                          \
+void quantize_row_tcq##N##_generic(const float * GGML_RESTRICT x, void * GGML_RESTRICT y, int64_t k) {   \
+    quantize_row_tcq##N##_ref(x, (block_tcq##N *) y, k);                                                 \
+}
+
+TQ_TCQ_GENERIC_FUNCS(2)
+TQ_TCQ_GENERIC_FUNCS(3)
+
+#if defined(GGML_TQ_CPU_NO_ARCH_KERNELS)
+tq_tcq_quantize_row_t tq_tcq_cpu_arch_quantize_row(int bits, int variant) {
+    (void) bits;
+    (void) variant;
+    return NULL;
+}
+#endif
+
+// the numbers of enum ggml_tq_cpu_variant that are not an architecture's
+#define TQ_TCQ_CPU_GENERIC 0
+#define TQ_TCQ_CPU_DEFAULT 15
+
+tq_tcq_quantize_row_t tq_tcq_cpu_quantize_row(int bits, int variant) {
+    if (bits != 2 && bits != 3) {
+        return NULL;
+    }
+    switch (variant) {
+        case TQ_TCQ_CPU_GENERIC: return bits == 2 ? quantize_row_tcq2_generic : quantize_row_tcq3_generic;
+        case TQ_TCQ_CPU_DEFAULT: return bits == 2 ? quantize_row_tcq2 : quantize_row_tcq3;
+        default:                 return tq_tcq_cpu_arch_quantize_row(bits, variant);
+    }
+}

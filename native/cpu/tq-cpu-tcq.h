@@ -1,0 +1,38 @@
+// tq-gguf: CPU encoders of the trellis-coded value types tcq2 and tcq3.
+//
+// As for the turbo types (tq-cpu-quants.h), each has a plain C `_generic` version (the
+// reference, tq-cpu-tcq.c) and SIMD versions in arch/<arch>/tq-tcq.c, and the unsuffixed
+// name is the widest one the build targets. The SIMD encoders run one block in each lane
+// of a register, so that every lane does the reference's float operations in its order.
+// Decoding is the reference's (dequantize_row_tcqN in tq-tcq.c).
+#pragma once
+
+#include "../tq-tcq.h"
+
+#ifndef GGML_BACKEND_API
+#define GGML_BACKEND_API extern // outside ggml: the standalone build the tests compile
+#endif
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+// ggml-cpu type traits
+void quantize_row_tcq2(const float * GGML_RESTRICT x, void * GGML_RESTRICT y, int64_t k);
+void quantize_row_tcq3(const float * GGML_RESTRICT x, void * GGML_RESTRICT y, int64_t k);
+
+// generic C versions
+void quantize_row_tcq2_generic(const float * GGML_RESTRICT x, void * GGML_RESTRICT y, int64_t k);
+void quantize_row_tcq3_generic(const float * GGML_RESTRICT x, void * GGML_RESTRICT y, int64_t k);
+
+// Encoder variants, for the tests, numbered as enum ggml_tq_cpu_variant (tq-cpu-quants.h):
+// 0 generic, 1 AVX2, 2 AVX-512, 15 the unsuffixed entry point the type traits use. bits is
+// 2 or 3 (tcq2, tcq3). Returns NULL when this build or this processor does not have the variant.
+typedef void (*tq_tcq_quantize_row_t)(const float * GGML_RESTRICT x, void * GGML_RESTRICT y, int64_t k);
+GGML_BACKEND_API tq_tcq_quantize_row_t tq_tcq_cpu_quantize_row(int bits, int variant);
+// the SIMD variants' part of it (arch/<arch>/tq-tcq.c; NULL everywhere without one)
+tq_tcq_quantize_row_t tq_tcq_cpu_arch_quantize_row(int bits, int variant);
+
+#ifdef __cplusplus
+}
+#endif
