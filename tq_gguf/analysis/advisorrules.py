@@ -60,7 +60,7 @@ LONG_CONTEXT_KEY = BOUNDARY_TYPE
 # often other text (llama-perplexity's chunks after the first of a batch), so the stored keys
 # are not centred as well. Measured with turbo4/turbo4:sk (docs/QUALITY.md, "Key smoothing"):
 # probe error 0.0158 / 0.0189 / 0.0101 on SmolLM2 / Gemma 3 / Qwen2.5 against model KLD
-# 0.0346 / 0.0552 / 0.0123, where q8_0/turbo3 measures 0.0176 / 0.0158 / 0.0168 against
+# 0.0320 / 0.0523 / 0.0117, where q8_0/turbo3 measures 0.0176 / 0.0158 / 0.0168 against
 # 0.0262 / 0.0289 / 0.0138. Counting a smoothed candidate's error 1.8x orders every pair of
 # them as the models do, and lets smoothed keys through the quality bar only on Qwen2.5
 # (0.018), where their KLD is below q8_0/turbo3's, not on SmolLM2 (0.028) or Gemma 3 (0.034).
