@@ -59,19 +59,16 @@ class _Rope:
         fields = ggufheader.read_checked(path).fields
         value = lambda key, default: fields[key].value if key in fields else default  # noqa: E731
         self.info, self.n_ctx, self.head = info, n_ctx, info.head_dim_k
-        self.rot = value(f"{info.arch}.rope.dimension_count", info.head_dim_k)
+        self.n_rot = value(f"{info.arch}.rope.dimension_count", info.head_dim_k)
         self.base = value(f"{info.arch}.rope.freq_base", 10000.0)
         self.base_swa = value(f"{info.arch}.rope.freq_base_swa", 10000.0)
         llama_cpp = llamacpp.load()
         with Context(path, n_ctx=256) as ctx:
             self.neox = llama_cpp.llama_model_rope_type(ctx.model) == llama_cpp.LLAMA_ROPE_TYPE_NEOX
 
-    def n_rot(self, il: int) -> int:
-        return self.rot
-
     def pair0(self, il: int) -> int:
         base = self.base_swa if self.info.is_swa(il) else self.base
-        return smoothing.first_pair(self.rot, base, 1.0, self.n_ctx)
+        return smoothing.first_pair(self.n_rot, base, 1.0, self.n_ctx)
 
 
 def _storage_rotation(cfg: CacheConfig, head: int):
@@ -127,7 +124,7 @@ def test_cache_holds_keys_minus_a_fixed_mu(model, config, text):
         dropped = max(dropped, pair0)
         window = before[:first][smoothing.window(first)].astype(np.float64)
         mean = window.mean(axis=0)
-        expected = rotate(smoothing.drop_pairs(mean, rope.head, rope.n_rot(il), pair0, rope.neox))
+        expected = rotate(smoothing.drop_pairs(mean, rope.head, rope.n_rot, pair0, rope.neox))
         assert np.all(np.abs(mu - expected) <= _mu_bound(window, mean, group)), \
             f"layer {il}: mu is not the window's mean less its {pair0} fastest RoPE pairs"
         assert np.abs(mu).max() > 0, f"layer {il}: mu is zero"
