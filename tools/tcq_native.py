@@ -39,13 +39,15 @@ HEADERS = [NATIVE / "tq-tcq.h", NATIVE / "tq-tcq-tables.h", NATIVE / "cpu" / "tq
 FLAGS = ["-std=gnu11", "-O2", "-ffp-contract=off", "-fno-fast-math", "-fPIC", "-shared"]
 CACHE = Path(tempfile.gettempdir()) / "tq-gguf-tcq"
 
-# Encoder variants, numbered as native/cpu/tq-cpu-tcq.h numbers them ("default": the entry point
+# Encoder and decoder variants, numbered as native/cpu/tq-cpu-tcq.h numbers them ("default": the entry point
 # ggml's type traits call, the widest variant the compile flags target).
 VARIANTS = {"scalar": 0, "avx2": 1, "avx512": 2, "default": 15}
 
 CDEF = """
 typedef void (*tq_tcq_quantize_row_t)(const float * x, void * y, int64_t k);
 tq_tcq_quantize_row_t tq_tcq_cpu_quantize_row(int bits, int variant);
+typedef void (*tq_tcq_dequantize_row_t)(const void * x, float * y, int64_t k);
+tq_tcq_dequantize_row_t tq_tcq_cpu_dequantize_row(int bits, int variant);
 void dequantize_row_tcq2(const void * x, float * y, int64_t k);
 void dequantize_row_tcq3(const void * x, float * y, int64_t k);
 """
@@ -101,11 +103,18 @@ class TcqLibrary:
         fn(self.ffi.from_buffer("float[]", x), self.ffi.from_buffer(out), x.size)
         return out
 
-    def dequantize(self, raw: np.ndarray, qtype: str) -> np.ndarray:
+    def dequantize(self, raw: np.ndarray, qtype: str, variant: str | None = None) -> np.ndarray:
+        """uint8 (..., k*type_size) -> float32 (..., k*64): the reference decoder, or a CPU variant."""
         t = TRELLIS_TYPES[qtype]
+        if variant is None:
+            fn = getattr(self.lib, f"dequantize_row_{qtype}")
+        else:
+            fn = self.lib.tq_tcq_cpu_dequantize_row(t.index_bits, VARIANTS[variant])
+            if fn == self.ffi.NULL:
+                raise RuntimeError(f"the {variant} decoder is not available on this machine")
         raw = np.ascontiguousarray(raw, dtype=np.uint8)
         y = np.empty((*raw.shape[:-1], raw.shape[-1] // t.type_size * t.block_size), np.float32)
-        getattr(self.lib, f"dequantize_row_{qtype}")(self.ffi.from_buffer(raw), self.ffi.from_buffer("float[]", y), y.size)
+        fn(self.ffi.from_buffer(raw), self.ffi.from_buffer("float[]", y), y.size)
         return y
 
 

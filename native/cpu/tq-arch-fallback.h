@@ -14,5 +14,7 @@
 #define ggml_vec_dot_turbo4_f32_generic    ggml_vec_dot_turbo4_f32
 #define quantize_row_tcq2_generic          quantize_row_tcq2
 #define quantize_row_tcq3_generic          quantize_row_tcq3
+#define dequantize_row_tcq2_cpu_generic    dequantize_row_tcq2_cpu
+#define dequantize_row_tcq3_cpu_generic    dequantize_row_tcq3_cpu
 #define GGML_TQ_CPU_NO_ARCH_KERNELS
 #endif

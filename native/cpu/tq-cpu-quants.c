@@ -2,6 +2,7 @@
 // whitelist, and the hooks the tests use to compare kernel variants.
 #include "tq-arch-fallback.h"
 #include "tq-cpu-quants.h"
+#include "tq-cpu-tcq.h"
 
 #include "ggml-impl.h"
 
@@ -50,6 +51,8 @@ ggml_to_float_t ggml_tq_cpu_to_float(enum ggml_type type) {
         case GGML_TYPE_TURBO2: return dequantize_row_turbo2_cpu;
         case GGML_TYPE_TURBO3: return dequantize_row_turbo3_cpu;
         case GGML_TYPE_TURBO4: return dequantize_row_turbo4_cpu;
+        case GGML_TYPE_TCQ2:   return dequantize_row_tcq2_cpu;
+        case GGML_TYPE_TCQ3:   return dequantize_row_tcq3_cpu;
         default:               return NULL;
     }
 }
@@ -59,11 +62,11 @@ ggml_to_float_t ggml_tq_cpu_to_float(enum ggml_type type) {
 //
 
 bool ggml_tq_op_uses_turbo(const struct ggml_tensor * op) {
-    if (ggml_tq_is_turbo(op->type)) {
+    if (ggml_tq_is_tq(op->type)) {
         return true;
     }
     for (int i = 0; i < GGML_MAX_SRC; ++i) {
-        if (op->src[i] && ggml_tq_is_turbo(op->src[i]->type)) {
+        if (op->src[i] && ggml_tq_is_tq(op->src[i]->type)) {
             return true;
         }
     }
@@ -83,18 +86,19 @@ bool ggml_tq_cpu_supports_op(const struct ggml_tensor * op) {
         case GGML_OP_PERMUTE:
         case GGML_OP_TRANSPOSE:
             return true;
-        case GGML_OP_SET_ROWS: // float rows quantized into a turbo cache
-            return ggml_tq_is_turbo(op->type) && (src0->type == GGML_TYPE_F32 || src0->type == GGML_TYPE_F16);
-        case GGML_OP_GET_ROWS: // turbo rows expanded to f32
-            return ggml_tq_is_turbo(src0->type) && op->type == GGML_TYPE_F32;
+        case GGML_OP_SET_ROWS: // float rows quantized into a turbo or tcq cache
+            return ggml_tq_is_tq(op->type) && (src0->type == GGML_TYPE_F32 || src0->type == GGML_TYPE_F16);
+        case GGML_OP_GET_ROWS: // turbo or tcq rows expanded to f32
+            return ggml_tq_is_tq(src0->type) && op->type == GGML_TYPE_F32;
         case GGML_OP_CPY:
         case GGML_OP_DUP:
-            if (ggml_tq_is_turbo(op->type)) {
+            if (ggml_tq_is_tq(op->type)) {
                 return tq_is_float(src0->type) || src0->type == op->type; // quantize, or copy blocks
             }
-            return op->type == GGML_TYPE_F32; // out of turbo: dequantize to f32 only
-        case GGML_OP_FLASH_ATTN_EXT: // turbo K and/or V, any K/V type on the other side
-            return op->src[0]->type == GGML_TYPE_F32;
+            return op->type == GGML_TYPE_F32; // out of turbo or tcq: dequantize to f32 only
+        case GGML_OP_FLASH_ATTN_EXT: // turbo K and/or turbo or tcq V, any K/V type on the other side;
+                                     // a tcq type has no dot product, so never K
+            return op->src[0]->type == GGML_TYPE_F32 && !ggml_tq_is_trellis(op->src[1]->type);
         default:
             return false;
     }

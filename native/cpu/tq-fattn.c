@@ -1,4 +1,4 @@
-// tq-gguf: FLASH_ATTN_EXT on the CPU when K, V or both are turbo (the partner may be any
+// tq-gguf: FLASH_ATTN_EXT on the CPU when K, V or both are turbo, or V is tcq (the partner may be any
 // type with a to_float: q8_0, f16, f32, ...).
 //
 // Why a kernel of our own. ggml's reference path (ops.cpp,
@@ -311,7 +311,7 @@ static void tq_fa_q8_0_to_float(const void * GGML_RESTRICT vx, float * GGML_REST
 #endif
 
 ggml_to_float_t ggml_tq_cpu_fa_to_float(enum ggml_type type) {
-    if (ggml_tq_is_turbo(type)) {
+    if (ggml_tq_is_tq(type)) {
         return ggml_tq_cpu_to_float(type);
     }
 #if defined(__AVX512F__) || defined(__AVX2__)
@@ -335,7 +335,7 @@ bool ggml_tq_cpu_fa_supported(const struct ggml_tensor * dst) {
     const struct ggml_tensor * mask  = dst->src[3];
     const struct ggml_tensor * sinks = dst->src[4];
 
-    if (!ggml_tq_is_turbo(k->type) && !ggml_tq_is_turbo(v->type)) {
+    if (!ggml_tq_is_tq(k->type) && !ggml_tq_is_tq(v->type)) {
         return false; // not ours to take
     }
     if (!tq_fa_enabled()) {

@@ -14,6 +14,18 @@
 // rotated block read as a uniform direction in R^64
 #define GGML_TQ_ROT_GROUP GGML_TQ_BLOCK
 
+// the codebook types turbo2..4: rotated rows, a dot product against f32 queries
 static inline bool ggml_tq_is_turbo(enum ggml_type type) {
     return type == GGML_TYPE_TURBO2 || type == GGML_TYPE_TURBO3 || type == GGML_TYPE_TURBO4;
+}
+
+// the trellis-coded value types (docs/FORMAT.md, section 12): rotated like turbo
+// values, read by decoding them; no dot product, so never a K cache
+static inline bool ggml_tq_is_trellis(enum ggml_type type) {
+    return type == GGML_TYPE_TCQ2 || type == GGML_TYPE_TCQ3;
+}
+
+// any tq-gguf type: rows that the cache rotates and only tq-gguf's kernels read
+static inline bool ggml_tq_is_tq(enum ggml_type type) {
+    return ggml_tq_is_turbo(type) || ggml_tq_is_trellis(type);
 }

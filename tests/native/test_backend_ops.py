@@ -31,3 +31,19 @@ def test_turbo_flash_attn_matches_the_reference_path(native_lib):
     for case in ("nb=1,.*type_K=q8_0,type_V=turbo", "nb=1,.*type_K=turbo4,type_V=turbo4",
                  "nb=(64|70|100),.*turbo", "nb=(3|8),.*turbo"):
         assert re.search(rf"{case}.*OK", out), case
+
+
+def test_tcq_value_flash_attn_matches_the_reference_path(native_lib):
+    """A trellis-coded V (decoded by the CPU's SIMD decoder in our kernel) against ggml's plain
+    path (the same decoder, one query row at a time), beside every K type."""
+    res = subprocess.run([str(tool_path("test-backend-ops")), "test", "-b", "CPU", "-o", "FLASH_ATTN_EXT",
+                          "-p", "tcq", "-j", "2"], capture_output=True, text=True, timeout=900)
+    out = res.stdout + res.stderr
+    assert res.returncode == 0, out[-3000:]
+    m = re.search(r"(\d+)/(\d+) tests passed", out)
+    assert m and m.group(1) == m.group(2), out[-2000:]
+    # 2 types x head sizes 64-256 x 1, 8 and 70 queries x 6 K types, and decode at depth
+    assert int(m.group(2)) >= 100, m.group(2)
+    for k in ("f16", "q8_0", "q4_0", "turbo2", "turbo3", "turbo4"):
+        for v in ("tcq2", "tcq3"):
+            assert re.search(rf"type_K={k},type_V={v},.*OK", out), (k, v)

@@ -40,6 +40,37 @@ def test_the_serialisation_depends_on_the_values_only():
         assert out.stdout.strip() == digest()
 
 
+def test_the_codebook_types_hash_as_before_the_trellis_types():
+    """Adding the trellis-coded types must not change `formats`: every state saved before them
+    would otherwise be refused as another build's. The value is canonical_formats(IDS) of the
+    commit before them; the trellis types have a hash of their own."""
+    assert digest() == "a9904c2b4eb1c2c5719c27404af2fbf341d77285323dd6b98507532267cee1a6"
+    ids = {**IDS, "tcq2": 46, "tcq3": 47}
+    assert digest(ids) == digest()
+    trellis = hashlib.sha256(stateorigin.canonical_trellis_formats(ids)).hexdigest()
+    assert trellis != hashlib.sha256(stateorigin.canonical_trellis_formats({**ids, "tcq3": 48})).hexdigest()
+
+
+def test_one_ulp_in_a_trellis_level_changes_the_trellis_hash(monkeypatch):
+    from tq_gguf.reference import trellistables
+    before = stateorigin.canonical_trellis_formats(IDS)
+    nudged = trellistables.LEVELS["tcq3"].copy()
+    nudged[3] = np.nextafter(nudged[3], np.float32(1))
+    monkeypatch.setitem(trellistables.LEVELS, "tcq3", nudged)
+    assert stateorigin.canonical_trellis_formats(IDS) != before
+
+
+def test_a_state_with_other_trellis_tables_is_refused_and_one_without_the_field_is_not():
+    here = Fingerprint(FORMAT_VERSION, "ab" * 32, "cd" * 32, "model.gguf", "12" * 32)
+    with pytest.raises(StateOriginMismatch, match="trellis-coded"):
+        stateorigin.check_format(Fingerprint(FORMAT_VERSION, here.formats, here.model_sha256, here.model_name, "34" * 32), here)
+    older = {k: v for k, v in here.as_dict().items() if k != "trellis"}
+    stateorigin.check_format(Fingerprint.from_dict(older), here)
+    assert Fingerprint.from_dict(here.as_dict()) == here
+    with pytest.raises(ValueError, match="trellis"):
+        Fingerprint.from_dict({**here.as_dict(), "trellis": 5})
+
+
 def test_the_serialisation_holds_exact_float32_centroids():
     doc = json.loads(stateorigin.canonical_formats(IDS))
     for bits, levels in codebooks.CENTROIDS.items():

@@ -369,6 +369,24 @@ def test_c_decoder_equals_numpy(qtype, blocks, lib):
     assert_same_floats(lib.dequantize(noise, qtype), ref.dequantize(noise, qtype), f"{qtype} any bytes")
 
 
+@pytest.mark.parametrize("variant", ("scalar",) + SIMD + ("default",))
+@pytest.mark.parametrize("qtype", QTYPES)
+def test_cpu_decoders_equal_numpy(qtype, variant, blocks, lib):
+    """The CPU decoders (no sequential state: SUB looked up from the shifted branch planes) give
+    the reference's floats, on encoded blocks and on any bytes, in rows of any length."""
+    if not lib.has_variant(variant):
+        pytest.skip(f"{variant} not available on this machine")
+    x = np.concatenate([blocks["special"], blocks["random"], blocks["real"]])
+    raw = ref.quantize(x, qtype)
+    noise = np.random.default_rng(5).integers(0, 256, raw.shape, dtype=np.uint8)
+    noise[:3, :2] = [[0x00, 0x7E], [0x00, 0x7C], [0x01, 0x00]]
+    for what, data in (("decoded", raw), ("any bytes", noise)):
+        assert_same_floats(lib.dequantize(data, qtype, variant), ref.dequantize(data, qtype), f"{qtype} {variant} {what}")
+    for nb in (1, 3, 7):
+        assert_same_floats(lib.dequantize(noise[:nb].reshape(1, -1), qtype, variant).reshape(nb, -1),
+                           ref.dequantize(noise[:nb], qtype), f"{qtype} {variant}, a row of {nb} blocks")
+
+
 @pytest.mark.parametrize("variant", ("scalar",) + SIMD)
 @pytest.mark.parametrize("qtype", QTYPES)
 def test_every_block_ends_in_state_zero(qtype, variant, blocks, lib):

@@ -8,7 +8,7 @@ import math
 
 import numpy as np
 
-from .layout import DIM, TYPES
+from .layout import DIM, TYPES, trellis_types
 from .solver import SEARCH_STEPS, search_factors
 
 COMMAND = "python3 tools/gen_codebooks.py"
@@ -53,6 +53,10 @@ def is_turbo_expr() -> str:
     return " || ".join(f"type == {t.enum}" for t in TYPES)
 
 
+def is_trellis_expr() -> str:
+    return " || ".join(f"type == {t.enum}" for t in trellis_types())
+
+
 def c_comment(lines: list[str]) -> list[str]:
     return [f"// {line}".rstrip() for line in lines]
 
@@ -79,8 +83,20 @@ def render_public_header(tables: list[dict]) -> str:
         f"// rotated block read as a uniform direction in R^{DIM}",
         "#define GGML_TQ_ROT_GROUP GGML_TQ_BLOCK",
         "",
+        "// the codebook types turbo2..4: rotated rows, a dot product against f32 queries",
         "static inline bool ggml_tq_is_turbo(enum ggml_type type) {",
         f"    return {is_turbo_expr()};",
+        "}",
+        "",
+        "// the trellis-coded value types (docs/FORMAT.md, section 12): rotated like turbo",
+        "// values, read by decoding them; no dot product, so never a K cache",
+        "static inline bool ggml_tq_is_trellis(enum ggml_type type) {",
+        f"    return {is_trellis_expr()};",
+        "}",
+        "",
+        "// any tq-gguf type: rows that the cache rotates and only tq-gguf's kernels read",
+        "static inline bool ggml_tq_is_tq(enum ggml_type type) {",
+        "    return ggml_tq_is_turbo(type) || ggml_tq_is_trellis(type);",
         "}",
         "",
     ]

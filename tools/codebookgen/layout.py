@@ -72,6 +72,10 @@ class Trellis:
     qb: int           # bytes of the branch-bit plane
 
     @property
+    def enum(self) -> str:
+        return f"GGML_TYPE_{self.name.upper()}"
+
+    @property
     def states(self) -> int:
         return 1 << self.memory
 

@@ -61,7 +61,7 @@ def _rotation(kind: str, n: int) -> np.ndarray:
 
 def stored_rotation(ct: CacheType, role: str, head_dim: int) -> np.ndarray | None:
     """The matrix llama.cpp rotates `role` ("K" or "V") slices with before storing type `ct` (None: unrotated)."""
-    if ct.turbo:
+    if ct.rotated:
         return _rotation("signed", GROUP)
     if not ct.quantized or head_dim % 64:
         return None

@@ -8,6 +8,9 @@ garbage. So every state the package saves carries a fingerprint of all three:
 
 - `version`: FORMAT_VERSION, how the package records a state and its fingerprint;
 - `formats`: the sha256 of `canonical_formats`, the values that define the cache formats;
+- `trellis`: the sha256 of `canonical_trellis_formats`, the same for the trellis-coded value
+  types. It is a field of its own so that adding those types left `formats`, and so every
+  state saved before them, as it was; a state without it holds no trellis-coded rows;
 - the model's whole-file sha256 (gguf.filehash, remembered after the first time) and file name.
 
 `check_format` runs before the layout checks (under other type ids the layout may be misread),
@@ -27,7 +30,7 @@ from typing import Mapping
 
 from ..kv import cachetypes
 from ..native import typeids
-from ..reference import codebooks, rotation
+from ..reference import codebooks, rotation, trellistables
 from . import filehash
 from .statefile import StateError
 
@@ -46,11 +49,27 @@ def canonical_formats(ids: Mapping[str, int]) -> bytes:
     so the bytes depend on the values only, not on dict order or the process."""
     doc = {
         "types": [[t.name, ids.get(t.name), t.block_size, t.type_size, t.index_bits]
-                  for t in sorted(cachetypes.CACHE_TYPES.values(), key=lambda t: t.name)],
+                  for t in sorted(cachetypes.CACHE_TYPES.values(), key=lambda t: t.name) if not t.trellis],
         "centroids": {str(bits): [float(v).hex() for v in codebooks.CENTROIDS[bits]]
                       for bits in sorted(codebooks.CENTROIDS)},
         "rotation": {"group": rotation.GROUP, "signs": [int(s) for s in rotation.rotation_signs(rotation.GROUP)]},
     }
+    return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
+
+
+def canonical_trellis_formats(ids: Mapping[str, int]) -> bytes:
+    """The values that define the trellis-coded types (docs/FORMAT.md, section 12), as canonical JSON:
+    each type by name with its ggml id in `ids`, sizes, code and scales, and its tables (union
+    codebook and scale factors as exact float32 hex, the subset table)."""
+    doc = {}
+    for t in sorted(cachetypes.TRELLIS_TYPES.values(), key=lambda t: t.name):
+        doc[t.name] = {
+            "type": [ids.get(t.name), t.block_size, t.type_size, t.index_bits, t.memory, t.pair_taps,
+                     t.branch_taps, t.scales],
+            "levels": [float(v).hex() for v in trellistables.LEVELS[t.name]],
+            "factors": [float(v).hex() for v in trellistables.FACTORS[t.name]],
+            "subset": [[int(v) for v in row] for row in trellistables.SUBSET[t.name]],
+        }
     return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
 
 
@@ -60,12 +79,19 @@ def formats_hash() -> str:
     return hashlib.sha256(canonical_formats(typeids.ids())).hexdigest()
 
 
+@lru_cache(maxsize=1)
+def trellis_formats_hash() -> str:
+    """sha256 of this build's canonical_trellis_formats."""
+    return hashlib.sha256(canonical_trellis_formats(typeids.ids())).hexdigest()
+
+
 @dataclass(frozen=True)
 class Fingerprint:
     version: int
     formats: str
     model_sha256: str
     model_name: str
+    trellis: str = ""  # "" in a state saved before the trellis-coded types
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -78,17 +104,19 @@ class Fingerprint:
             raise ValueError("no format version")
         if d["version"] != FORMAT_VERSION:
             raise StateOriginMismatch(_version_message(d["version"]))
-        names = [f.name for f in fields(cls) if f.name != "version"]
+        names = [f.name for f in fields(cls) if f.name not in ("version", "trellis")]
         bad = [name for name in names if not isinstance(d.get(name), str)]
+        if not isinstance(d.get("trellis", ""), str):
+            bad.append("trellis")
         if bad:
             raise ValueError(f"missing or malformed {', '.join(bad)}")
-        return cls(FORMAT_VERSION, **{name: d[name] for name in names})
+        return cls(FORMAT_VERSION, **{name: d[name] for name in names}, trellis=d.get("trellis", ""))
 
 
 def of_model(model_path: str | Path) -> Fingerprint:
     """The fingerprint a state saved now, from a session on this model file, carries."""
     path = Path(model_path)
-    return Fingerprint(FORMAT_VERSION, formats_hash(), filehash.sha256(path), path.name)
+    return Fingerprint(FORMAT_VERSION, formats_hash(), filehash.sha256(path), path.name, trellis_formats_hash())
 
 
 def _version_message(version: int) -> str:
@@ -103,6 +131,11 @@ def check_format(saved: Fingerprint, here: Fingerprint) -> None:
         raise StateOriginMismatch(
             f"this state was saved by a build with other cache formats (type table and codebooks hash "
             f"{saved.formats[:12]}; this build's is {here.formats[:12]}), so its rows would decode to other "
+            f"values; load it with the build that saved it")
+    if saved.trellis and saved.trellis != here.trellis:
+        raise StateOriginMismatch(
+            f"this state was saved by a build with other trellis-coded types (tcq types and tables hash "
+            f"{saved.trellis[:12]}; this build's is {here.trellis[:12]}), so its rows would decode to other "
             f"values; load it with the build that saved it")
 
 

@@ -46,7 +46,13 @@ class CacheConfig:
     def of(cls, k: str, v: str, boundary: int = 0, smooth_k: bool = False) -> "CacheConfig":
         if boundary < 0:
             raise CacheTypeError(f"boundary layer count must be >= 0, got {boundary}")
-        return cls(cachetypes.get(k), cachetypes.get(v), boundary, smooth_k)
+        k_type = cachetypes.get(k)
+        if k_type.value_only:
+            raise CacheTypeError(
+                f"{k_type.name} is a value type (no dot product with a query): use it for V, "
+                f"e.g. q8_0/{k_type.name}; K types are {', '.join(n for n, t in cachetypes.CACHE_TYPES.items() if not t.value_only)}"
+            )
+        return cls(k_type, cachetypes.get(v), boundary, smooth_k)
 
     @classmethod
     def parse(cls, spec: str) -> "CacheConfig":

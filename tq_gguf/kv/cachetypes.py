@@ -21,10 +21,20 @@ class CacheType:
     block_size: int   # values per block
     type_size: int    # bytes per block
     index_bits: int = 0  # turbo types: bits of the codebook index per value (0: not a turbo type)
+    value_only: bool = False  # no dot product with a query (the trellis-coded types): V caches only
 
     @property
     def turbo(self) -> bool:
         return self.index_bits > 0
+
+    @property
+    def trellis(self) -> bool:
+        return self.name in TRELLIS_TYPES
+
+    @property
+    def rotated(self) -> bool:
+        """Rows the cache rotates first (docs/FORMAT.md, sections 2 and 12)."""
+        return self.turbo or self.trellis
 
     @property
     def quantized(self) -> bool:
@@ -58,6 +68,8 @@ CACHE_TYPES: dict[str, CacheType] = {t.name: t for t in (
     CacheType("turbo4", 64, 34, index_bits=4),
     CacheType("turbo3", 64, 26, index_bits=3),
     CacheType("turbo2", 64, 18, index_bits=2),
+    CacheType("tcq3", 64, 26, value_only=True),
+    CacheType("tcq2", 64, 18, value_only=True),
 )}
 
 # The turbo types, fewest bits first.
@@ -101,11 +113,19 @@ class TrellisType:
 
 # The trellis-coded value types, fewest bits first. The codes are the best of their memory
 # on Gaussian blocks and the states and scales the ones chosen from the measurements of
-# docs/FORMAT.md 11.5. A name joins CACHE_TYPES once the library registers its ggml type.
+# docs/FORMAT.md 11.5. Each is also a value-only row of CACHE_TYPES.
 TRELLIS_TYPES: dict[str, TrellisType] = {t.name: t for t in (
     TrellisType("tcq2", 64, 18, index_bits=2, memory=2, pair_taps=1, branch_taps=2, scales=4),
     TrellisType("tcq3", 64, 26, index_bits=3, memory=3, pair_taps=2, branch_taps=5, scales=4),
 )}
+
+
+# The trellis-coded value types, fewest bits first (their sizes agree with TRELLIS_TYPES:
+# tests/unit/test_tcq.py).
+TCQ_TYPES: tuple[str, ...] = tuple(sorted(TRELLIS_TYPES, key=lambda n: TRELLIS_TYPES[n].index_bits))
+
+# The types only tq-gguf's kernels read: turbo, then trellis-coded.
+TQ_TYPES: tuple[str, ...] = TURBO_TYPES + TCQ_TYPES
 
 
 def get(name: str) -> CacheType:

@@ -18,10 +18,10 @@ from .rpcwire import Endpoint, ProbedType, RpcError, check_server
 
 def probed_types(types) -> list[ProbedType]:
     """What to ask a server about: the cache types in use (so a refusal names the one asked for),
-    then every other turbo type of the build, which ggml's client requires of every server it adds
+    then every other turbo and tcq type of the build, which ggml's client requires of every server it adds
     (patch 0008), in the layout of our build (ggml id, block bytes, block values)."""
     in_use = sorted(types, key=lambda t: t.name)
-    others = sorted((ct for ct in typeids.available() if ct.turbo and ct not in in_use), key=lambda t: t.name)
+    others = sorted((ct for ct in typeids.available() if ct.rotated and ct not in in_use), key=lambda t: t.name)
     out = []
     for ct in in_use + others:
         type_id = typeids.ggml_id(ct)

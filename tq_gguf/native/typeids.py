@@ -36,11 +36,11 @@ def has(ct: CacheType) -> bool:
 
 
 def available() -> list[CacheType]:
-    return [ct for ct in CACHE_TYPES.values() if not ct.turbo or has(ct)]
+    return [ct for ct in CACHE_TYPES.values() if not ct.rotated or has(ct)]
 
 
 def require(ct: CacheType) -> None:
-    if ct.turbo and not has(ct):
+    if ct.rotated and not has(ct):
         raise CacheTypeError(
             f"cache type {ct.name} is not in the installed llama.cpp build; "
             f"this build does not include the turbo types yet (run `tq-gguf build` after updating)"

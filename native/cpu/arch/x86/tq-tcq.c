@@ -377,6 +377,159 @@ TQ_TCQ_AVX2_ROW(3)
 
 #endif // TQ_BUILD_AVX2
 
+
+//
+// Decoders. Value i's level is L[SUB[s_i][u_i] + 4 r_i], and its state s_i is the branch bits
+// of values i-1 .. i-memory: all of them in the block's qb plane. So the index into the
+// table SUB (flattened: 2 s + u, 16 bytes at most) has bit j equal to the branch bit of value
+// i - j, one shifted copy of the plane per bit, and a byte shuffle looks every value's subset
+// up at once. Each float is the reference's single product d * L[code].
+//
+
+// The table SUB[s][u] as 16 bytes, zero past the last state.
+static void tcq_subset_bytes(const uint8_t * subset, int memory, uint8_t out[16]) {
+    memset(out, 0, 16);
+    memcpy(out, subset, (size_t) 2 << memory);
+}
+
+static inline uint64_t tcq_load64(const uint8_t * p) {
+    uint64_t v;
+    memcpy(&v, p, sizeof(v));
+    return v;
+}
+
+#if TQ_BUILD_AVX512
+
+// One block's 64 codes (subset + 4 rank), a byte each.
+TQ_AVX512 static TQ_INLINE __m512i tcq_codes_avx512(const uint8_t * block, int bits, int memory, __m512i table) {
+    const uint8_t * qs = block + 2;
+    const uint64_t  u  = tcq_load64(qs + (bits == 3 ? 16 : 8));
+    __m512i sel = _mm512_setzero_si512();
+    for (int j = 0; j <= memory; ++j) {
+        sel = _mm512_or_si512(sel, _mm512_maskz_set1_epi8((__mmask64) (u << j), (char) (1 << j)));
+    }
+    __m512i rank;
+    if (bits == 3) {
+        // value i's rank is bits 2*(i/16).. of qs[i % 16]: the 16 bytes in every 128-bit lane, lane l shifted by 2 l
+        const __m512i q = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *) qs));
+        const __m512i n = _mm512_set_epi64(0x0006000600060006, 0x0006000600060006, 0x0004000400040004, 0x0004000400040004,
+                                           0x0002000200020002, 0x0002000200020002, 0, 0);
+        rank = _mm512_and_si512(_mm512_srlv_epi16(q, n), _mm512_set1_epi8(3));
+    } else {
+        rank = _mm512_maskz_set1_epi8((__mmask64) tcq_load64(qs), 1);
+    }
+    return _mm512_or_si512(_mm512_shuffle_epi8(table, sel), _mm512_slli_epi16(rank, 2));
+}
+
+TQ_AVX512 static TQ_INLINE void tcq_decode_avx512(const uint8_t * x, float * GGML_RESTRICT y, int64_t k, size_t block_size,
+                                                  int bits, int memory, const uint8_t * subset, const float * levels) {
+    uint8_t sub[16];
+    tcq_subset_bytes(subset, memory, sub);
+    float lv[16] = { 0 };
+    memcpy(lv, levels, sizeof(float) << (bits + 1));
+    const __m512i table = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *) sub));
+    const __m512  L     = _mm512_loadu_ps(lv);
+    for (int64_t b = 0; b < k/QK_TCQ; ++b, x += block_size, y += QK_TCQ) {
+        uint16_t h;
+        memcpy(&h, x, sizeof(h));
+        const __m512  d     = _mm512_set1_ps(_cvtsh_ss(h));
+        const __m512i codes = tcq_codes_avx512(x, bits, memory, table);
+        _mm512_storeu_ps(y +  0, _mm512_mul_ps(_mm512_permutexvar_ps(_mm512_cvtepu8_epi32(_mm512_extracti32x4_epi32(codes, 0)), L), d));
+        _mm512_storeu_ps(y + 16, _mm512_mul_ps(_mm512_permutexvar_ps(_mm512_cvtepu8_epi32(_mm512_extracti32x4_epi32(codes, 1)), L), d));
+        _mm512_storeu_ps(y + 32, _mm512_mul_ps(_mm512_permutexvar_ps(_mm512_cvtepu8_epi32(_mm512_extracti32x4_epi32(codes, 2)), L), d));
+        _mm512_storeu_ps(y + 48, _mm512_mul_ps(_mm512_permutexvar_ps(_mm512_cvtepu8_epi32(_mm512_extracti32x4_epi32(codes, 3)), L), d));
+    }
+}
+
+#define TQ_TCQ_AVX512_DECODE(N)                                                                              \
+TQ_AVX512 static void tcq_dequantize_row_tcq##N##_avx512(const void * GGML_RESTRICT x, float * GGML_RESTRICT y, int64_t k) { \
+    tcq_decode_avx512((const uint8_t *) x, y, k, sizeof(block_tcq##N), TQ_TCQ##N##_BITS, TQ_TCQ##N##_MEMORY,  \
+                      &tq_tcq##N##_subset[0][0], tq_tcq##N##_levels);                                        \
+}
+
+TQ_TCQ_AVX512_DECODE(2)
+TQ_TCQ_AVX512_DECODE(3)
+
+#endif // TQ_BUILD_AVX512
+
+#if TQ_BUILD_AVX2
+
+// byte i of the result: 0xFF where bit i of m is set
+TQ_AVX2 static TQ_INLINE __m256i tcq_bit_bytes_avx2(uint32_t m) {
+    const __m256i spread = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1,
+                                            2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3);
+    const __m256i bit    = _mm256_set1_epi64x((long long) 0x8040201008040201ull);
+    const __m256i v      = _mm256_shuffle_epi8(_mm256_set1_epi32((int) m), spread);
+    return _mm256_cmpeq_epi8(_mm256_and_si256(v, bit), bit);
+}
+
+// The codes of values 32 h .. 32 h + 31 of a block, a byte each.
+TQ_AVX2 static TQ_INLINE __m256i tcq_codes_avx2(const uint8_t * block, int h, int bits, int memory, __m256i table) {
+    const uint8_t * qs = block + 2;
+    const uint64_t  u  = tcq_load64(qs + (bits == 3 ? 16 : 8));
+    __m256i sel = _mm256_setzero_si256();
+    for (int j = 0; j <= memory; ++j) {
+        sel = _mm256_or_si256(sel, _mm256_and_si256(tcq_bit_bytes_avx2((uint32_t) ((u << j) >> 32*h)), _mm256_set1_epi8((char) (1 << j))));
+    }
+    __m256i rank;
+    if (bits == 3) {
+        const __m128i q = _mm_loadu_si128((const __m128i *) qs);
+        rank = _mm256_set_m128i(_mm_srl_epi16(q, _mm_cvtsi32_si128(4*h + 2)), _mm_srl_epi16(q, _mm_cvtsi32_si128(4*h)));
+        rank = _mm256_and_si256(rank, _mm256_set1_epi8(3));
+    } else {
+        rank = _mm256_and_si256(tcq_bit_bytes_avx2((uint32_t) (tcq_load64(qs) >> 32*h)), _mm256_set1_epi8(1));
+    }
+    return _mm256_or_si256(_mm256_shuffle_epi8(table, sel), _mm256_slli_epi16(rank, 2));
+}
+
+// 8 codes (the low 8 bytes of c) to d * L[code]; L split in levels 0..7 and 8..15
+TQ_AVX2 static TQ_INLINE __m256 tcq_levels_avx2(__m128i c, __m256 lo, __m256 hi, bool wide, __m256 d) {
+    const __m256i i = _mm256_cvtepu8_epi32(c);
+    __m256 v = _mm256_permutevar8x32_ps(lo, i);
+    if (wide) {
+        v = _mm256_blendv_ps(v, _mm256_permutevar8x32_ps(hi, i), _mm256_castsi256_ps(_mm256_slli_epi32(i, 28)));
+    }
+    return _mm256_mul_ps(v, d);
+}
+
+TQ_AVX2 static TQ_INLINE void tcq_decode_avx2(const uint8_t * x, float * GGML_RESTRICT y, int64_t k, size_t block_size,
+                                              int bits, int memory, const uint8_t * subset, const float * levels) {
+    uint8_t sub[16];
+    tcq_subset_bytes(subset, memory, sub);
+    float lv[16] = { 0 };
+    memcpy(lv, levels, sizeof(float) << (bits + 1));
+    const __m256i table = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *) sub));
+    const __m256  lo    = _mm256_loadu_ps(lv);
+    const __m256  hi    = _mm256_loadu_ps(lv + 8);
+    const bool    wide  = (1 << (bits + 1)) > 8;
+    for (int64_t b = 0; b < k/QK_TCQ; ++b, x += block_size, y += QK_TCQ) {
+        uint16_t h16;
+        memcpy(&h16, x, sizeof(h16));
+        const __m256 d = _mm256_set1_ps(_cvtsh_ss(h16));
+        for (int h = 0; h < 2; ++h) {
+            const __m256i codes = tcq_codes_avx2(x, h, bits, memory, table);
+            const __m128i c0 = _mm256_castsi256_si128(codes);
+            const __m128i c1 = _mm256_extracti128_si256(codes, 1);
+            float * yh = y + 32*h;
+            _mm256_storeu_ps(yh +  0, tcq_levels_avx2(c0, lo, hi, wide, d));
+            _mm256_storeu_ps(yh +  8, tcq_levels_avx2(_mm_srli_si128(c0, 8), lo, hi, wide, d));
+            _mm256_storeu_ps(yh + 16, tcq_levels_avx2(c1, lo, hi, wide, d));
+            _mm256_storeu_ps(yh + 24, tcq_levels_avx2(_mm_srli_si128(c1, 8), lo, hi, wide, d));
+        }
+    }
+}
+
+#define TQ_TCQ_AVX2_DECODE(N)                                                                                \
+TQ_AVX2 static void tcq_dequantize_row_tcq##N##_avx2(const void * GGML_RESTRICT x, float * GGML_RESTRICT y, int64_t k) { \
+    tcq_decode_avx2((const uint8_t *) x, y, k, sizeof(block_tcq##N), TQ_TCQ##N##_BITS, TQ_TCQ##N##_MEMORY,    \
+                    &tq_tcq##N##_subset[0][0], tq_tcq##N##_levels);                                          \
+}
+
+TQ_TCQ_AVX2_DECODE(2)
+TQ_TCQ_AVX2_DECODE(3)
+
+#endif // TQ_BUILD_AVX2
+
 //
 // ggml entry points: the widest variant the build targets
 //
@@ -391,6 +544,17 @@ TQ_TCQ_AVX2_ROW(3)
 
 void quantize_row_tcq2(const float * GGML_RESTRICT x, void * GGML_RESTRICT y, int64_t k) { TQ_TCQ_DISPATCH(2); }
 void quantize_row_tcq3(const float * GGML_RESTRICT x, void * GGML_RESTRICT y, int64_t k) { TQ_TCQ_DISPATCH(3); }
+
+#if TQ_USE_AVX512
+#define TQ_TCQ_DECODE_DISPATCH(N) tcq_dequantize_row_tcq##N##_avx512(x, y, k)
+#elif TQ_USE_AVX2
+#define TQ_TCQ_DECODE_DISPATCH(N) tcq_dequantize_row_tcq##N##_avx2(x, y, k)
+#else
+#define TQ_TCQ_DECODE_DISPATCH(N) dequantize_row_tcq##N##_cpu_generic(x, y, k)
+#endif
+
+void dequantize_row_tcq2_cpu(const void * GGML_RESTRICT x, float * GGML_RESTRICT y, int64_t k) { TQ_TCQ_DECODE_DISPATCH(2); }
+void dequantize_row_tcq3_cpu(const void * GGML_RESTRICT x, float * GGML_RESTRICT y, int64_t k) { TQ_TCQ_DECODE_DISPATCH(3); }
 
 //
 // variants for the tests
@@ -422,6 +586,24 @@ tq_tcq_quantize_row_t tq_tcq_cpu_arch_quantize_row(int bits, int variant) {
 #if TQ_BUILD_AVX2
     if (variant == 1) {
         return bits == 2 ? tcq_quantize_row_tcq2_avx2 : tcq_quantize_row_tcq3_avx2;
+    }
+#endif
+    (void) bits;
+    return NULL;
+}
+
+tq_tcq_dequantize_row_t tq_tcq_cpu_arch_dequantize_row(int bits, int variant) {
+    if (!tcq_cpu_runs(variant)) {
+        return NULL;
+    }
+#if TQ_BUILD_AVX512
+    if (variant == 2) {
+        return bits == 2 ? tcq_dequantize_row_tcq2_avx512 : tcq_dequantize_row_tcq3_avx512;
+    }
+#endif
+#if TQ_BUILD_AVX2
+    if (variant == 1) {
+        return bits == 2 ? tcq_dequantize_row_tcq2_avx2 : tcq_dequantize_row_tcq3_avx2;
     }
 #endif
     (void) bits;
