@@ -138,13 +138,30 @@ bool ggml_tq_cpu_has_variant(int variant) {
     return tq_kernels(GGML_TYPE_TURBO2, variant) != NULL;
 }
 
+// the tcq types' bits per value (their variants are numbered as ours: tq-cpu-tcq.h)
+static int tq_tcq_bits(enum ggml_type type) {
+    return type == GGML_TYPE_TCQ2 ? 2 : 3;
+}
+
 void ggml_tq_cpu_quantize_row(enum ggml_type type, int variant, const float * x, void * y, int64_t k) {
+    if (ggml_tq_is_trellis(type)) {
+        const tq_tcq_quantize_row_t fn = tq_tcq_cpu_quantize_row(tq_tcq_bits(type), variant);
+        GGML_ASSERT(fn && "tcq encoder variant not available");
+        fn(x, y, k);
+        return;
+    }
     const struct ggml_tq_cpu_kernels * kern = tq_kernels(type, variant);
     GGML_ASSERT(kern && "turbo kernel variant not available");
     kern->quantize_row(x, y, k);
 }
 
 void ggml_tq_cpu_dequantize_row(enum ggml_type type, int variant, const void * x, float * y, int64_t k) {
+    if (ggml_tq_is_trellis(type)) {
+        const tq_tcq_dequantize_row_t fn = tq_tcq_cpu_dequantize_row(tq_tcq_bits(type), variant);
+        GGML_ASSERT(fn && "tcq decoder variant not available");
+        fn(x, y, k);
+        return;
+    }
     const struct ggml_tq_cpu_kernels * kern = tq_kernels(type, variant);
     GGML_ASSERT(kern && "turbo kernel variant not available");
     kern->dequantize_row(x, y, k);

@@ -91,6 +91,7 @@ struct ggml_tq_cpu_kernels {
 const struct ggml_tq_cpu_kernels * ggml_tq_cpu_arch_kernels(enum ggml_type type, int variant);
 
 GGML_BACKEND_API bool   ggml_tq_cpu_has_variant(int variant);
+// turbo and tcq types (a tcq variant is the encoder or decoder of tq_tcq_cpu_quantize_row / _dequantize_row)
 GGML_BACKEND_API void   ggml_tq_cpu_quantize_row(enum ggml_type type, int variant, const float * x, void * y, int64_t k);
 GGML_BACKEND_API void   ggml_tq_cpu_dequantize_row(enum ggml_type type, int variant, const void * x, float * y, int64_t k);
 GGML_BACKEND_API float  ggml_tq_cpu_vec_dot(enum ggml_type type, int variant, int n, const void * x, const float * y);

@@ -12,6 +12,7 @@ from helpers import run_cli
 
 from tq_gguf import reference as ref
 from tq_gguf.analysis import verify
+from tq_gguf.kv import cachetypes
 from tq_gguf.native import ggml
 
 
@@ -30,10 +31,14 @@ def test_every_compiled_kernel_matches_the_reference(report):
     assert "generic" in variants and "default" in variants
     seen = {(r.backend, r.variant, r.qtype, r.check): r for r in report.results}
     kernel_checks = [c for c in verify.CHECKS if c != "flash_attn"]
+    assert set(cachetypes.TCQ_TYPES) <= set(verify.QTYPES)
     for variant in variants:
         for qtype in verify.QTYPES:
             for check in kernel_checks:
                 r = seen[("CPU", variant, qtype, check)]
+                if cachetypes.get(qtype).value_only and check in ("dot", "attention"):
+                    assert r.status == "n/a" and "value type" in r.detail, r
+                    continue
                 # the CPU kernels follow the spec's order: zero error, not merely within tolerance
                 assert r.status == "exact" and r.rows > 0, r
             # ggml's flash-attention op runs the dispatched kernels: one row, for "default"
@@ -61,7 +66,9 @@ def test_cli_table(native_lib):
     assert lines[0].split() == ["backend", "variant", "type", *verify.CHECKS]
     for variant in ggml.cpu_variants():
         for qtype in verify.QTYPES:
-            row = f"{'CPU':<10} {variant:<10} {qtype:<7} " + " ".join(f"{'exact':<11}" for _ in verify.CHECKS[:-1])
+            value_only = cachetypes.get(qtype).value_only
+            cells = [("n/a" if value_only and c in ("dot", "attention") else "exact") for c in verify.CHECKS[:-1]]
+            row = f"{'CPU':<10} {variant:<10} {qtype:<7} " + " ".join(f"{c:<11}" for c in cells)
             assert any(line.startswith(row) for line in lines), row
     assert any(line.startswith("inputs: ") and "kv_rows.npz" in line for line in lines)
 
@@ -95,6 +102,31 @@ def test_a_wrong_byte_fails_quantize(native_lib, inputs):
     n_rows = sum(len(x) for _, x in inputs.rows)
     assert results["quantize"].detail == f"{n_sets} of {n_rows} rows differ in bytes; first: random row 3"
     assert results["dequantize"].status == results["dot"].status == "exact"
+
+
+@pytest.mark.parametrize("qtype", cachetypes.TCQ_TYPES)
+def test_a_wrong_tcq_byte_or_float_fails(native_lib, inputs, qtype):
+    """The tcq types are held to the trellis reference: a branch bit flipped in the encoder's
+    output, or one ulp in the decoder's, fails; the untouched kernels are exact."""
+    good = _generic()
+    size = cachetypes.get(qtype).type_size
+
+    def quantize(x, qt):
+        out = good.quantize(x, qt).copy()
+        if len(out) > 3:
+            out[3, size - 1] ^= 0x40  # a branch bit of value 62 in row 3's first block
+        return out
+
+    def dequantize(raw, qt, n):
+        out = good.dequantize(raw, qt, n).copy()
+        out[-1, -1] = np.nextafter(out[-1, -1], np.float32(np.inf))
+        return out
+
+    results = {r.check: r for r in verify.check_kernel(verify.Kernel("CPU", "broken", quantize, dequantize, None),
+                                                        qtype, inputs)}
+    assert results["quantize"].status == results["dequantize"].status == "FAIL", results
+    fine = {r.check: r.status for r in verify.check_kernel(good, qtype, inputs)}
+    assert fine["quantize"] == fine["dequantize"] == "exact", fine
 
 
 def test_a_wrong_float_fails_dequantize(native_lib, inputs):
@@ -201,8 +233,8 @@ def test_flash_attention_off_by_a_fraction_of_a_level_fails(native_lib, inputs):
     does to a few rows) is caught; ggml's own CPU op passes."""
     good = next(k for k in verify.compiled_kernels()[0] if k.variant == "default")
 
-    def inflated(q, k, v, qtype):
-        return good.flash_attn(q, k, v, qtype) * np.float32(1.01)
+    def inflated(q, k, v, k_type, v_type):
+        return good.flash_attn(q, k, v, k_type, v_type) * np.float32(1.01)
 
     bad = verify.Kernel("CPU", "inflated", good.quantize, good.dequantize, good.dot, inflated)
     results = {r.check: r for r in verify.check_kernel(bad, "turbo3", inputs)}
@@ -216,9 +248,9 @@ def test_a_head_size_limit_leaves_those_heads_out_and_says_so(native_lib, inputs
     good = next(k for k in verify.compiled_kernels()[0] if k.variant == "default")
     seen = []
 
-    def recording(q, k, v, qtype):
+    def recording(q, k, v, k_type, v_type):
         seen.append(k.shape[-1])
-        return good.flash_attn(q, k, v, qtype)
+        return good.flash_attn(q, k, v, k_type, v_type)
 
     heads = sorted({a[2].shape[-1] for a in inputs.attention})
     assert heads[0] < heads[-1], heads
@@ -245,11 +277,11 @@ def test_a_device_is_held_to_its_own_q8_0_error_only_where_that_misses_the_toler
     def shifted(out, v, amount):
         return out + np.float32(amount * np.abs(v).max())
 
-    def inflated(q, k, v, qtype):
-        return shifted(good.flash_attn(q, k, v, qtype), v, off)
+    def inflated(q, k, v, k_type, v_type):
+        return shifted(good.flash_attn(q, k, v, k_type, v_type), v, off)
 
     def stock(amount):
-        return lambda q, k, v: shifted(good.flash_attn(q, k, v, "q8_0"), v, amount)
+        return lambda q, k, v: shifted(good.flash_attn(q, k, v, "q8_0", "q8_0"), v, amount)
 
     def flash_attn(kernel):
         return {r.check: r for r in verify.check_kernel(kernel, "turbo3", inputs)}["flash_attn"]

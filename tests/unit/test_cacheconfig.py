@@ -112,3 +112,15 @@ def test_key_smoothing_adds_one_f32_mu_per_layer():
     # mu does not grow with the context
     grown = CacheConfig.parse("turbo4/turbo4").kv_bytes(info, 1024)
     assert CacheConfig.parse("turbo4/turbo4:sk").kv_bytes(info, 1024) == grown + 6 * 4 * row
+
+
+def test_trellis_types_are_values_only():
+    """tcq2/tcq3 have no dot product with a query: V accepts them, K refuses them with one line
+    naming the type and what to write instead, however the config is given."""
+    assert str(CacheConfig.parse("q8_0/tcq3")) == "q8_0/tcq3"
+    assert CacheConfig.parse("turbo4/tcq2:b1:sk").v.name == "tcq2"
+    assert resolve(cache_v="tcq3").v.bits_per_value == 3.25
+    for make in (lambda: CacheConfig.parse("tcq3/tcq3"), lambda: CacheConfig.parse("tcq2/turbo3:sk"),
+                 lambda: resolve(cache_k="tcq3"), lambda: CacheConfig.of("tcq2", "q8_0")):
+        with pytest.raises(CacheTypeError, match=r"is a value type .* use it for V, e\.g\. q8_0/tcq[23]"):
+            make()

@@ -1,7 +1,8 @@
-"""Self-check of every compiled backend's turbo kernels against the NumPy reference.
+"""Self-check of every compiled backend's turbo and tcq kernels against the NumPy reference.
 
 For each backend the library reports (ggml.backends()), each kernel variant it can
-run here, and each turbo type, four checks:
+run here, and each turbo and tcq type, these checks (a tcq type is a value type: it has no
+dot product, so no dot or attention check, and its flash attention reads K as q8_0):
 
   quantize    the kernel's bytes are the reference's (tq_gguf.reference.quantize), row for row;
   dequantize  from the reference's bytes, the kernel's floats are the reference's, bit for bit;
@@ -51,6 +52,7 @@ import numpy as np
 
 from .. import reference as ref
 from ..kv import cachetypes
+from ..reference import trellis
 from ..native import ggml
 from .verifyinputs import KV_ROWS, Inputs, VerifyError, make_inputs
 from .verifykernels import KERNEL_SOURCES, Kernel, _cpu_kernels, compiled_kernels, type_id
@@ -63,7 +65,25 @@ __all__ = ["CHECKS", "FLASH_ATTN_TOLERANCE", "KERNEL_SOURCES", "KV_ROWS", "QTYPE
            "Kernel", "Report", "Result", "VerifyError", "_cpu_kernels", "attention", "attention_tolerance",
            "check_kernel", "compiled_kernels", "dot_tolerance", "make_inputs", "run"]
 
-QTYPES = cachetypes.TURBO_TYPES
+QTYPES = cachetypes.TQ_TYPES
+# The K type beside a value-only (tcq) type in the flash-attention check.
+VALUE_ONLY_KEY = "q8_0"
+
+
+def _ref_quantize(x: np.ndarray, qtype: str) -> np.ndarray:
+    return (trellis if cachetypes.get(qtype).trellis else ref).quantize(x, qtype)
+
+
+def _ref_dequantize(raw: np.ndarray, qtype: str) -> np.ndarray:
+    return (trellis if cachetypes.get(qtype).trellis else ref).dequantize(raw, qtype)
+
+
+def _ref_cache(x: np.ndarray, qtype: str) -> np.ndarray:
+    """What a cache of qtype gives back for rows x: the reference's, or the host ggml's for stock types."""
+    if cachetypes.get(qtype).rotated:
+        return _ref_dequantize(_ref_quantize(x, qtype), qtype)
+    tid = type_id(qtype)
+    return ggml.dequantize(ggml.quantize(x, tid), tid, x.size).reshape(x.shape)
 
 
 def _q8_0_error(kernel: Kernel, q: np.ndarray, k: np.ndarray, v: np.ndarray) -> np.ndarray:
@@ -107,25 +127,28 @@ def _exact(kernel, qtype: str, check: str, unit: str, rows, got_and_want) -> "Re
 
 
 def check_kernel(kernel: Kernel, qtype: str, inputs: Inputs) -> list[Result]:
+    value_only = cachetypes.get(qtype).value_only
+
     def na(check: str) -> Result:
-        return Result(kernel.backend, kernel.variant, qtype, check, "n/a", detail="no entry point")
+        why = "a value type: no dot product" if value_only and check in ("dot", "attention") else "no entry point"
+        return Result(kernel.backend, kernel.variant, qtype, check, "n/a", detail=why)
 
     out = []
     if kernel.quantize is None:
         out.append(na("quantize"))
     else:
         out.append(_exact(kernel, qtype, "quantize", "bytes", inputs.rows,
-                          lambda x: (kernel.quantize(x, qtype), ref.quantize(x, qtype))))
+                          lambda x: (kernel.quantize(x, qtype), _ref_quantize(x, qtype))))
     if kernel.dequantize is None:
         out.append(na("dequantize"))
     else:
         def dequantized(x):
-            raw = ref.quantize(x, qtype)
+            raw = _ref_quantize(x, qtype)
             return (kernel.dequantize(raw, qtype, x.shape[-1]).view(np.uint32),
-                    ref.dequantize(raw, qtype).view(np.uint32))
+                    _ref_dequantize(raw, qtype).view(np.uint32))
 
         out.append(_exact(kernel, qtype, "dequantize", "float bits", inputs.rows, dequantized))
-    if kernel.dot is None:
+    if kernel.dot is None or value_only:
         out.append(na("dot"))
     else:
         rng = np.random.default_rng(17)
@@ -140,7 +163,7 @@ def check_kernel(kernel: Kernel, qtype: str, inputs: Inputs) -> list[Result]:
             tol = dot_tolerance(q, ref.dequantize(raw, qtype))
             ratios.append((name, np.where(err == 0, 0.0, err / np.maximum(tol, np.finfo(np.float64).tiny))))
         out.append(_tolerance_result(kernel, qtype, "dot", ratios))
-    if kernel.quantize is None or kernel.dequantize is None or kernel.dot is None:
+    if kernel.quantize is None or kernel.dequantize is None or kernel.dot is None or value_only:
         out.append(na("attention"))
     else:
         ratios = []
@@ -166,9 +189,10 @@ def check_kernel(kernel: Kernel, qtype: str, inputs: Inputs) -> list[Result]:
             if kernel.flash_attn_max_head is not None and k.shape[-1] > kernel.flash_attn_max_head:
                 left_out.append(f"{name} (head {k.shape[-1]})")
                 continue
-            v_deq = ref.dequantize(ref.quantize(v, qtype), qtype)
-            want = attention_over(q, ref.dequantize(ref.quantize(k, qtype), qtype), v_deq)
-            got = kernel.flash_attn(q, k, v, qtype).astype(np.float64)
+            k_type = VALUE_ONLY_KEY if value_only else qtype
+            v_deq = _ref_cache(v, qtype)
+            want = attention_over(q, _ref_cache(k, k_type), v_deq)
+            got = kernel.flash_attn(q, k, v, k_type, qtype).astype(np.float64)
             tol = FLASH_ATTN_TOLERANCE * np.abs(np.asarray(v_deq, np.float64)).max()
             ratio = np.abs(got - want) / tol
             if ratio.max() > 1 and kernel.flash_attn_q8_0 is not None:

@@ -25,15 +25,15 @@ class Kernel:
     """A backend's kernels for the turbo types; None where the backend has no such entry point.
 
     quantize(rows, qtype) -> bytes per row; dequantize(raw, qtype, n) -> float32 rows of n values;
-    dot(raw, q, qtype) -> float32 per row; flash_attn(q, k, v, qtype) -> float32 (n_q, d) for one
-    head whose K and V cache rows are stored as qtype."""
+    dot(raw, q, qtype) -> float32 per row; flash_attn(q, k, v, k_type, v_type) -> float32 (n_q, d) for
+    one head whose K and V cache rows are stored as k_type and v_type."""
 
     backend: str
     variant: str
     quantize: Callable[[np.ndarray, str], np.ndarray] | None
     dequantize: Callable[[np.ndarray, str, int], np.ndarray] | None
     dot: Callable[[np.ndarray, np.ndarray, str], np.ndarray] | None
-    flash_attn: Callable[[np.ndarray, np.ndarray, np.ndarray, str], np.ndarray] | None = None
+    flash_attn: Callable[[np.ndarray, np.ndarray, np.ndarray, str, str], np.ndarray] | None = None
     flash_attn_max_head: int | None = None  # larger heads are not run (see SOFTWARE_DEVICE_MAX_HEAD)
     # the same op over a stock q8_0 cache on the same device: where that misses the tolerance too,
     # the device's flash attention rounds more than the tolerance allows (see STOCK_MARGIN)
@@ -67,8 +67,8 @@ def _cpu_kernels() -> list[Kernel]:
 
 
 def _device_flash_attn(device: str):
-    def flash_attn(q, k, v, qtype):
-        return backendops.flash_attn(device, q[None], k[None], v[None], qtype, qtype)[:, 0, :]
+    def flash_attn(q, k, v, k_type, v_type):
+        return backendops.flash_attn(device, q[None], k[None], v[None], k_type, v_type)[:, 0, :]
 
     return flash_attn
 
@@ -86,7 +86,7 @@ def _device_kernels(backend: str) -> list[Kernel]:
         flash_attn = _device_flash_attn(device)
         return Kernel(backend, device, quantize, dequantize, None, flash_attn,
                       SOFTWARE_DEVICE_MAX_HEAD if software else None,
-                      lambda q, k, v: flash_attn(q, k, v, "q8_0"))
+                      lambda q, k, v: flash_attn(q, k, v, "q8_0", "q8_0"))
 
     return [device_kernel(d) for d in backendops.devices() if d.startswith(backend)]
 

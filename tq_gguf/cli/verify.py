@@ -1,4 +1,4 @@
-"""`tq-gguf verify`: the turbo kernels of every compiled backend against the NumPy reference
+"""`tq-gguf verify`: the turbo and tcq kernels of every compiled backend against the NumPy reference
 (tq_gguf.analysis.verify). Loaded by tq_gguf.cli when used."""
 
 from __future__ import annotations
@@ -8,19 +8,19 @@ from pathlib import Path
 
 import click
 
-from ..kv.cachetypes import TURBO_TYPES
+from ..kv.cachetypes import TQ_TYPES
 
 
 @click.command()
-@click.option("--type", "types", multiple=True, type=click.Choice(TURBO_TYPES),
-              help="check only these types (repeatable) [default: every turbo type]")
+@click.option("--type", "types", multiple=True, type=click.Choice(TQ_TYPES),
+              help="check only these types (repeatable) [default: every turbo and tcq type]")
 @click.option("--rows", "rows_path", type=click.Path(dir_okay=False, path_type=Path),
               help="an .npz of real K/V rows (rows x width, width a multiple of 64) "
                    "[default: tests/data/kv_rows.npz when present]")
 @click.option("--random-only", is_flag=True, help="random rows and edge cases only, no real K/V rows")
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object instead of a table")
 def verify(types: tuple[str, ...], rows_path: Path | None, random_only: bool, as_json: bool) -> None:
-    """Check every compiled backend's turbo kernels against the NumPy reference.
+    """Check every compiled backend's turbo and tcq kernels against the NumPy reference.
 
     A table of backend (and kernel variant: generic C, AVX2, AVX-512, the default
     dispatch; ggml-base's reference C) x type x check. quantize and dequantize must

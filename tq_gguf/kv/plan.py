@@ -40,7 +40,8 @@ MAX_SEQ = 256  # LLAMA_MAX_SEQ
 N_CTX_MAX = 2**32 - CELL_PAD  # n_ctx is a uint32 that llama.cpp pads up to 256
 
 # Mixed K/V configs worth comparing (docs/QUALITY.md's table), beside every uniform type and preset.
-MIXED = ("f16/q8_0", "q8_0/q4_0", "q8_0/turbo4", "q8_0/turbo3", "q8_0/turbo2", "turbo4/turbo3")
+MIXED = ("f16/q8_0", "q8_0/q4_0", "q8_0/turbo4", "q8_0/turbo3", "q8_0/turbo2", "q8_0/tcq3", "q8_0/tcq2",
+         "turbo4/turbo3")
 
 
 @dataclass(frozen=True)
@@ -204,10 +205,12 @@ class Plan:
 
 
 def candidate_configs() -> list[tuple[str, str]]:
-    """(spec, kind) for every uniform type, the common mixed configs and every preset, each config once."""
+    """(spec, kind) for every uniform type (a value-only type has no uniform config: it is V only),
+    the common mixed configs and every preset, each config once."""
     out: dict[CacheConfig, tuple[str, str]] = {}
-    for name in CACHE_TYPES:
-        out.setdefault(CacheConfig.of(name, name), (f"{name}/{name}", "uniform"))
+    for name, ct in CACHE_TYPES.items():
+        if not ct.value_only:
+            out.setdefault(CacheConfig.of(name, name), (f"{name}/{name}", "uniform"))
     for spec in MIXED:
         out.setdefault(CacheConfig.parse(spec), (spec, "mixed"))
     for preset in PRESETS.values():
