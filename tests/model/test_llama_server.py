@@ -156,10 +156,11 @@ def test_smoothed_keys_serve_parallel_slots(default_model_path):
     assert s.returncode == 0, out
 
 
-@pytest.mark.parametrize("cache", ["turbo4/turbo3", "compact"])
+@pytest.mark.parametrize("cache", ["turbo4/turbo3", "compact", "turbo4/tcq3:sk"])
 def test_a_slot_run_past_its_context_shifts_and_answers(default_model_path, cache):
     """With --context-shift a slot that fills its context drops its oldest tokens, re-ropes the kept
-    keys (turbo4, and smoothed turbo4 whose rows hold k - mu), and generates to the end (without
+    keys (turbo4, and smoothed turbo4 whose rows hold k - mu; beside turbo and trellis-coded values,
+    which do not move), and generates to the end (without
     the flag it stops at 248 of the 400 tokens: 256 cells less the prompt's 8)."""
     ctx, n = 256, 400  # more tokens than the slot holds
     s = LlamaServer(default_model_path, "--ctx", str(ctx), "--cache", cache, "--context-shift", "-t", "1")

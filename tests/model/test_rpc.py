@@ -169,6 +169,35 @@ def stock_server():
         yield server.proc, server.endpoint
 
 
+@pytest.mark.parametrize("cache", ["q8_0/tcq3", "turbo4/tcq2:sk"])
+def test_tcq_values_split_across_servers_match_local(default_model_path, servers, cache):
+    """The trellis-coded V rows are encoded and decoded on the servers, by the same CPU kernels."""
+    from tq_gguf import Llama
+
+    kw = dict(cache=cache, n_ctx=N_CTX, logits_all=True, n_threads=2)
+    here = Llama(default_model_path, **kw)
+    there = Llama(default_model_path, rpc=[s.endpoint for s in servers], **kw)
+    try:
+        tokens = here.tokenize(PROMPT.encode())
+        got, expected = logits(there, tokens), logits(here, tokens)
+    finally:
+        here.close()
+        there.close()
+    assert float(np.max(np.abs(got - expected))) <= LOGIT_TOLERANCE
+    assert (got.argmax(axis=1) == expected.argmax(axis=1)).all()
+
+
+def test_stock_server_is_refused_naming_a_tcq_type(default_model_path, stock_server):
+    proc, endpoint = stock_server
+    r = subprocess.run([TQ_GGUF, "run", str(default_model_path), "--cache", "q8_0/tcq2", "-p", "hi", "-n", "1",
+                        "--rpc", endpoint], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1
+    assert r.stderr.strip().splitlines() == [
+        f"error: rpc-server at {endpoint} does not know cache type tcq2 (ggml type 46): a stock rpc-server? "
+        f"Start `tq-gguf rpc-server` there"]
+    assert proc.poll() is None
+
+
 def test_stock_server_is_refused_naming_the_type(default_model_path, stock_server):
     proc, endpoint = stock_server
     r = subprocess.run([TQ_GGUF, "run", str(default_model_path), "--cache", CACHE, "-p", "hi", "-n", "1", "--rpc",

@@ -19,7 +19,8 @@ N_CONTINUE = 8
 # one of each kind: q8_0 keys, turbo keys, a per-layer (mixed) config, the smallest turbo keys,
 # and smoothed keys (their mu travels with the state: a session that learned another one from
 # its own first tokens would continue differently)
-CONFIGS = ["q8_0/turbo3", "turbo4/turbo3", "q8_0/turbo2:b2", "turbo2/turbo2", "turbo4/turbo4:sk"]
+CONFIGS = ["q8_0/turbo3", "turbo4/turbo3", "q8_0/turbo2:b2", "turbo2/turbo2", "turbo4/turbo4:sk", "q8_0/tcq3",
+           "turbo4/tcq2:sk"]
 
 
 def session(path, cache: str, **kwargs):
