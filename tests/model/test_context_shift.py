@@ -35,6 +35,11 @@ With key smoothing (`:sk`, the cache holds k - mu; a row shifts as RoPE(k - mu +
     smollm2  turbo4/turbo4:sk  0.0569 0.719     0.0170 0.719   0.0254
     gemma3   f16/f16:sk        0.0284 0.844     0.0039 0.938   0.0034
     gemma3   turbo4/turbo3:sk  0.0932 0.781     0.0592 0.906   0.0407
+With trellis-coded values (tcq3: V is never shifted, K shifts as above):
+    smollm2  q8_0/tcq3         0.0562 0.750     0.0091 0.781   0.0313
+    smollm2  turbo4/tcq3:sk    0.0522 0.844     0.0291 0.906   0.0415
+    gemma3   q8_0/tcq3         0.0482 0.812     0.0160 0.938   0.0200
+    gemma3   turbo4/tcq3:sk    0.1433 0.781     0.0715 0.844   0.1047
 So a shifted turbo cache is about as close to its recompute as f16's is, plus the
 config's own noise: shift~recompute / (f16's shift~recompute + noise) is 0.65-1.53.
 The shift's own error (translate) stays below 2.4x the config's noise. These
@@ -83,6 +88,10 @@ MEASURED = {
     ("smollm2-135m", "turbo4/turbo4:sk"): Measured(0.0569, 0.719, 0.0170, 0.0254),
     ("gemma3-270m", "f16/f16:sk"): Measured(0.0284, 0.844, 0.0039, 0.0034),
     ("gemma3-270m", "turbo4/turbo3:sk"): Measured(0.0932, 0.781, 0.0592, 0.0407),
+    ("smollm2-135m", "q8_0/tcq3"): Measured(0.0562, 0.750, 0.0091, 0.0313),
+    ("smollm2-135m", "turbo4/tcq3:sk"): Measured(0.0522, 0.844, 0.0291, 0.0415),
+    ("gemma3-270m", "q8_0/tcq3"): Measured(0.0482, 0.812, 0.0160, 0.0200),
+    ("gemma3-270m", "turbo4/tcq3:sk"): Measured(0.1433, 0.781, 0.0715, 0.1047),
 }
 KL_MARGIN = 2.0
 RATIO_MARGIN = 1.5
@@ -179,7 +188,7 @@ def test_shift_of_f16_k_layers_beside_q8_0_ones(runs):
 
 # ---- cache reuse: llama-cpp-python's prefix match keeps the shared prefix's cells ----
 
-REUSE_CONFIGS = ["f16/f16", "q8_0/turbo3", "turbo4/turbo3", "q8_0/turbo2:b2"]
+REUSE_CONFIGS = ["f16/f16", "q8_0/turbo3", "turbo4/turbo3", "q8_0/turbo2:b2", "q8_0/tcq3"]
 
 
 @pytest.mark.parametrize("cache", REUSE_CONFIGS)

@@ -44,8 +44,9 @@ from ..reference.rotation import GROUP, hadamard, rotation_matrix
 from .kvprobe import LayerQKV, Probe
 
 # The candidate types the advisor weighs (f16 is the reference; q4_0 is measured
-# beside turbo4 because docs/QUALITY.md compares them at equal roles).
-CANDIDATES = ("q8_0", "q4_0", "turbo4", "turbo3", "turbo2")
+# beside turbo4 because docs/QUALITY.md compares them at equal roles; the trellis-coded
+# types are values only, so they are measured as V alone).
+CANDIDATES = ("q8_0", "q4_0", "turbo4", "turbo3", "turbo2", "tcq3", "tcq2")
 
 # A channel is an outlier when its RMS over the tokens is this many times the
 # median channel's. SmolLM2, whose keys take turbo4 with a small loss (docs/QUALITY.md),
@@ -221,12 +222,14 @@ def layer_stats(il: int, layer: LayerQKV, scale: float, types: tuple[str, ...] =
     k_mse, v_mse, k_attn, v_out = {}, {}, {}, {}
     for name in types:
         ct = cachetypes.get(name)
-        k_err = roundtrip(layer.k, ct, "K") - k64
         v_err = roundtrip(layer.v, ct, "V") - v64
-        k_mse[name] = float((k_err**2).sum() / (k64**2).sum())
         v_mse[name] = float((v_err**2).sum() / (v64**2).sum())
-        k_attn[name] = att.key_error(k_err)
         v_out[name] = att.value_error(v_err)
+        if ct.value_only:
+            continue
+        k_err = roundtrip(layer.k, ct, "K") - k64
+        k_mse[name] = float((k_err**2).sum() / (k64**2).sum())
+        k_attn[name] = att.key_error(k_err)
         if ct.quantized:
             k_attn[smoothed_key(name)] = att.key_error(roundtrip(k_smooth, ct, "K") - k_smooth.astype(np.float64))
     return LayerStats(layer=il, k=row_stats(layer.k, k_mse), v=row_stats(layer.v, v_mse), k_attn=k_attn,
