@@ -224,24 +224,8 @@ def evaluate(model_path: Path, configs: Sequence[CacheConfig], *, text: Path | N
 
 
 def plot(evaluation: Evaluation, path: Path) -> None:
-    """KLD against bits per value, one labelled point per config, as a PNG."""
-    from . import figure  # deferred: matplotlib takes seconds to import; only --plot needs it
+    """KLD against bits per value as a PNG (tq_gguf.analysis.evalplot)."""
+    from . import evalplot  # deferred: matplotlib takes seconds to import; only --plot needs it
 
-    # A config identical to f16 has KLD 0, which a log axis cannot show; the title names the base.
-    points = [s for s in evaluation.scores if s.kld is not None and s.kld > 0]
-    fig = figure.new(figsize=(7, 4.5))
-    ax = fig.add_subplot()
-    ax.errorbar([s.bits_per_value for s in points], [s.kld for s in points],
-                yerr=[s.kld_err for s in points], fmt="o", capsize=3)
-    for s in points:
-        ax.annotate(s.config + (f" ({s.preset})" if s.preset else ""), (s.bits_per_value, s.kld),
-                    textcoords="offset points", xytext=(5, 4), fontsize=8)
-    if points:
-        ax.set_yscale("log")
-    ax.margins(x=0.2, y=0.15)  # room for the labels right of the points
-    ax.set_xlabel("bits per K/V value")
-    ax.set_ylabel("mean KL divergence vs f16 cache (nats/token)")
-    ax.set_title(f"{Path(evaluation.model).name}: {evaluation.chunks} chunks of {evaluation.n_ctx} tokens, "
-                 f"f16/f16 PPL {evaluation.base.ppl:.3f}", fontsize=10)
-    ax.grid(True, which="both", alpha=0.3)
-    fig.savefig(path, dpi=120)
+    evalplot.draw(evaluation.scores, path, f"{Path(evaluation.model).name}: {evaluation.chunks} chunks of "
+                  f"{evaluation.n_ctx} tokens, f16/f16 PPL {evaluation.base.ppl:.3f}")
