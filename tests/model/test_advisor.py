@@ -265,8 +265,10 @@ def test_statistics_are_finite_and_complete(advice, name):
     assert len(a.layers) == a.n_layer
     for s in a.layers:
         assert set(s.v_out_err) == set(kvstats.CANDIDATES)
-        # every quantized key type is also measured smoothed
-        assert set(s.k_attn) == set(kvstats.CANDIDATES) | {kvstats.smoothed_key(t) for t in kvstats.CANDIDATES}
+        # every quantized key type is also measured smoothed; the value-only types are not keys
+        keys = {t for t in kvstats.CANDIDATES if not cachetypes.get(t).value_only}
+        assert set(s.k_attn) == keys | {kvstats.smoothed_key(t) for t in keys}
+        assert keys < set(kvstats.CANDIDATES) and set(s.k.rel_mse) == keys
         values = [s.k.norm_spread, s.k.channel_ratio, s.k.kurtosis, s.v.norm_spread, s.v.channel_ratio,
                   s.v.kurtosis, *s.k.rel_mse.values(), *s.v.rel_mse.values(), *s.v_out_err.values(),
                   *(x for ka in s.k_attn.values() for x in (ka.logit_err, ka.attn_kl, ka.out_err))]

@@ -342,7 +342,9 @@ def test_plan_json_rows(smollm2):
     data = json.loads(r.output)
     info = ggufinfo.read(smollm2)
     rows = {row["config"]: row for row in data["rows"]}
-    expected = {f"{t}/{t}" for t in cachetypes.CACHE_TYPES} | set(plan.MIXED) | {str(p.config) for p in PRESETS.values()}
+    expected = ({f"{n}/{n}" for n, t in cachetypes.CACHE_TYPES.items() if not t.value_only} | set(plan.MIXED)
+                | {str(p.config) for p in PRESETS.values()})
+    assert {"q8_0/tcq3", "q8_0/tcq2"} <= expected
     assert set(rows) == expected and len(data["rows"]) == len(expected)
     assert {rows[str(p.config)]["preset"] for p in PRESETS.values()} == set(PRESETS)
     assert rows["f16/f16"]["bytes"] == 2 * 30 * 192 * 2 * 8192  # K and V, 30 layers, 3 x 64 values, 2 bytes
