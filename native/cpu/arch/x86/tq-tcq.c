@@ -535,7 +535,12 @@ TQ_TCQ_AVX2_DECODE(3)
 //
 
 #if TQ_USE_AVX512
-#define TQ_TCQ_DISPATCH(N) tcq_quantize_row_tcq##N##_avx512(x, y, k)
+// A row of at most 8 blocks (a decode step's V row: a few KV heads of one token) fills the lanes
+// of an AVX2 register better than an AVX-512 one's. The bytes are the same; a 3-block row takes
+// about a quarter less time (3.6 against 4.8 us for tcq3 on the development VM).
+#define TQ_TCQ_AVX2_MAX_BLOCKS 8
+#define TQ_TCQ_DISPATCH(N) (k/QK_TCQ <= TQ_TCQ_AVX2_MAX_BLOCKS ? tcq_quantize_row_tcq##N##_avx2(x, y, k) \
+                                                            : tcq_quantize_row_tcq##N##_avx512(x, y, k))
 #elif TQ_USE_AVX2
 #define TQ_TCQ_DISPATCH(N) tcq_quantize_row_tcq##N##_avx2(x, y, k)
 #else
