@@ -50,7 +50,7 @@ CUDA_DIR = GGML / "src" / "ggml-cuda"
 TQ_INSTANCES = GGML / "src" / "tq" / "cuda" / "template-instances"
 
 # The .cu files the series changes (patches/*cuda*); with them, the vector FlashAttention
-# instances of the turbo pairs the tq-gguf CUDA build compiles.
+# instances of the turbo and tcq pairs the tq-gguf CUDA build compiles.
 TOUCHED = ("set-rows.cu", "getrows.cu", "convert.cu", "cpy.cu", "fattn.cu", "ggml-cuda.cu")
 
 # Pinned so the cached headers and the cache keys do not move under us.
@@ -66,12 +66,13 @@ def fa_pairs() -> list[str]:
 
 def instance_files() -> list[Path]:
     """Our instances the build compiles, relative to the source tree."""
-    return [TQ_INSTANCES / f"fattn-vec-instance-{p}.cu" for p in fa_pairs() if "turbo" in p]
+    return [TQ_INSTANCES / f"fattn-vec-instance-{p}.cu" for p in fa_pairs()
+            if any(t in p.split("-") for t in cachetypes.TQ_TYPES)]
 
 
 def fa_defines() -> list[str]:
     """The GGML_CUDA_FA_<K>_<V> switches ggml/cmake/common.cmake would define."""
-    types = ["q4_0", "q4_1", "q5_0", "q5_1", "q8_0", "bf16", "f16", *cachetypes.TURBO_TYPES]
+    types = ["q4_0", "q4_1", "q5_0", "q5_1", "q8_0", "bf16", "f16", *cachetypes.TQ_TYPES]
     pairs = set(fa_pairs())
     out = [f'-DGGML_CUDA_FA_QUANTS="{",".join(fa_pairs())}"']
     for v in types:

@@ -1,11 +1,13 @@
 #!/usr/bin/env python3
-"""Generate the CUDA FlashAttention vector-kernel instances of the turbo types.
+"""Generate the CUDA FlashAttention vector-kernel instances of the turbo and tcq types.
 
 ggml-cuda compiles its vector FlashAttention kernel once per K-V type pair, each pair in
 its own small .cu file under template-instances/ (upstream writes them with its
 generate_cu_files.py). The turbo pairs are ours, so their files live in
 native/cuda/template-instances/ and are written here from the type table: every pair of
-a turbo type with any vector-kernel type, in both orders, at head sizes 64, 128 and 256.
+a turbo type with any vector-kernel type, in both orders, and of a trellis-coded value type
+(tcq2, tcq3) as V with any of those as K (a tcq type has no dot product, so it is never K),
+at head sizes 64, 128 and 256.
 The build copies them to ggml/src/tq/cuda/template-instances/; patch 0006 points
 ggml/cmake/common.cmake there for pairs that name a turbo type, and GGML_CUDA_FA_QUANTS
 (tq_gguf/nativebuild/builder.py) picks which of them are compiled.
@@ -34,10 +36,11 @@ HEAD_SIZES = (64, 128, 256)
 
 
 def pairs() -> list[tuple[str, str]]:
-    """Every K-V pair with at least one turbo type."""
+    """Every K-V pair with at least one turbo type, and every tcq V with a K of those types."""
     types = (*UPSTREAM_TYPES, *cachetypes.TURBO_TYPES)
-    return sorted((k, v) for k in types for v in types
-                  if k in cachetypes.TURBO_TYPES or v in cachetypes.TURBO_TYPES)
+    turbo = [(k, v) for k in types for v in types if k in cachetypes.TURBO_TYPES or v in cachetypes.TURBO_TYPES]
+    tcq = [(k, v) for k in types for v in cachetypes.TCQ_TYPES]
+    return sorted(turbo + tcq)
 
 
 def file_name(k: str, v: str) -> str:

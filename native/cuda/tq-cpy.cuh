@@ -1,5 +1,5 @@
-// tq-gguf: CPY between f32 and a turbo type on CUDA: ggml_cpy_f32_turbo_cuda (quantize,
-// one warp per 64-value block) and ggml_cpy_turbo_f32_cuda (decode).
+// tq-gguf: CPY between f32 and a turbo or tcq type on CUDA: ggml_cpy_f32_turbo_cuda (quantize,
+// one warp per 64-value block) and ggml_cpy_turbo_f32_cuda (decode), for either kind of type.
 //
 // Included by ggml-cuda's cpy.cu (patch 0006) after its cpy_q_f32 and cpy_blck_q_f32,
 // which the decoding copy reuses; the dispatch in cpy.cu calls both launchers.
@@ -36,7 +36,7 @@ static __global__ void cpy_f32_turbo(const char * cx, char * cdst, const int64_t
     const int64_t dst_offset = (i10/QK_TURBO)*nb10 + i11*nb11 + i12*nb12 + i13*nb13;
 
     ggml_cuda_pdl_sync();
-    tq_cuda_quantize_block<type>((const float *) (cx + x_offset), (typename tq_cuda_type<type>::block *) (cdst + dst_offset));
+    tq_cuda_quantize<type>((const float *) (cx + x_offset), (typename tq_cuda_type<type>::block *) (cdst + dst_offset));
 }
 
 template <ggml_type type>
@@ -60,6 +60,6 @@ static void ggml_cpy_turbo_f32_cuda(
 
     const int64_t num_blocks = (ne/QK_TURBO + CUDA_CPY_BLOCK_SIZE - 1) / CUDA_CPY_BLOCK_SIZE;
     GGML_ASSERT(num_blocks <= INT_MAX);
-    cpy_q_f32<cpy_blck_q_f32<dequantize_turbo<type>, QK_TURBO>, QK_TURBO><<<num_blocks, CUDA_CPY_BLOCK_SIZE, 0, stream>>>
+    cpy_q_f32<cpy_blck_q_f32<dequantize_tq<type>, QK_TURBO>, QK_TURBO><<<num_blocks, CUDA_CPY_BLOCK_SIZE, 0, stream>>>
         (cx, cdst, ne, ne00, ne01, ne02, nb00, nb01, nb02, nb03, ne10, ne11, ne12, nb10, nb11, nb12, nb13);
 }

@@ -1,4 +1,6 @@
-// tq-gguf: CUDA device code of the turbo KV-cache types (docs/FORMAT.md).
+// tq-gguf: CUDA device code of the turbo KV-cache types (docs/FORMAT.md); the trellis-coded
+// value types tcq2 and tcq3 are in tq-tcq.cuh, included at the end with the entry points
+// (tq_cuda_quantize, dequantize_tq) that take either kind of type.
 //
 // Included by ggml-cuda's set-rows.cu, dequantize.cuh and fattn-common.cuh once
 // common.cuh is in scope. The quantizer follows native/tq-quants.c step for step so
@@ -246,4 +248,35 @@ static __device__ __forceinline__ float tq_cuda_load_centroids(const char * __re
         }
     }
     return __half2float(x->d);
+}
+
+//
+// the trellis-coded value types tcq2 and tcq3, and the entry points shared by every type
+//
+
+#include "tq-tcq.cuh"
+
+// Any of tq-gguf's types: what set_rows, the copies and the V of flash attention take.
+static constexpr __host__ __device__ bool tq_cuda_is_tq(const ggml_type type) {
+    return tq_cuda_is_turbo(type) || tq_cuda_is_tcq(type);
+}
+
+// Quantizes x[0..63] into *y with the whole warp. Must be called by all 32 lanes.
+template <ggml_type type>
+static __device__ __forceinline__ void tq_cuda_quantize(const float * __restrict__ x, typename tq_cuda_type<type>::block * __restrict__ y) {
+    if constexpr (tq_cuda_is_tcq(type)) {
+        tq_cuda_tcq_quantize_block<type>(x, y);
+    } else {
+        tq_cuda_quantize_block<type>(x, y);
+    }
+}
+
+// dequantize_kernel_t (qk = 64, qr = 2) of any tq-gguf type.
+template <ggml_type type>
+static __device__ __forceinline__ void dequantize_tq(const void * vx, const int64_t ib, const int iqs, float2 & v) {
+    if constexpr (tq_cuda_is_tcq(type)) {
+        dequantize_tcq<type>(vx, ib, iqs, v);
+    } else {
+        dequantize_turbo<type>(vx, ib, iqs, v);
+    }
 }

@@ -1,5 +1,6 @@
 // tq-gguf: the turbo types in CUDA's vector FlashAttention kernel: the K*Q dot product
-// (vec_dot_fattn_vec_KQ_turbo) and the V decode (dequantize_V_turbo).
+// (vec_dot_fattn_vec_KQ_turbo) and the V decode (dequantize_V_turbo, which also decodes the
+// trellis-coded value types tcq2 and tcq3: V only, they have no dot product).
 //
 // Included by ggml-cuda's fattn-common.cuh (patch 0006) just before get_vec_dot_KQ and
 // get_dequantize_V, which return these for a turbo K or V.
@@ -49,13 +50,18 @@ static __device__ __forceinline__ float vec_dot_fattn_vec_KQ_turbo(
     return sum;
 }
 
-// Turbo V, ne = 4 consecutive values from one block (i0 is a multiple of 4)
+// Turbo or tcq V, ne = 4 consecutive values from one block (i0 is a multiple of 4)
 template <ggml_type type_V, typename T, int ne>
 static __device__ __forceinline__ void dequantize_V_turbo(const void * __restrict__ vx, void * __restrict__ dst, const int64_t i0) {
     static_assert(ne == 4 || ne == 8, "bad ne");
 
     float c[ne];
-    const float d = tq_cuda_load_centroids<type_V, ne>((const char *) vx, (int) i0, c);
+    float d;
+    if constexpr (tq_cuda_is_tcq(type_V)) {
+        d = tq_cuda_tcq_load_levels<type_V, ne>((const char *) vx, (int) i0, c);
+    } else {
+        d = tq_cuda_load_centroids<type_V, ne>((const char *) vx, (int) i0, c);
+    }
 
 #ifdef FP16_AVAILABLE
     if constexpr (std::is_same_v<T, half>) {

@@ -1,4 +1,4 @@
-// tq-gguf: SET_ROWS into a turbo type on CUDA: k_set_rows_turbo and set_rows_cuda_turbo.
+// tq-gguf: SET_ROWS into a turbo or trellis-coded (tcq) type on CUDA: k_set_rows_turbo and set_rows_cuda_turbo.
 //
 // Included by ggml-cuda's set-rows.cu (patch 0006), whose dispatch calls
 // set_rows_cuda_turbo<idx_t, type>; it relies on common.cuh's fast division helpers.
@@ -6,9 +6,10 @@
 
 #include "tq-cuda.cuh"
 
-// Turbo set_rows. Unlike k_set_rows_quant (one thread per block) a whole warp
+// Turbo and tcq set_rows. Unlike k_set_rows_quant (one thread per block) a whole warp
 // quantizes one block of 64 values, because FORMAT.md fixes the sum of squares to a
-// halving tree that is exactly a 32-lane shuffle butterfly. threadIdx.y picks the block.
+// halving tree that is exactly a 32-lane shuffle butterfly (and a tcq block's Viterbi runs
+// its candidates and states on the lanes). threadIdx.y picks the block.
 #define CUDA_SET_ROWS_TURBO_WARPS 4
 
 template <typename idx_t, ggml_type type>
@@ -65,7 +66,7 @@ static __global__ void k_set_rows_turbo(const float * __restrict__ src0,
     const float * src0_row    = src0 + i01*s01 + i02*s02 + i03*s03;
     block_type  * dst_row_ptr = dst + (dst_row*s1 + i02*s2 + i03*s3) / sizeof(block_type);
 
-    tq_cuda_quantize_block<type>(src0_row + i00, dst_row_ptr + i00/QK_TURBO);
+    tq_cuda_quantize<type>(src0_row + i00, dst_row_ptr + i00/QK_TURBO);
 }
 
 template <typename idx_t, ggml_type type>

@@ -1,4 +1,10 @@
-// tq-gguf: Metal device code of the turbo KV-cache types (docs/FORMAT.md).
+// tq-gguf: Metal device code of the turbo KV-cache types and of the trellis-coded value types
+// tcq2 and tcq3 (docs/FORMAT.md, sections 1-7 and 12).
+//
+// NOT COMPILED: Metal cannot be compiled on the machines this project is developed and tested
+// on (no macOS, no Metal toolchain). The tcq code below was written to mirror the CUDA code in
+// native/cuda/tq-tcq.cuh line by line and has never been compiled or run; expect compile
+// errors on first use on a Mac.
 //
 // The counterpart of native/cuda/tq-cuda.cuh, kept in the same order and with the same
 // names (tq_cuda_* -> tq_metal_*) so the two can be reviewed side by side. ggml-metal's
@@ -16,6 +22,8 @@
 // Blocks, QK_TURBO, codebooks and the per-type traits tq_metal_type<block_q>, generated
 // from the type table.
 #include "tq-metal-types.h"
+// Blocks, tables and traits tq_metal_tcq<block_q> of the trellis-coded value types, generated.
+#include "tq-metal-tcq.h"
 
 #define TQ_CLAMP           1152921504606846976.0f  // 2^60
 #define TQ_FLUSH           1.08420217248550443e-19f // 2^-63
@@ -243,3 +251,237 @@ template <typename type4x4> void dequantize_turbo4(device const block_turbo4 * x
 template <typename type4> void dequantize_turbo2_t4(device const block_turbo2 * xb, short il, thread type4 & reg) { dequantize_turbo_t4(xb, il, reg); }
 template <typename type4> void dequantize_turbo3_t4(device const block_turbo3 * xb, short il, thread type4 & reg) { dequantize_turbo_t4(xb, il, reg); }
 template <typename type4> void dequantize_turbo4_t4(device const block_turbo4 * xb, short il, thread type4 & reg) { dequantize_turbo_t4(xb, il, reg); }
+
+//
+// the trellis-coded value types tcq2 and tcq3 (FORMAT.md section 12), the counterpart of
+// native/cuda/tq-tcq.cuh (NOT COMPILED, see the top of this file)
+//
+
+// rank of the nearest level of subset j: the midpoints strictly below v (on a midpoint, the lower)
+template <typename block_q>
+static inline short tq_metal_tcq_rank(short j, float v) {
+    constexpr short nmid = tq_metal_tcq<block_q>::ranks - 1;
+    constant float * mid = tq_metal_tcq<block_q>::midpoints() + j*nmid;
+    short r = 0;
+    for (short k = 0; k < nmid; ++k) {
+        r += v > mid[k];
+    }
+    return r;
+}
+
+// the squared distance from v to the nearest level of subset j, rounded as the spec rounds it
+template <typename block_q>
+static inline float tq_metal_tcq_err(short j, float v) {
+#pragma clang fp contract(off)
+    const float d = v - tq_metal_tcq<block_q>::levels()[j + 4*tq_metal_tcq_rank<block_q>(j, v)];
+    return d*d;
+}
+
+// The cost of a state no path reaches yet. The spec's +inf, as a finite stand-in because fast
+// math may assume infinities away: every real cost is below 100 and e below 2, so BIG + e ==
+// BIG and the comparisons come out as with +inf (BIG < BIG is false, cost < BIG true).
+#define TQ_METAL_TCQ_UNREACHED 1e30f
+
+// Quantizes x[0..63] into y with the whole simdgroup (FORMAT.md 12.5). Must be called by all
+// 32 threads. Thread t*S + k runs the Viterbi of candidate t, state k (tcq2's 16 threads are
+// computed twice); its decisions are the bits of lo (values 0..31) and hi (32..63).
+template <typename block_q>
+static void tq_metal_tcq_quantize_block(device const float * x, device block_q & y, ushort lane) {
+#pragma clang fp contract(off)
+    typedef tq_metal_tcq<block_q> tr;
+    constexpr short S  = tr::states;
+    constexpr short W  = tr::scales*S;
+    constexpr short QS = tr::qs_bytes;
+
+    float a = x[lane];
+    float b = x[lane + 32];
+
+    // step 1: any NaN or infinity -> d = 0x7E00, every other bit 0
+    if (simd_any(!tq_metal_is_finite(a) || !tq_metal_is_finite(b))) {
+        if (lane < QS) {
+            y.qs[lane] = 0;
+        }
+        if (lane < 8) {
+            y.qb[lane] = 0;
+        }
+        if (lane == 0) {
+            y.d = as_type<half>((ushort) TQ_SCALE_NONFINITE);
+        }
+        return;
+    }
+
+    // steps 2-4: range conditioning, the sum of squares; an all-zero block is all 0
+    a = tq_metal_condition(a);
+    b = tq_metal_condition(b);
+    const float ss = tq_metal_tree_sum(a*a, b*b);
+    if (ss == 0.0f) {
+        if (lane < QS) {
+            y.qs[lane] = 0;
+        }
+        if (lane < 8) {
+            y.qb[lane] = 0;
+        }
+        if (lane == 0) {
+            y.d = as_type<half>((ushort) 0);
+        }
+        return;
+    }
+
+    // step 5
+    const float norm = precise::sqrt(ss);
+    const float inv  = precise::divide(1.0f, norm);
+
+    // step 6: candidate t, state k on this thread; base: the first thread of its copy
+    const ushort ln   = lane % W;
+    const ushort base = lane - ln;
+    const short  t    = ln / S;
+    const short  k    = ln % S;
+    const short  p0   = k >> 1;
+    const short  p1   = p0 + S/2;
+    const short  j0   = tr::subset()[2*p0 + (k & 1)];
+    const short  j1   = tr::subset()[2*p1 + (k & 1)];
+    const float  s_t  = inv*tr::inv_factors()[t];
+
+    float cost = k == 0 ? 0.0f : TQ_METAL_TCQ_UNREACHED; // every block starts in state 0
+    uint  dlo  = 0;                                      // bit i: state k after value i came from p1
+    uint  dhi  = 0;                                      // bit i - 32
+    for (short i = 0; i < QK_TCQ; ++i) {
+        const float xi = simd_shuffle(i < 32 ? a : b, (ushort) (i % 32));
+        const float v  = xi*s_t;
+        const float e0 = tq_metal_tcq_err<block_q>(j0, v);
+        const float e1 = tq_metal_tcq_err<block_q>(j1, v);
+        const float c0 = simd_shuffle(cost, (ushort) (base + t*S + p0)) + e0;
+        const float c1 = simd_shuffle(cost, (ushort) (base + t*S + p1)) + e1;
+        const bool take1 = c1 < c0;                     // a tie keeps p0
+        cost = take1 ? c1 : c0;
+        if (i < 32) {
+            dlo |= (uint) take1 << i;
+        } else {
+            dhi |= (uint) take1 << (i - 32);
+        }
+    }
+
+    // step 7: metric[t] = cost[0] * F2[t] (on thread t*S); the first of equal metrics wins
+    const float metric = cost*tr::factors_sq()[t];
+    short win  = 0;
+    float best = simd_shuffle(metric, (ushort) 0);
+    for (short c = 1; c < tr::scales; ++c) {
+        const float m = simd_shuffle(metric, (ushort) (c*S));
+        if (m < best) {
+            best = m;
+            win  = c;
+        }
+    }
+
+    // step 8: the winner's path from state 0, walked by every thread alike
+    const float s_w = inv*tr::inv_factors()[win];
+    short state = 0;
+    uint  blo   = 0;
+    uint  bhi   = 0;
+    uint  qsb   = 0;
+    float ca    = 0.0f;
+    float cb    = 0.0f;
+    for (short i = QK_TCQ - 1; i >= 0; --i) {
+        const uint  d    = simd_shuffle(i < 32 ? dlo : dhi, (ushort) (win*S + state));
+        const short prev = (state >> 1) | (short) ((d >> (i % 32)) & 1)*(S/2);
+        const short u    = state & 1;
+        const short j    = tr::subset()[2*prev + u];
+        const float xi   = simd_shuffle(i < 32 ? a : b, (ushort) (i % 32));
+        const short r    = tq_metal_tcq_rank<block_q>(j, xi*s_w);
+        const float c    = tr::levels()[j + 4*r];
+        if (i < 32) {
+            blo |= (uint) u << i;
+        } else {
+            bhi |= (uint) u << (i - 32);
+        }
+        if (QS == 16) {
+            qsb |= (i % 16 == lane) ? (uint) r << (2*(i / 16)) : 0u; // turbo2's arrangement
+        } else {
+            qsb |= (i / 8 == lane) ? (uint) r << (i % 8) : 0u;       // bit i of the plane
+        }
+        if (i == lane) {
+            ca = c*c;
+        }
+        if (i == lane + 32) {
+            cb = c*c;
+        }
+        state = prev;
+    }
+
+    // steps 9-10: the norm-preserving scale, fp16 saturating at 65504
+    const float cc    = tq_metal_tree_sum(ca, cb);
+    const float scale = precise::divide(norm, precise::sqrt(cc));
+
+    if (lane < QS) {
+        y.qs[lane] = (uint8_t) qsb;
+    }
+    if (lane < 8) {
+        y.qb[lane] = (uint8_t) ((lane < 4 ? blo : bhi) >> (8*(lane % 4)));
+    }
+    if (lane == 0) {
+        y.d = tq_metal_scale_to_fp16(scale);
+    }
+}
+
+// The rank of value i (FORMAT.md 12.4).
+static inline short tq_metal_tcq_rank_of(device const block_tcq2 * x, short i) {
+    return (x->qs[i / 8] >> (i % 8)) & 1;
+}
+
+static inline short tq_metal_tcq_rank_of(device const block_tcq3 * x, short i) {
+    return (x->qs[i % 16] >> (2*(i / 16))) & 3;
+}
+
+// The branch-bit plane as one 64-bit word (bit i: u[i]).
+template <typename block_q>
+static inline ulong tq_metal_tcq_branches(device const block_q * x) {
+    ulong B = 0;
+    for (short l = 0; l < 8; ++l) {
+        B |= (ulong) x->qb[l] << (8*l);
+    }
+    return B;
+}
+
+// The level of value i (without the scale): FORMAT.md 12.6 through the window of branch bits
+// u[i - memory] (bit 0) .. u[i] (bit memory), u[k < 0] = 0, as in CUDA's tq_cuda_tcq_level.
+template <typename block_q>
+static inline float tq_metal_tcq_level(device const block_q * x, ulong B, short i) {
+    typedef tq_metal_tcq<block_q> tr;
+    const short m = tr::memory;
+    const uint  w = (uint) (i >= m ? B >> (i - m) : B << (m - i)) & ((1u << (m + 1)) - 1);
+    return tr::window_levels()[w*tr::ranks + tq_metal_tcq_rank_of(x, i)];
+}
+
+// get_rows form: il = 0..3 selects values 16*il .. 16*il + 15; y = f32(d) * L[idx], one multiply.
+template <typename block_q, typename type4x4>
+void dequantize_tcq(device const block_q * xb, short il, thread type4x4 & reg) {
+    const float d = xb->d;
+    const ulong B = tq_metal_tcq_branches(xb);
+
+    float4x4 reg_f;
+    for (short i = 0; i < 16; ++i) {
+        reg_f[i/4][i%4] = d*tq_metal_tcq_level(xb, B, 16*il + i);
+    }
+
+    reg = (type4x4) reg_f;
+}
+
+// flash-attention form: il = 0..15 selects values 4*il .. 4*il + 3.
+template <typename block_q, typename type4>
+void dequantize_tcq_t4(device const block_q * xb, short il, thread type4 & reg) {
+    const float d = xb->d;
+    const ulong B = tq_metal_tcq_branches(xb);
+
+    float4 reg_f;
+    for (short l = 0; l < 4; ++l) {
+        reg_f[l] = d*tq_metal_tcq_level(xb, B, 4*il + l);
+    }
+
+    reg = (type4) reg_f;
+}
+
+template <typename type4x4> void dequantize_tcq2(device const block_tcq2 * xb, short il, thread type4x4 & reg) { dequantize_tcq(xb, il, reg); }
+template <typename type4x4> void dequantize_tcq3(device const block_tcq3 * xb, short il, thread type4x4 & reg) { dequantize_tcq(xb, il, reg); }
+
+template <typename type4> void dequantize_tcq2_t4(device const block_tcq2 * xb, short il, thread type4 & reg) { dequantize_tcq_t4(xb, il, reg); }
+template <typename type4> void dequantize_tcq3_t4(device const block_tcq3 * xb, short il, thread type4 & reg) { dequantize_tcq_t4(xb, il, reg); }

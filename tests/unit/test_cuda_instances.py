@@ -1,5 +1,5 @@
 """The CUDA FlashAttention instances in native/cuda/template-instances are current
-(tools/gen_cuda_instances.py) and cover what the CUDA build compiles."""
+(tools/gen_cuda_instances.py) and cover what the CUDA build compiles, turbo and tcq pairs."""
 
 from __future__ import annotations
 
@@ -30,17 +30,26 @@ def test_check_passes_on_the_repo():
     assert res.returncode == 0, res.stderr
 
 
-def test_every_turbo_pair_of_the_build_has_an_instance(gen):
-    turbo_pairs = [p for p in builder.CUDA_FA_PAIRS if any(t in p for t in cachetypes.TURBO_TYPES)]
-    assert turbo_pairs
-    for pair in turbo_pairs:
+def test_every_turbo_and_tcq_pair_of_the_build_has_an_instance(gen):
+    tq_pairs = [p for p in builder.CUDA_FA_PAIRS if any(t in p.split("-") for t in cachetypes.TQ_TYPES)]
+    assert any(p.split("-")[1] in cachetypes.TCQ_TYPES for p in tq_pairs)
+    for pair in tq_pairs:
         k, v = pair.split("-")
         assert (gen.OUT_DIR / gen.file_name(k, v)).is_file(), pair
 
 
 def test_pairs_are_each_turbo_type_with_every_vector_kernel_type(gen):
     n_up, n_tq = len(gen.UPSTREAM_TYPES), len(cachetypes.TURBO_TYPES)
-    assert len(gen.pairs()) == 2 * n_up * n_tq + n_tq * n_tq
+    n_tcq = len(cachetypes.TCQ_TYPES)
+    assert len(gen.pairs()) == 2 * n_up * n_tq + n_tq * n_tq + (n_up + n_tq) * n_tcq
+
+
+def test_a_tcq_type_is_never_k(gen):
+    """The trellis-coded types have no dot product with Q: V in every instance and build pair."""
+    assert all(k not in cachetypes.TCQ_TYPES for k, _ in gen.pairs())
+    assert all(p.split("-")[0] not in cachetypes.TCQ_TYPES for p in builder.CUDA_FA_PAIRS)
+    for v in cachetypes.TCQ_TYPES:
+        assert {f"f16-{v}", f"q8_0-{v}"} <= set(builder.CUDA_FA_PAIRS), v
 
 
 @pytest.mark.parametrize("edit", ["change", "remove", "add"])

@@ -469,3 +469,135 @@ def render_tcq_module(tables: list[dict]) -> str:
     out += [f'    "{tab["type"].name}": _u8({[[int(v) for v in row] for row in tab["subset"]]}),' for tab in tables]
     out += ["}", ""]
     return "\n".join(out)
+
+
+def tcq_window_levels(tab: dict) -> np.ndarray:
+    """[w][r]: the level of a value from its window w of branch bits u[i - m] (bit 0) .. u[i]
+    (bit m), u[k < 0] = 0, and its rank r: FORMAT.md 12.6's note, one lookup a value."""
+    t, sub, levels = tab["type"], tab["subset"], tab["levels"]
+    m = t.memory
+    out = np.empty((1 << (m + 1), t.ranks), dtype=np.float32)
+    for w in range(1 << (m + 1)):
+        s = sum(((w >> (m - k)) & 1) << (k - 1) for k in range(1, m + 1))
+        for r in range(t.ranks):
+            out[w, r] = levels[int(sub[s][(w >> m) & 1]) + 4 * r]
+    return out
+
+
+def render_tcq_cuda(tables: list[dict]) -> str:
+    out = c_comment([
+        "tq-gguf: the trellis-coded value types' tables as CUDA device tables, and their traits.",
+        "",
+        generated(" and the trainer in that tool"),
+        "Included by tq-cuda.cuh after tq-codebooks.cuh, whose tq_cuda_type<> it specialises, and",
+        "after tq-tcq.h (the blocks). The values are those of native/tq-tcq-tables.h.",
+        "",
+        "Per type: the union codebook, the subset midpoints ([j][k], ranks - 1 a subset), 1/F[t]",
+        "and F[t]^2, the subset of each branch ([state][branch bit]) and the window levels",
+        "([w][r]: the level of a value whose branch bits u[i - memory] (bit 0) .. u[i] (bit memory)",
+        "are w, u[k < 0] = 0, and whose rank is r).",
+    ])
+    out += ["#pragma once", ""]
+    for tab in tables:
+        t = tab["type"]
+        n = t.name
+        win = tcq_window_levels(tab)
+        out += [
+            f"// {n}: {t.bits} bits per value, {t.states} states, {t.scales} scales, {t.size} bytes per {t.block} values",
+            f"static __device__ const float tq_cuda_{n}_levels[{t.levels}] = {{",
+            "    " + rows(hex_list(tab["levels"]), 4, "    ") + " };",
+            f"static __device__ const float tq_cuda_{n}_midpoints[{4 * (t.ranks - 1)}] = {{",
+            "    " + rows(hex_list(tab["subset_midpoints"].reshape(-1)), max(t.ranks - 1, 1), "    ") + " };",
+            f"static __device__ const float tq_cuda_{n}_inv_factors[{t.scales}] = {{ {', '.join(hex_list(tab['inv_factors']))} }};",
+            f"static __device__ const float tq_cuda_{n}_factors_sq[{t.scales}] = {{ {', '.join(hex_list(tab['factors_sq']))} }};",
+            f"static __device__ const uint8_t tq_cuda_{n}_subset[{2 * t.states}] = {{ "
+            + ", ".join(str(int(v)) for v in tab["subset"].reshape(-1)) + " };",
+            f"static __device__ const float tq_cuda_{n}_window_levels[{win.size}] = {{",
+            "    " + rows(hex_list(win.reshape(-1)), t.ranks * 2, "    ") + " };",
+            "",
+        ]
+    for tab in tables:
+        t = tab["type"]
+        n = t.name
+        out += [
+            f"template <> struct tq_cuda_type<{t.enum}> {{",
+            f"    typedef block_{n} block;",
+            f"    static constexpr int bits     = {t.bits};",
+            f"    static constexpr int memory   = {t.memory};",
+            f"    static constexpr int states   = {t.states};",
+            f"    static constexpr int ranks    = {t.ranks};",
+            f"    static constexpr int scales   = {t.scales};",
+            f"    static constexpr int qs_bytes = {t.qs};",
+        ]
+        for fn in ("levels", "midpoints", "inv_factors", "factors_sq", "window_levels"):
+            out.append(f"    static __device__ __forceinline__ const float * {fn}() {{ return tq_cuda_{n}_{fn}; }}")
+        out.append(f"    static __device__ __forceinline__ const uint8_t * subset() {{ return tq_cuda_{n}_subset; }}")
+        out += ["};", ""]
+    out += [
+        "static constexpr __host__ __device__ bool tq_cuda_is_tcq(const ggml_type type) {",
+        f"    return {is_trellis_expr()};",
+        "}",
+        "",
+    ]
+    return "\n".join(out)
+
+
+def render_tcq_metal(tables: list[dict]) -> str:
+    out = c_comment([
+        "tq-gguf: the trellis-coded value types' blocks, tables and per-type traits, for Metal.",
+        "",
+        generated(" and the trainer in that tool"),
+        "Inlined after tq-metal-types.h, before tq-metal.h, like the rest of ggml-metal's kernel",
+        "headers. Tables in decimal: each literal rounds to exactly the float32 of tq-tcq-tables.h.",
+        "The same tables as native/cuda/tq-tcq-tables.cuh (see there for what each holds).",
+    ])
+    out += ["#pragma once", "", f"#define QK_TCQ {DIM}", ""]
+    for tab in tables:
+        t = tab["type"]
+        out += [
+            "typedef struct {",
+            "    half    d;",
+            f"    uint8_t qs[{t.qs}];",
+            f"    uint8_t qb[{t.qb}];",
+            f"}} block_{t.name};",
+            f'static_assert(sizeof(block_{t.name}) == {t.size}, "wrong {t.name} block size");',
+            "",
+        ]
+    for tab in tables:
+        t = tab["type"]
+        n = t.name
+        win = tcq_window_levels(tab)
+
+        def dec(arr: np.ndarray) -> list[str]:
+            return [decimal(v) for v in arr.reshape(-1)]
+
+        out += [
+            f"// {n}: {t.bits} bits per value, {t.states} states, {t.scales} scales, {t.size} bytes per {t.block} values",
+            f"constant float tq_metal_{n}_levels[{t.levels}] = {{",
+            "    " + rows(dec(tab["levels"]), 4, "    ") + " };",
+            f"constant float tq_metal_{n}_midpoints[{4 * (t.ranks - 1)}] = {{",
+            "    " + rows(dec(tab["subset_midpoints"]), max(t.ranks - 1, 1), "    ") + " };",
+            f"constant float tq_metal_{n}_inv_factors[{t.scales}] = {{ {', '.join(dec(tab['inv_factors']))} }};",
+            f"constant float tq_metal_{n}_factors_sq[{t.scales}] = {{ {', '.join(dec(tab['factors_sq']))} }};",
+            f"constant uint8_t tq_metal_{n}_subset[{2 * t.states}] = {{ "
+            + ", ".join(str(int(v)) for v in tab["subset"].reshape(-1)) + " };",
+            f"constant float tq_metal_{n}_window_levels[{win.size}] = {{",
+            "    " + rows(dec(win), t.ranks * 2, "    ") + " };",
+            "",
+        ]
+    out.append("// Per-type constants and tables, one specialisation per block type.")
+    out.append("template <typename block_q> struct tq_metal_tcq;")
+    out.append("")
+    for tab in tables:
+        t = tab["type"]
+        n = t.name
+        out += [
+            f"template <> struct tq_metal_tcq<block_{n}> {{",
+            f"    enum {{ bits = {t.bits}, memory = {t.memory}, states = {t.states}, ranks = {t.ranks}, "
+            f"scales = {t.scales}, qs_bytes = {t.qs} }};",
+        ]
+        for fn in ("levels", "midpoints", "inv_factors", "factors_sq", "window_levels"):
+            out.append(f"    static constant float * {fn}() {{ return tq_metal_{n}_{fn}; }}")
+        out.append(f"    static constant uint8_t * subset() {{ return tq_metal_{n}_subset; }}")
+        out += ["};", ""]
+    return "\n".join(out)

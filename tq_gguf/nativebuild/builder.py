@@ -75,7 +75,8 @@ COMMON_DEFINES: dict[str, str] = {
 }
 
 # Vector FlashAttention kernels are compiled per K-V pair; besides upstream's default
-# pairs, every turbo pair that keeps K at least as precise as V (docs/FORMAT.md 11.3).
+# pairs, every turbo pair that keeps K at least as precise as V (docs/FORMAT.md 11.3), and
+# each trellis-coded value type (V only) under f16, q8_0 and turbo K of at least its bits.
 # Other pairs still run, by converting K and V to f16 first.
 CUDA_FA_PAIRS = (
     "q4_0-q4_0", "q8_0-q8_0", "f16-f16", "bf16-bf16",
@@ -83,6 +84,9 @@ CUDA_FA_PAIRS = (
     *(f"q8_0-{t}" for t in cachetypes.TURBO_TYPES),
     *(f"{k}-{v}" for k in cachetypes.TURBO_TYPES for v in cachetypes.TURBO_TYPES
       if cachetypes.get(k).index_bits > cachetypes.get(v).index_bits),
+    *(f"{k}-{v}" for v in cachetypes.TCQ_TYPES for k in ("f16", "q8_0")),
+    *(f"{k}-{v}" for v in cachetypes.TCQ_TYPES for k in cachetypes.TURBO_TYPES
+      if cachetypes.get(k).index_bits >= cachetypes.TRELLIS_TYPES[v].index_bits),
 )
 
 BACKEND_DEFINES: dict[str, dict[str, str]] = {
