@@ -44,6 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # codebookgen, beside 
 from codebookgen.emitters import (COMMAND, render_blocks_header, render_cuda, render_glsl_blocks,  # noqa: E402
                                   render_glsl_codebooks, render_header, render_metal, render_module,
                                   render_public_header, render_tcq_header, render_tcq_module)
+from codebookgen.emitters import render_glsl_tcq  # noqa: E402
 from codebookgen.emitters import render_tcq_cuda, render_tcq_metal  # noqa: E402
 from codebookgen.layout import trellis_types, turbo_types  # noqa: E402
 from codebookgen.solver import build_tables, cell_moments  # noqa: E402
@@ -67,6 +68,7 @@ OUTPUTS: dict[str, tuple[Callable[[list[dict]], str], str]] = {
     "tq_gguf/reference/codebooks.py": (render_module, TURBO),
     "native/tq-tcq-tables.h": (render_tcq_header, TRELLIS),
     "tq_gguf/reference/trellistables.py": (render_tcq_module, TRELLIS),
+    "native/vulkan/tq-tcq-tables.glsl": (render_glsl_tcq, TRELLIS),
     "native/cuda/tq-tcq-tables.cuh": (render_tcq_cuda, TRELLIS),
     "native/metal/tq-metal-tcq.h": (render_tcq_metal, TRELLIS),
 }

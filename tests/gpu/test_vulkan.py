@@ -11,6 +11,13 @@ driver fault must fail one check, not the whole test session.
 * SET_ROWS (the Vulkan quantizer) must give the NumPy reference's bytes and GET_ROWS (the
   Vulkan decoder) its float32 values bit for bit, on random rows, the spec's edge cases
   and real K/V rows of three models.
+
+The trellis-coded value types tcq2 and tcq3 (FORMAT.md section 12) are held to the same: their
+Viterbi encoder (SET_ROWS from f32 and f16, CPY from f32) gives the reference's bytes and their
+decoder (GET_ROWS) its floats on random rows, the real V rows, the spec's edge cases, ties of two
+paths and of two scales and values on a subset midpoint; flash attention with a tcq V beside the
+K types stays within the turbo bound of float64 attention over the decoded cache and of the CPU;
+test-backend-ops runs their SET_ROWS, GET_ROWS, CPY and FLASH_ATTN_EXT cases against the CPU.
 """
 
 from __future__ import annotations
@@ -21,10 +28,15 @@ import re
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from gpu_device import QTYPES, Device, assert_quantize_and_decode_exact, assert_rows_and_copies_pass, verify_harness
+import helpers
+from gpu_device import (QTYPES, Device, assert_quantize_and_decode_exact, assert_rows_and_copies_pass,
+                        tcq_flash_attn_report, tcq_quantize_and_decode_report, verify_harness)
 from tq_gguf import paths
+from tq_gguf.kv.cachetypes import TCQ_TYPES
+from tq_gguf.reference import rotate
 
 
 def vulkan_env() -> dict[str, str]:
@@ -100,7 +112,7 @@ def _fmul_feeding_fadd(spv: Path) -> int:
                for a in args if defs.get(a, ("",))[0] == "OpFMul")
 
 
-@pytest.mark.parametrize("qtype", QTYPES)
+@pytest.mark.parametrize("qtype", QTYPES + list(TCQ_TYPES))
 def test_quantizer_spirv_has_no_multiply_feeding_an_add(qtype, tmp_path):
     """FORMAT.md forbids FMA in the sums; the shader computes the squares on integers, so the
     optimised SPIR-V (glslc -O, as the build compiles it) has no float product that a driver
@@ -162,3 +174,103 @@ def test_verify_harness_passes_on_vulkan(vulkan):
     for qtype in QTYPES:
         fa = mine[qtype, "flash_attn"]
         assert ("head 256" in fa["detail"]) == software, fa
+
+
+# --- the trellis-coded value types ---------------------------------------------------------
+
+TCQ = list(TCQ_TYPES)
+
+
+def _test_tcq():
+    """tests/unit/test_tcq.py, for the blocks it builds for the spec's edge cases."""
+    import importlib.util
+    import sys
+
+    path = Path(__file__).resolve().parents[1] / "unit" / "test_tcq.py"
+    spec = importlib.util.spec_from_file_location("tcq_unit_cases", path)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("tcq_unit_cases", mod)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def tcq_inputs() -> dict[str, np.ndarray]:
+    """Rows for the exactness checks, each array (rows, width): the spec's test vector and edge
+    cases (FORMAT.md 12.5 and 12.7), the turbo edge blocks, blocks where two paths tie exactly
+    (sparse), where two candidate scales tie and with values on a subset midpoint of their path
+    (for both types), random rows, and the real V rows of three models rotated as the cache
+    rotates them."""
+    t = _test_tcq()
+    ties = []
+    for qtype in TCQ:
+        seed, x0, _ = t.SCALE_TIES[qtype]
+        x = np.random.default_rng(seed).standard_normal(64).astype(np.float32)
+        x[0] = float.fromhex(x0)
+        ties += [x, t.midpoint_block(qtype, t.MIDPOINT_SEEDS[qtype])]
+    data = np.load(paths.KV_ROWS)
+    out = {
+        "golden": t.golden_input()[None],
+        "special": t.special_blocks(),
+        "edge": helpers.edge_blocks(),
+        "blocks": t.random_blocks(np.random.default_rng(17), 12),  # the last 12 are sparse: path ties
+        "ties": np.stack(ties),
+        "random": helpers.random_rows(),
+    }
+    for name in sorted(data.files):
+        if name.endswith("/V"):
+            out["real-" + name.split("/")[0]] = rotate(data[name])
+    return {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in out.items()}
+
+
+@pytest.mark.parametrize("op", ["SET_ROWS", "GET_ROWS", "CPY"])
+def test_backend_ops_tcq_rows_and_copies(vulkan, op):
+    """test-backend-ops' tcq cases of the op on Vulkan against the CPU backend."""
+    passed, total, out = VULKAN.backend_ops(op, pattern="tcq")
+    assert passed == total, out[-3000:]
+    for qtype in TCQ:
+        assert re.search(rf"{op}\(type[^)]*{qtype}.*OK", out), f"no passing {op} case for {qtype}"
+
+
+@pytest.mark.parametrize("qtype", TCQ)
+def test_backend_ops_flash_attn_tcq_values(vulkan, qtype):
+    """A tcq V beside every K type Vulkan has for turbo (f16, q8_0, q4_0, turbo2/3/4), against the CPU."""
+    passed, total, out = VULKAN.backend_ops("FLASH_ATTN_EXT", pattern=FA_PAIRINGS.format(side="V", qtype=qtype))
+    assert passed == total, out[-3000:]
+    assert total == 6, total
+    for k in ["f16", "q8_0", "q4_0"] + QTYPES:
+        assert re.search(rf"type_K={k},type_V={qtype},[^\n]*OK", out), f"no passing case with K {k}, V {qtype}"
+
+
+def test_tcq_quantize_and_decode_are_exact(vulkan, tmp_path):
+    """The Viterbi encoder's bytes (SET_ROWS from f32 and f16, CPY from f32) and the decoder's
+    floats (GET_ROWS) equal the NumPy reference's on every input, the spec's test vector included."""
+    inputs = tcq_inputs()
+    np.savez(tmp_path / "tcq_inputs.npz", **inputs)
+    report = tcq_quantize_and_decode_report(VULKAN, tmp_path / "tcq_inputs.npz", TCQ)
+    assert len(report) == len(TCQ) * (len(inputs) + 1), sorted(report)
+    bad = {k: v for k, v in report.items() if any(n for c, n in v.items() if c != "rows")}
+    assert not bad, f"rows differing from the reference (rows that differ, per check): {bad}"
+    assert sum(v["rows"] for k, v in report.items() if k.startswith(TCQ[0] + "/")) > 1000
+
+
+def test_tcq_golden_vector_on_vulkan(vulkan, tmp_path):
+    """FORMAT.md 12.7's test vector, quantized by Vulkan's SET_ROWS, is the spec's bytes."""
+    t = _test_tcq()
+    res = VULKAN.run_py("import numpy as np\nfrom tq_gguf.native import backendops\n"
+                        f"x = np.array({t.golden_input().tolist()!r}, np.float32)[None]\n"
+                        f"for q in {TCQ!r}: print(q, backendops.set_rows({DEVICE!r}, x, q).tobytes().hex())")
+    assert res.returncode == 0, (res.stdout + res.stderr)[-3000:]
+    got = dict(line.split() for line in res.stdout.splitlines() if line.split()[:1] and line.split()[0] in TCQ)
+    assert got == t.GOLDEN
+
+
+def test_tcq_flash_attn_matches_reference(vulkan):
+    """Flash attention with a tcq V (rotated rows) and an f16 or turbo4 K: within the turbo bound
+    (test_backendops_flash_attn_matches_cpu) of float64 attention over the reference-decoded cache,
+    and of the CPU backend."""
+    report = tcq_flash_attn_report(VULKAN, TCQ, ["f16", "turbo4"])
+    assert len(report) == 2 * len(TCQ), report
+    for case, (to_ref, to_cpu, scale) in report.items():
+        assert scale > 0.05, case
+        assert to_ref <= 5e-4, (case, to_ref)
+        assert to_cpu <= 5e-4, (case, to_cpu)

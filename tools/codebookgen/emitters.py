@@ -471,6 +471,112 @@ def render_tcq_module(tables: list[dict]) -> str:
     return "\n".join(out)
 
 
+def render_glsl_tcq(tables: list[dict]) -> str:
+    """The trellis-coded types' blocks, DATA_A_TCQN selection and tables for the Vulkan shaders."""
+    out = ["#if !defined(GGML_TQ_TCQ_TABLES_COMP)", "#define GGML_TQ_TCQ_TABLES_COMP", ""]
+    out += c_comment([
+        "tq-gguf: blocks and tables of the trellis-coded value types for the Vulkan shaders",
+        "(docs/FORMAT.md, section 12).",
+        "",
+        generated(" and the trainer in that tool"),
+        "Included at the end of types.glsl, after tq-blocks.glsl. float32 bit patterns, equal to the",
+        "hex floats of tq-tcq-tables.h (GLSL has no hex float literals); the scale is raw fp16 bits.",
+        "",
+        "Per type: the union codebook (subset j holds levels j, j + 4, ...), the midpoints of each",
+        "subset ([j][k], ranks - 1 a subset), 1/F[t] and F[t]^2 of the candidate scales, and the",
+        "subset of each branch, 2 bits an entry: TQ_TCQN_SUBSET at bit 2*(2*state + branch bit), and",
+        "TQ_TCQN_WINDOW_SUBSET at bit 2*w for the window w of memory + 1 branch bits u[i - memory]",
+        "(bit 0) .. u[i] (bit memory), u[k < 0] = 0: value i's subset without walking the block.",
+    ])
+    out += ["", f"#define QUANT_K_TCQ {DIM}", "#define QUANT_R_TCQ 1", ""]
+    for tab in tables:
+        t = tab["type"]
+        for packed in (False, True):
+            elem, div = ("uint16_t", "/2") if packed else ("uint8_t", "")
+            out.append(f"struct block_{t.name}{'_packed16' if packed else ''}")
+            out.append("{")
+            out.append("    uint16_t d;")
+            out.append(f"    {elem} qs[{t.qs}{div}];")
+            out.append(f"    {elem} qb[{t.qb}{div}];")
+            out.append("};")
+        out.append("")
+    for tab in tables:
+        t = tab["type"]
+        out += [
+            f"#if defined(DATA_A_{t.name.upper()})",
+            "#define DATA_A_TCQ",
+            f"#define A_TYPE block_{t.name}",
+            f"#define A_TYPE_PACKED16 block_{t.name}_packed16",
+            f"#define TCQ_BITS {t.bits}",
+            "#endif",
+        ]
+    out += [
+        "#if defined(DATA_A_TCQ)",
+        "#define QUANT_K QUANT_K_TCQ",
+        "#define QUANT_R QUANT_R_TCQ",
+        "#endif",
+        "",
+    ]
+
+    def packed_subsets(entries: list[int]) -> str:
+        word = 0
+        for n, sub in enumerate(entries):
+            word |= int(sub) << (2 * n)
+        return f"0x{word:08X}u"
+
+    def bits_array(name: str, values: np.ndarray, per_line: int) -> str:
+        vals = [bits_of(v) for v in values.reshape(-1)]
+        head = f"const uint {name}[{len(vals)}] = uint[{len(vals)}]("
+        return head + rows(vals, per_line, " " * len(head)) + ");"
+
+    for tab in tables:
+        t = tab["type"]
+        up, m = t.name.upper(), t.memory
+        sub = tab["subset"]
+        window = []
+        for w in range(1 << (m + 1)):
+            u = (w >> m) & 1
+            s = sum(((w >> (m - k)) & 1) << (k - 1) for k in range(1, m + 1))
+            window.append(int(sub[s][u]))
+        out += [
+            f"// {t.name}: {t.bits} bits per value, {t.states} states, {t.scales} scales, {t.size} bytes per {t.block} values",
+            f"#define TQ_{up}_MEMORY {m}u",
+            f"#define TQ_{up}_SCALES {t.scales}u",
+            f"#define TQ_{up}_RANKS  {t.ranks}u",
+            f"#define TQ_{up}_SUBSET        {packed_subsets([int(v) for v in sub.reshape(-1)])}",
+            f"#define TQ_{up}_WINDOW_SUBSET {packed_subsets(window)}",
+            bits_array(f"tq_{t.name}_levels_bits", tab["levels"], 8),
+            bits_array(f"tq_{t.name}_midpoints_bits", tab["subset_midpoints"], max(t.ranks - 1, 1)),
+            bits_array(f"tq_{t.name}_inv_factors_bits", tab["inv_factors"], 8),
+            bits_array(f"tq_{t.name}_factors_sq_bits", tab["factors_sq"], 8),
+            "",
+        ]
+
+    # accessors by bits per value (a compile-time constant at every call)
+    first, rest = tables[-1]["type"], tables[:-1]
+    accessors = [
+        ("uint", "tq_tcq_memory", "", "TQ_{up}_MEMORY"),
+        ("uint", "tq_tcq_scales", "", "TQ_{up}_SCALES"),
+        ("uint", "tq_tcq_ranks", "", "TQ_{up}_RANKS"),
+        ("uint", "tq_tcq_subset", ", uint state, uint branch", "(TQ_{up}_SUBSET >> (2u * (2u * state + branch))) & 3u"),
+        ("uint", "tq_tcq_window_subset", ", uint w", "(TQ_{up}_WINDOW_SUBSET >> (2u * w)) & 3u"),
+        ("float", "tq_tcq_level", ", uint k", "uintBitsToFloat(tq_{name}_levels_bits[k])"),
+        ("float", "tq_tcq_midpoint", ", uint j, uint k", "uintBitsToFloat(tq_{name}_midpoints_bits[j * (TQ_{up}_RANKS - 1u) + k])"),
+        ("float", "tq_tcq_inv_factor", ", uint t", "uintBitsToFloat(tq_{name}_inv_factors_bits[t])"),
+        ("float", "tq_tcq_factor_sq", ", uint t", "uintBitsToFloat(tq_{name}_factors_sq_bits[t])"),
+    ]
+    out.append("// the tables above by bits per value")
+    for ret, fname, args, expr in accessors:
+        out.append(f"{ret} {fname}(uint bits{args}) {{")
+        for tab in rest:
+            t = tab["type"]
+            out.append(f"    if (bits == {t.bits}u) return {expr.format(up=t.name.upper(), name=t.name)};")
+        out.append(f"    return {expr.format(up=first.name.upper(), name=first.name)};")
+        out.append("}")
+    out += ["", "#endif // !defined(GGML_TQ_TCQ_TABLES_COMP)", ""]
+    return "\n".join(out)
+
+
 def tcq_window_levels(tab: dict) -> np.ndarray:
     """[w][r]: the level of a value from its window w of branch bits u[i - m] (bit 0) .. u[i]
     (bit m), u[k < 0] = 0, and its rank r: FORMAT.md 12.6's note, one lookup a value."""
