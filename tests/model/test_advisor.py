@@ -297,7 +297,7 @@ def test_qwen_keys_get_smoothing_for_their_outliers(advice):
     assert max(s.k_attn["turbo4"].out_err for s in a.layers) > advisor.LAYER_LIMIT
     assert max(s.k_attn["turbo4:sk"].out_err for s in a.layers) < advisor.LAYER_LIMIT / 10
     plain = next(c for c in a.candidates if c.config == "turbo4/turbo3")
-    smoothed = next(c for c in a.candidates if c.config == "turbo4/turbo3:sk")
+    smoothed = next(c for c in a.candidates if c.config == "turbo4/tcq3:sk")  # the max preset
     assert not plain.eligible and smoothed.eligible
 
 

@@ -177,7 +177,7 @@ class TestEvalBadInput:
 
 @pytest.fixture(scope="module")
 def bench_json(default_model_path):
-    r = run_cli("bench", default_model_path, "--configs", "q8_0/turbo3,lossless", "-p", 8, "-n", 2,
+    r = run_cli("bench", default_model_path, "--configs", "q8_0/tcq3,lossless", "-p", 8, "-n", 2,
                 "--depths", "0,16", "-r", 1, "-t", 1, "--json")
     assert r.exit_code == 0, r.output
     return json.loads(r.stdout)
@@ -185,7 +185,7 @@ def bench_json(default_model_path):
 
 def test_bench_measures_the_baselines_first_and_ratios_against_them(bench_json):
     results = bench_json["results"]
-    assert [r["config"] for r in results] == ["f16/f16", "q8_0/q8_0", "q8_0/turbo3"]
+    assert [r["config"] for r in results] == ["f16/f16", "q8_0/q8_0", "q8_0/tcq3"]
     assert results[1]["preset"] == "lossless" and results[2]["preset"] == "balanced"
     tests = ["tg2 @ d0", "tg2 @ d16", "pp8 @ d0", "pp8 @ d16"]
     base = {b: {t["test"]: t["tokens_per_s"] for t in results[i]["tests"]} for i, b in enumerate(("f16", "q8_0"))}
@@ -204,7 +204,7 @@ def test_bench_reports_bytes_read_against_the_copy_speed(bench_json, default_mod
     read = {r["config"]: {t["test"]: t.get("read_bytes_per_token") for t in r["tests"]} for r in bench_json["results"]}
     # decode tests only; at depth 16 the view is 256 cells of 30 layers x 192 values of K and of V
     assert read["f16/f16"]["pp8 @ d16"] is None
-    per_cell = {"f16/f16": 2 * 2 * 192 * 30, "q8_0/q8_0": 2 * 204 * 30, "q8_0/turbo3": (204 + 78) * 30}
+    per_cell = {"f16/f16": 2 * 2 * 192 * 30, "q8_0/q8_0": 2 * 204 * 30, "q8_0/tcq3": (204 + 78) * 30}
     for config, cell in per_cell.items():
         assert read[config]["tg2 @ d16"] == weights + 256 * cell
     for r in bench_json["results"]:

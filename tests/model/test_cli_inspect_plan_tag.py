@@ -360,8 +360,8 @@ def test_plan_text(smollm2):
     r = run_cli("plan", "smollm2-135m", "--ctx", 8192, "--budget", "1GiB")
     assert r.exit_code == 0, r.output
     bytes_balanced = 8192 * 30 * (6 * 34 + 3 * 26)
-    row = next(line for line in r.output.splitlines() if line.startswith("q8_0/turbo3 "))
-    assert row.split()[:6] == ["q8_0/turbo3", "balanced", "8.50", "3.25", *plan.format_size(bytes_balanced).split()]
+    row = next(line for line in r.output.splitlines() if line.startswith("q8_0/tcq3 "))
+    assert row.split()[:6] == ["q8_0/tcq3", "balanced", "8.50", "3.25", *plan.format_size(bytes_balanced).split()]
     assert "budget 1.0 GiB for the KV cache alone" in r.output
     assert "* each sequence would exceed the model's training context (8192)" in r.output
 
@@ -515,7 +515,7 @@ def test_session_takes_the_tag_and_explicit_options_win(tagged):
     from tq_gguf import Llama
 
     for kwargs, expected in (({}, "turbo4/turbo3:b2:sk"), ({"cache_v": "turbo4"}, "turbo4/turbo4:b2:sk"),
-                             ({"cache": "balanced"}, "q8_0/turbo3")):
+                             ({"cache": "balanced"}, "q8_0/tcq3")):
         llm = Llama(tagged, n_ctx=256, n_threads=2, **kwargs)
         try:
             assert str(llm.cache_config) == expected

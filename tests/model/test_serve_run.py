@@ -53,7 +53,7 @@ def llm(default_model_path):
     from tq_gguf import Llama
 
     # what the server and `run -t 1` build: one thread for decode and batches
-    return Llama(default_model_path, cache="q8_0/turbo3", n_ctx=N_CTX, n_threads=1, n_threads_batch=1)
+    return Llama(default_model_path, cache="q8_0/tcq3", n_ctx=N_CTX, n_threads=1, n_threads_batch=1)
 
 
 class Server(ServerProcess):
@@ -67,18 +67,18 @@ class Server(ServerProcess):
 
 @pytest.fixture(scope="module")
 def server(default_model_path):
-    s = Server(default_model_path, "--cache-k", "q8_0", "--cache-v", "turbo3")
+    s = Server(default_model_path, "--cache-k", "q8_0", "--cache-v", "tcq3")
     yield s
     s.stop()
 
 
 def test_server_holds_the_turbo_cache(server, default_model_path):
     info = server.get("/tq/cache")
-    assert (info["config"], info["k_type"], info["v_type"], info["preset"]) == ("q8_0/turbo3", "q8_0", "turbo3",
+    assert (info["config"], info["k_type"], info["v_type"], info["preset"]) == ("q8_0/tcq3", "q8_0", "tcq3",
                                                                                 "balanced")
     model = ggufinfo.read(default_model_path)
     assert info["n_ctx"] == N_CTX
-    assert info["bytes_allocated"] == CacheConfig.parse("q8_0/turbo3").kv_bytes(model, N_CTX)
+    assert info["bytes_allocated"] == CacheConfig.parse("q8_0/tcq3").kv_bytes(model, N_CTX)
     assert info["bytes_f16_allocated"] == CacheConfig.parse("f16/f16").kv_bytes(model, N_CTX)
     assert [m["id"] for m in server.get("/v1/models")["data"]] == ["smollm2"]
 
@@ -154,7 +154,7 @@ def test_run_prints_what_the_session_generates(default_model_path, llm):
     r = tq_gguf("run", default_model_path, "-p", PROMPT, "-n", 8, "--ctx", N_CTX, "-t", 1)
     assert r.returncode == 0, r.stderr
     assert r.stdout == llm(PROMPT, max_tokens=8, temperature=0)["choices"][0]["text"]
-    assert "K q8_0 / V turbo3 (preset balanced)" in r.stderr and "generated 8 tokens" in r.stderr
+    assert "K q8_0 / V tcq3 (preset balanced)" in r.stderr and "generated 8 tokens" in r.stderr
 
 
 def test_run_cache_options(default_model_path):
@@ -171,7 +171,7 @@ def test_run_cache_options(default_model_path):
     # key smoothing: a preset that has it, and the flag that adds it to any config (mu's bytes counted)
     r = cli("run", default_model_path, "--cache", "max", "-p", PROMPT, "-n", 4, "--ctx", N_CTX, "-t", 1)
     assert r.exit_code == 0, r.output
-    assert "K turbo4 / V turbo3, keys smoothed (preset max)" in r.stderr
+    assert "K turbo4 / V tcq3, keys smoothed (preset max)" in r.stderr
     r = cli("run", default_model_path, "--cache-k", "turbo4", "--cache-v", "turbo4", "--smooth-k", "-p", PROMPT,
             "-n", 4, "--ctx", N_CTX, "-t", 1)
     assert r.exit_code == 0, r.output
@@ -188,7 +188,7 @@ def test_run_follows_the_model_tag_unless_told_otherwise(default_model_path, tmp
     assert "K turbo4 / V turbo3:" in r.stderr
     r = cli("run", tagged, "--cache-k", "q8_0", "-p", PROMPT, "-n", 2, "--ctx", N_CTX, "-t", 1)
     assert r.exit_code == 0, r.output
-    assert "K q8_0 / V turbo3 (preset balanced)" in r.stderr
+    assert "K q8_0 / V tcq3 (preset balanced)" in r.stderr
 
 
 def test_chat_answers_each_line_of_stdin(default_model_path, llm):
@@ -201,7 +201,7 @@ def test_chat_answers_each_line_of_stdin(default_model_path, llm):
     history += [{"role": "assistant", "content": first}, {"role": "user", "content": follow_up}]
     second = llm.create_chat_completion(history, max_tokens=12, temperature=0)["choices"][0]["message"]["content"]
     assert r.stdout == f"{first}\n{second}\n"
-    assert "2 turns" in r.stderr and "K q8_0 / V turbo3" in r.stderr
+    assert "2 turns" in r.stderr and "K q8_0 / V tcq3" in r.stderr
 
 
 def test_chat_with_system_message_and_first_prompt(default_model_path, llm):

@@ -35,8 +35,8 @@ def test_key_smoothing_flag():
 
 def test_presets():
     assert {name: str(p.config) for name, p in PRESETS.items()} == {
-        "lossless": "q8_0/q8_0", "quality": "q8_0/turbo4", "balanced": "q8_0/turbo3",
-        "compact": "turbo4/turbo4:sk", "max": "turbo4/turbo3:sk",
+        "lossless": "q8_0/q8_0", "quality": "q8_0/turbo4", "balanced": "q8_0/tcq3",
+        "compact": "turbo4/turbo4:sk", "max": "turbo4/tcq3:sk",
     }
     for name, p in PRESETS.items():
         assert CacheConfig.parse(name) == p.config
