@@ -140,7 +140,7 @@ def test_serve_refuses_bad_input_in_one_line(default_model_path):
     r = cli("serve", default_model_path, "--cache-v", "q3_x", "--port", free_port())
     assert r.exit_code == 1 and r.stderr.strip().splitlines() == [
         "error: unknown cache type 'q3_x'; choose one of f32, f16, bf16, q8_0, q5_1, q5_0, q4_1, q4_0, iq4_nl, "
-        "turbo4, turbo3, turbo2"]
+        "turbo4, turbo3, turbo2, tcq3, tcq2"]
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
