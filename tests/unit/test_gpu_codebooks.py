@@ -126,3 +126,19 @@ def test_gpu_trellis_tables_equal_the_spec(lang, name):
         if g.dtype == np.float32:  # bit for bit
             g, w = g.view(np.uint32), w.astype(np.float32).view(np.uint32)
         assert np.array_equal(g, w), f"{lang} {name} {key}"
+
+
+@pytest.mark.parametrize("name", ["tcq2", "tcq3"])
+def test_glsl_trellis_tables_equal_the_spec(name):
+    """GLSL has no hex floats: the Vulkan shaders read float32 bit patterns (the subset table is
+    the formula of FORMAT.md 12.2 there, held to the spec by tests/gpu/test_vulkan.py's bytes)."""
+    from tq_gguf.reference import trellistables as tt
+
+    text = (NATIVE / "vulkan" / "tq-tcq-tables.glsl").read_text()
+    got = {m.group(1): np.array([int(v, 16) for v in re.findall(r"0x([0-9A-F]+)u", m.group(3))], np.uint32)
+           for m in re.finditer(rf"const uint tq_{name}_(\w+)_bits\[(\d+)\]\s*=\s*uint\[\d+\]\((.*?)\);", text, re.S)}
+    want = {"levels": tt.LEVELS[name], "midpoints": np.asarray(tt.SUBSET_MIDPOINTS[name]).ravel(),
+            "inv_factors": tt.INV_FACTORS[name], "factors_sq": tt.FACTORS_SQ[name]}
+    assert set(got) == set(want)
+    for key, value in want.items():
+        assert np.array_equal(got[key], np.asarray(value, np.float32).view(np.uint32)), key
