@@ -94,7 +94,7 @@ def test_a_context_beyond_training_is_refused():
 def test_candidates_are_the_presets_and_their_boundary_variants():
     configs = {str(c) for c in advisor.candidate_configs(30)}
     assert {str(p.config) for p in PRESETS.values()} <= configs
-    assert "turbo4/turbo3:b1" in configs and "q8_0/turbo3:b2" in configs
+    assert "turbo4/turbo3:b1" in configs and "q8_0/tcq3:b2" in configs
     assert not any(c.startswith("q8_0/q8_0:") for c in configs)  # protecting q8_0 with q8_0 changes nothing
     # a 4-layer model cannot keep 2 layers at each end and still compress one
     assert not any(c.boundary >= 2 for c in advisor.candidate_configs(4))

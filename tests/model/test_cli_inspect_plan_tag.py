@@ -494,7 +494,7 @@ def test_tag_needs_force_to_replace_an_output(tmp_path):
     assert out.read_bytes() == b"old"
     assert run_cli("tag", path, "--cache", "balanced", "-o", out, "--force").exit_code == 0
     assert out.stat().st_mode & 0o777 == path.stat().st_mode & 0o777
-    assert ggufinfo.read(out).tq_cache == "q8_0/turbo3"
+    assert ggufinfo.read(out).tq_cache == "q8_0/tcq3"
 
 
 def test_tag_validates_the_config_first(tmp_path):

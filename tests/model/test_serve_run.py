@@ -188,7 +188,7 @@ def test_run_follows_the_model_tag_unless_told_otherwise(default_model_path, tmp
     assert "K turbo4 / V turbo3:" in r.stderr
     r = cli("run", tagged, "--cache-k", "q8_0", "-p", PROMPT, "-n", 2, "--ctx", N_CTX, "-t", 1)
     assert r.exit_code == 0, r.output
-    assert "K q8_0 / V tcq3 (preset balanced)" in r.stderr
+    assert "K q8_0 / V turbo3:" in r.stderr  # the tag's V, the option's K
 
 
 def test_chat_answers_each_line_of_stdin(default_model_path, llm):
