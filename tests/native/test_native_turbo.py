@@ -34,11 +34,14 @@ def variants(native_lib):
 
 
 def test_type_traits(native_lib):
-    for qtype, size in (("turbo2", 18), ("turbo3", 26), ("turbo4", 34)):
+    for qtype, size in (("turbo2", 18), ("turbo3", 26), ("turbo4", 34), ("tcq2", 18), ("tcq3", 26)):
         tid = type_id(qtype)
         assert ggml.type_name(tid) == qtype
         assert ggml.type_traits(tid) == (64, size)
-    assert ggml.type_count() == 46
+        assert ggml.type_traits(tid) == (cachetypes.get(qtype).block_size, cachetypes.get(qtype).type_size)
+    # the turbo ids did not move when the tcq types joined after them (state files name types by id)
+    assert [type_id(t) for t in ("turbo2", "turbo3", "turbo4", "tcq2", "tcq3")] == [43, 44, 45, 46, 47]
+    assert ggml.type_count() == 48
 
 
 def test_kv_rows_fixture_covers_all_models():
