@@ -23,7 +23,7 @@ from tq_gguf.native import llamacpp
 from tq_gguf.runtime import lowlevel
 
 SMALL = 1024
-CONFIGS = "q8_0/turbo3,max,q8_0/turbo2:b2"  # max is turbo4/turbo3:sk: its KV buffer holds each layer's mu too
+CONFIGS = "q8_0/turbo3,max,q8_0/turbo2:b2"  # max is turbo4/tcq3:sk: its KV buffer holds each layer's mu too
 # Peak RSS of the two fills on SmolLM2, 2 threads, one fresh process per cell, state minus prefill
 # (commit 40a99db's build, 512-token seed): at 4096 f16/f16 +4 KiB, q8_0/q4_0 -124 KiB, max -720 KiB
 # (-584 KiB in an earlier run); at 8192 max -1.03 MiB (f16/f16 and q8_0/q4_0 +12 KiB with the earlier
@@ -40,7 +40,7 @@ def small_run(default_model_path):
 
 
 def test_f16_runs_first_as_the_baseline(small_run):
-    assert small_run["configs"] == ["f16/f16", "q8_0/turbo3", "turbo4/turbo3:sk", "q8_0/turbo2:b2"]
+    assert small_run["configs"] == ["f16/f16", "q8_0/turbo3", "turbo4/tcq3:sk", "q8_0/turbo2:b2"]
     assert [c["config"] for c in small_run["cells"]] == small_run["configs"]
     assert small_run["cells"][0]["kv_vs_baseline"] == 1.0 and small_run["cells"][0]["peak_minus_baseline_bytes"] == 0
 
@@ -55,8 +55,8 @@ def test_kv_buffer_is_plans_figure_to_the_byte(small_run, default_model_path):
         assert cell["buffers"]["kv"] == [want]  # one cache, one buffer
     # mu is in the smoothed config's buffer: 30 layers of 3 KV heads x 64 f32 values
     by = {c["config"]: c for c in small_run["cells"]}
-    unsmoothed = CacheConfig.parse("turbo4/turbo3").kv_bytes(info, SMALL)
-    assert by["turbo4/turbo3:sk"]["kv_bytes"] == unsmoothed + 30 * 3 * 64 * 4
+    unsmoothed = CacheConfig.parse("turbo4/tcq3").kv_bytes(info, SMALL)
+    assert by["turbo4/tcq3:sk"]["kv_bytes"] == unsmoothed + 30 * 3 * 64 * 4
 
 
 def test_the_context_ends_full(small_run):

@@ -170,19 +170,26 @@ def stock_server():
 
 
 @pytest.mark.parametrize("cache", ["q8_0/tcq3", "turbo4/tcq2:sk"])
-def test_tcq_values_split_across_servers_match_local(default_model_path, servers, cache):
-    """The trellis-coded V rows are encoded and decoded on the servers, by the same CPU kernels."""
+def test_tcq_values_split_across_servers_match_local(default_model_path, cache):
+    """The trellis-coded V rows are encoded and decoded on the servers, by the same CPU kernels.
+    Servers of their own: an rpc-server serves one client at a time, and the module's split
+    session holds the shared pair."""
     from tq_gguf import Llama
 
+    own = [RpcServer(), RpcServer()]
     kw = dict(cache=cache, n_ctx=N_CTX, logits_all=True, n_threads=2)
     here = Llama(default_model_path, **kw)
-    there = Llama(default_model_path, rpc=[s.endpoint for s in servers], **kw)
+    there = None
     try:
+        there = Llama(default_model_path, rpc=[s.endpoint for s in own], **kw)
         tokens = here.tokenize(PROMPT.encode())
         got, expected = logits(there, tokens), logits(here, tokens)
     finally:
         here.close()
-        there.close()
+        if there is not None:
+            there.close()
+        for s in own:
+            s.stop()
     assert float(np.max(np.abs(got - expected))) <= LOGIT_TOLERANCE
     assert (got.argmax(axis=1) == expected.argmax(axis=1)).all()
 
@@ -210,14 +217,14 @@ def test_stock_server_is_refused_naming_the_type(default_model_path, stock_serve
 
 
 def test_stock_server_is_refused_even_for_stock_types(default_model_path, stock_server):
-    """ggml's client in our build requires every rpc-server to hold the turbo types (patch 0008),
-    so a q8_0 cache on a stock server is refused too, naming the first type it lacks."""
+    """ggml's client in our build requires every rpc-server to hold the turbo and tcq types (patch
+    0008), so a q8_0 cache on a stock server is refused too, naming the first type it lacks (by name)."""
     proc, endpoint = stock_server
     r = subprocess.run([TQ_GGUF, "run", str(default_model_path), "--cache", "q8_0/q8_0", "-p", "hi", "-n", "1",
                         "--rpc", endpoint], capture_output=True, text=True, timeout=60)
     assert r.returncode == 1
     assert r.stderr.strip().splitlines() == [
-        f"error: rpc-server at {endpoint} does not know cache type turbo2 (ggml type 43): a stock rpc-server? "
+        f"error: rpc-server at {endpoint} does not know cache type tcq2 (ggml type 46): a stock rpc-server? "
         f"Start `tq-gguf rpc-server` there"]
 
 

@@ -215,7 +215,7 @@ def test_a_smoothed_state_written_into_a_smoothed_session_with_other_tokens_load
 
 
 def test_a_preset_name_matches_its_spec(default_model_path, text_tokens, saved):
-    state, _, (tokens, _) = saved["q8_0/turbo3"]
+    state, _, (tokens, _) = saved["q8_0/tcq3"]
     llm = session(default_model_path, "balanced")
     llm.load_state(state)
     assert continue_greedy(llm, text_tokens[N_PROMPT])[0] == tokens
