@@ -18,16 +18,23 @@ import subprocess
 from tq_gguf.nativebuild.builder import tool_path
 
 
-def test_turbo_flash_attn_matches_the_reference_path(native_lib):
+def flash_attn_cases(pattern: str) -> tuple[int, str]:
+    """Run the CPU's FLASH_ATTN_EXT cases named by `pattern` against its reference path; every
+    one must pass. Returns how many ran and the output."""
     res = subprocess.run([str(tool_path("test-backend-ops")), "test", "-b", "CPU", "-o", "FLASH_ATTN_EXT",
-                          "-p", "turbo", "-j", "2"], capture_output=True, text=True, timeout=900)
+                          "-p", pattern, "-j", "2"], capture_output=True, text=True, timeout=900)
     out = res.stdout + res.stderr
     assert res.returncode == 0, out[-3000:]
     m = re.search(r"(\d+)/(\d+) tests passed", out)
     assert m and m.group(1) == m.group(2), out[-2000:]
+    return int(m.group(2)), out
+
+
+def test_turbo_flash_attn_matches_the_reference_path(native_lib):
+    total, out = flash_attn_cases("turbo")
     # 3 turbo types x (decode and batches at head sizes 64-576, with masks, sinks, ALiBi and
     # softcap; grouped-decode shapes over 20-8192 cells at GQA 1-8; prefills of 64-100 queries)
-    assert int(m.group(2)) >= 300, m.group(2)
+    assert total >= 300, total
     for case in ("nb=1,.*type_K=q8_0,type_V=turbo", "nb=1,.*type_K=turbo4,type_V=turbo4",
                  "nb=(64|70|100),.*turbo", "nb=(3|8),.*turbo"):
         assert re.search(rf"{case}.*OK", out), case
@@ -36,14 +43,9 @@ def test_turbo_flash_attn_matches_the_reference_path(native_lib):
 def test_tcq_value_flash_attn_matches_the_reference_path(native_lib):
     """A trellis-coded V (decoded by the CPU's SIMD decoder in our kernel) against ggml's plain
     path (the same decoder, one query row at a time), beside every K type."""
-    res = subprocess.run([str(tool_path("test-backend-ops")), "test", "-b", "CPU", "-o", "FLASH_ATTN_EXT",
-                          "-p", "tcq", "-j", "2"], capture_output=True, text=True, timeout=900)
-    out = res.stdout + res.stderr
-    assert res.returncode == 0, out[-3000:]
-    m = re.search(r"(\d+)/(\d+) tests passed", out)
-    assert m and m.group(1) == m.group(2), out[-2000:]
+    total, out = flash_attn_cases("tcq")
     # 2 types x head sizes 64-256 x 1, 8 and 70 queries x 6 K types, and decode at depth
-    assert int(m.group(2)) >= 100, m.group(2)
+    assert total >= 100, total
     for k in ("f16", "q8_0", "q4_0", "turbo2", "turbo3", "turbo4"):
         for v in ("tcq2", "tcq3"):
             assert re.search(rf"type_K={k},type_V={v},.*OK", out), (k, v)
