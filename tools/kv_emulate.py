@@ -19,8 +19,10 @@ from an empty cache in one batch; the second half of every chunk is scored, as
 llama-perplexity does: KL(f16 cache || config) per token, its mean and standard error,
 and how often the most likely token stays f16's.
 
-Configs are `K/V`, each side a real cache type (f16, q8_0, q4_0, turbo2..4) or
-`emu:NAME`, a candidate from CANDIDATES below, e.g.
+Configs are `K/V`, each side a real cache type (f16, q8_0, q4_0, turbo2..4, tcq2, tcq3) or
+`emu:NAME`, a candidate from CANDIDATES below (`emu:turbo3` and `emu:tcq3` are the shipped
+types through their NumPy references, so an emulated config and its real cache can be read
+side by side), e.g.
 
     python tools/kv_emulate.py smollm2-135m --configs q8_0/turbo3,q8_0/emu:turbo3,q8_0/emu:tcq3-L8
 
@@ -82,7 +84,7 @@ from tq_gguf.analysis import cachewrites  # noqa: E402
 from tq_gguf.analysis.evaltext import git_release_notes  # noqa: E402
 from tq_gguf.gguf import models  # noqa: E402
 from tq_gguf.native import ggml, llamacpp  # noqa: E402
-from tq_gguf.reference import quants, rotation  # noqa: E402
+from tq_gguf.reference import quants, rotation, trellis  # noqa: E402
 from tq_gguf.runtime.lowlevel import Context  # noqa: E402
 
 Quantizer = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (blocks (B, 64) rotated, cells (B,)) -> reconstruction
@@ -92,6 +94,13 @@ _CACHE = re.compile(r"^cache_([kv])_l(\d+)")
 def _turbo(qtype: str) -> Quantizer:
     def q(blocks: np.ndarray, cells: np.ndarray) -> np.ndarray:
         return quants.dequantize(quants.quantize(blocks.reshape(-1), qtype), qtype).reshape(blocks.shape)
+    return q
+
+
+def _shipped_trellis(qtype: str) -> Quantizer:
+    """tcq2/tcq3 as the cache stores them: the format's own NumPy reference (FORMAT.md section 12)."""
+    def q(blocks: np.ndarray, cells: np.ndarray) -> np.ndarray:
+        return trellis.dequantize(trellis.quantize(blocks.reshape(-1), qtype), qtype).reshape(blocks.shape)
     return q
 
 
@@ -161,6 +170,7 @@ CANDIDATES: dict[str, Quantizer] = {
     "q4_0r": _ggml(GGMLQuantizationType.Q4_0),   # q4_0 of the turbo-rotated rows
     **{f"turbo{b}": _turbo(f"turbo{b}") for b in (2, 3, 4)},
     **{f"turbo{b}+first4": _keep_first(_turbo(f"turbo{b}"), 4) for b in (2, 3, 4)},
+    **{q: _shipped_trellis(q) for q in trellis.QTYPES},   # tcq2, tcq3: the shipped trellis types
     # bitshift trellis (tools/tcq_study.py): b bits per value, window L, tail-biting, 8 scales or 1
     **{f"tcq{b}-L{L}": _tcq(b, L, 8) for b, L in ((2, 6), (2, 8), (2, 10), (3, 7), (3, 9), (3, 11), (4, 8), (4, 10))},
     **{f"tcq{b}-L{L}x1": _tcq(b, L, 1) for b, L in ((2, 6), (3, 5), (3, 6), (3, 7), (4, 6), (4, 8))},
