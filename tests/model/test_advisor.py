@@ -221,6 +221,21 @@ def test_an_outlier_key_channel_shows_in_attention_though_not_in_row_mse():
         assert v_errs == sorted(v_errs)
 
 
+@native
+def test_the_value_reason_leads_with_balanced_value_type():
+    """The advice describes values by the type balanced stores them in, beside the others measured."""
+    from tq_gguf.analysis import advisorwording
+
+    stats = [kvstats.layer_stats(il, synthetic_layer(il + 5), 1 / math.sqrt(128)) for il in range(3)]
+    text = advisorwording._value_reason(stats)
+    main = PRESETS["balanced"].config.v.name
+    mean = {t: sum(s.v_out_err[t] for s in stats) / len(stats) for t in ("turbo4", "turbo3", "turbo2", "tcq3", "tcq2")}
+    worst = max(stats, key=lambda s: s.v_out_err[main])
+    assert text.startswith(f"Values: {main} adds a mean attention-output error of {mean[main]:.3f} ("), text
+    assert all(f"{t} {mean[t]:.3f}" in text for t in mean if t != main), text
+    assert f"the worst {main} layer is {worst.layer} at {worst.v_out_err[main]:.3f}" in text, text
+
+
 # --- the three models ---------------------------------------------------------------------------------
 
 model = [pytest.mark.native, pytest.mark.model]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 
 from ..kv import plan
-from ..kv.cacheconfig import BOUNDARY_TYPE, CacheConfig
+from ..kv.cacheconfig import BOUNDARY_TYPE, PRESETS, CacheConfig
 from .advisorrules import (KLD_PER_ERR, LAYER_LIMIT, LONG_CONTEXT, LONG_CONTEXT_KEY, MAX_BOUNDARY, PPL_WITHIN,
                            QUALITY_BAR, SMOOTHED_KEY_WEIGHT, Candidate, candidate_name, choose, is_long)
 from .kvstats import OUTLIER_FACTOR, LayerStats
@@ -63,15 +63,21 @@ def _key_reasons(stats: list[LayerStats]) -> list[str]:
     return [head, verdict + f" (Relative MSE of the key rows: turbo4 {t4m:.4f}, q4_0 {q4:.4f}.)"]
 
 
+# The value types the reason compares, from the default V down: balanced's trellis type, then the
+# scalar types and the 2-bit trellis type, as kvstats measures them.
+_VALUE_TYPES = (PRESETS["balanced"].config.v.name, "turbo4", "turbo3", "tcq2", "turbo2")
+
+
 def _value_reason(stats: list[LayerStats]) -> str:
-    mean = {t: sum(s.v_out_err[t] for s in stats) / len(stats) for t in ("turbo4", "turbo3", "turbo2")}
-    worst = max(stats, key=lambda s: s.v_out_err["turbo3"])
+    mean = {t: sum(s.v_out_err[t] for s in stats) / len(stats) for t in _VALUE_TYPES}
+    main, others = _VALUE_TYPES[0], _VALUE_TYPES[1:]
+    worst = max(stats, key=lambda s: s.v_out_err[main])
     heavy = [s for s in stats if s.v.outlier_channels]
     extra = (f" Values have outlier channels in layer {_layers([str(s.layer) for s in heavy])}."
              if heavy else " Values have no outlier channels.")
-    return (f"Values: turbo3 adds a mean attention-output error of {mean['turbo3']:.3f} (turbo4 {mean['turbo4']:.3f}, "
-            f"turbo2 {mean['turbo2']:.3f}); the worst turbo3 layer is {worst.layer} at "
-            f"{worst.v_out_err['turbo3']:.3f}." + extra)
+    rest = ", ".join(f"{t} {mean[t]:.3f}" for t in others)
+    return (f"Values: {main} adds a mean attention-output error of {mean[main]:.3f} ({rest}); the worst {main} "
+            f"layer is {worst.layer} at {worst.v_out_err[main]:.3f}." + extra)
 
 
 def _expected_kld(mean_err: float) -> str:
