@@ -26,6 +26,20 @@ def test_key_is_stable_and_tracks_every_input(tmp_path):
     assert buildkey.build_key("cpu", d, p, n) != base
 
 
+def test_a_backend_only_folder_keys_only_its_backend(tmp_path):
+    p, n = copy_inputs(tmp_path)
+    keys = {b: buildkey.build_key(b, defines_for(b), p, n) for b in ("cpu", "vulkan", "cuda")}
+    cuda_src = sorted((n / "cuda").glob("*.cuh"))[0]
+    cuda_src.write_text(cuda_src.read_text() + "\n// edit\n")
+    after = {b: buildkey.build_key(b, defines_for(b), p, n) for b in keys}
+    assert after["cpu"] == keys["cpu"] and after["vulkan"] == keys["vulkan"]
+    assert after["cuda"] != keys["cuda"]
+    # a shared source still keys every backend
+    shared = n / "cpu" / "tq-fattn.c"
+    shared.write_text(shared.read_text() + "\n// edit\n")
+    assert all(buildkey.build_key(b, defines_for(b), p, n) != after[b] for b in keys)
+
+
 def test_patch_edit_changes_the_key(tmp_path):
     p, n = copy_inputs(tmp_path)
     d = defines_for("cpu")

@@ -46,6 +46,7 @@ def test_wheel_carries_patches_native_and_rows_byte_for_byte(wheel):
 def test_installed_layout_gives_the_same_build_key(wheel, tmp_path):
     wheel.extractall(tmp_path)
     data = tmp_path / "tq_gguf" / "_data"
-    assert buildkey.native_hash(data / "native") == buildkey.native_hash(paths.REPO_ROOT / "native")
+    for backend in ("cpu", *buildkey.BACKEND_ONLY_DIRS):
+        assert buildkey.native_hash(data / "native", backend) == buildkey.native_hash(paths.REPO_ROOT / "native", backend)
     from tq_gguf.nativebuild import patches
     assert patches.series_hash(data / "patches") == patches.series_hash(paths.REPO_ROOT / "patches")

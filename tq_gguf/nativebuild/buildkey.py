@@ -19,6 +19,10 @@ BUILD_FORMAT = 1
 # Written by the build into the copied native tree; not a source, never hashed.
 GENERATED_NATIVE = frozenset({"tq-build-id.h"})
 
+# native/<name>/ holds sources that only the backend of that name compiles, so they are part
+# of that backend's key and no other's: a CUDA edit leaves the CPU and Vulkan builds current.
+BACKEND_ONLY_DIRS = ("cuda", "metal", "vulkan")
+
 
 def native_files(native_dir: Path) -> list[Path]:
     return sorted(
@@ -27,9 +31,15 @@ def native_files(native_dir: Path) -> list[Path]:
     )
 
 
-def native_hash(native_dir: Path) -> str:
+def backend_sources(native_dir: Path, backend: str) -> list[Path]:
+    """The native files a build of `backend` compiles: all but the other backends' own folders."""
+    foreign = {d for d in BACKEND_ONLY_DIRS if d != backend}
+    return [p for p in native_files(native_dir) if p.relative_to(native_dir).parts[0] not in foreign]
+
+
+def native_hash(native_dir: Path, backend: str) -> str:
     digest = hashlib.sha256()
-    for p in native_files(native_dir):
+    for p in backend_sources(native_dir, backend):
         digest.update(p.relative_to(native_dir).as_posix().encode() + b"\0" + p.read_bytes() + b"\0")
     return digest.hexdigest()
 
@@ -39,7 +49,7 @@ def build_key(backend: str, defines: dict[str, str], patches_dir: Path, native_d
         "format": BUILD_FORMAT,
         "sdist": upstream.SDIST_SHA256,
         "patches": patches.series_hash(patches_dir),
-        "native": native_hash(native_dir),
+        "native": native_hash(native_dir, backend),
         "backend": backend,
         "defines": dict(sorted(defines.items())),
     }
