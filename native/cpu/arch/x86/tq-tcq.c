@@ -386,12 +386,6 @@ TQ_TCQ_AVX2_ROW(3)
 // up at once. Each float is the reference's single product d * L[code].
 //
 
-// The table SUB[s][u] as 16 bytes, zero past the last state.
-static void tcq_subset_bytes(const uint8_t * subset, int memory, uint8_t out[16]) {
-    memset(out, 0, 16);
-    memcpy(out, subset, (size_t) 2 << memory);
-}
-
 static inline uint64_t tcq_load64(const uint8_t * p) {
     uint64_t v;
     memcpy(&v, p, sizeof(v));
@@ -423,12 +417,10 @@ TQ_AVX512 static TQ_INLINE __m512i tcq_codes_avx512(const uint8_t * block, int b
 
 TQ_AVX512 static TQ_INLINE void tcq_decode_avx512(const uint8_t * x, float * GGML_RESTRICT y, int64_t k, size_t block_size,
                                                   int bits, int memory, const uint8_t * subset, const float * levels) {
-    uint8_t sub[16];
-    tcq_subset_bytes(subset, memory, sub);
-    float lv[16] = { 0 };
-    memcpy(lv, levels, sizeof(float) << (bits + 1));
-    const __m512i table = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *) sub));
-    const __m512  L     = _mm512_loadu_ps(lv);
+    // the tables straight from their arrays, masked to their sizes (zero past them): a decode step
+    // calls this once per V row of one or two blocks, where copying them first cost as much as a block
+    const __m512i table = _mm512_broadcast_i32x4(_mm_maskz_loadu_epi8((__mmask16) ((1u << (2 << memory)) - 1), subset));
+    const __m512  L     = _mm512_maskz_loadu_ps((__mmask16) ((1u << (2 << bits)) - 1), levels);
     for (int64_t b = 0; b < k/QK_TCQ; ++b, x += block_size, y += QK_TCQ) {
         uint16_t h;
         memcpy(&h, x, sizeof(h));
@@ -494,14 +486,13 @@ TQ_AVX2 static TQ_INLINE __m256 tcq_levels_avx2(__m128i c, __m256 lo, __m256 hi,
 
 TQ_AVX2 static TQ_INLINE void tcq_decode_avx2(const uint8_t * x, float * GGML_RESTRICT y, int64_t k, size_t block_size,
                                               int bits, int memory, const uint8_t * subset, const float * levels) {
-    uint8_t sub[16];
-    tcq_subset_bytes(subset, memory, sub);
-    float lv[16] = { 0 };
-    memcpy(lv, levels, sizeof(float) << (bits + 1));
-    const __m256i table = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *) sub));
-    const __m256  lo    = _mm256_loadu_ps(lv);
-    const __m256  hi    = _mm256_loadu_ps(lv + 8);
-    const bool    wide  = (1 << (bits + 1)) > 8;
+    // the tables straight from their arrays (zero past them), as in the AVX-512 decoder
+    const bool    wide  = (2 << bits) > 8;
+    const __m128i sub   = (2 << memory) > 8 ? _mm_loadu_si128((const __m128i *) subset)
+                                            : _mm_loadl_epi64((const __m128i *) subset);
+    const __m256i table = _mm256_broadcastsi128_si256(sub);
+    const __m256  lo    = _mm256_loadu_ps(levels);
+    const __m256  hi    = wide ? _mm256_loadu_ps(levels + 8) : _mm256_setzero_ps();
     for (int64_t b = 0; b < k/QK_TCQ; ++b, x += block_size, y += QK_TCQ) {
         uint16_t h16;
         memcpy(&h16, x, sizeof(h16));
