@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 PROMPT ?= The three primary colors are
 CACHE_K ?= q8_0
-CACHE_V ?= turbo3
+CACHE_V ?= tcq3
 PYTEST_ARGS ?=
 
 .PHONY: setup run test build clean
