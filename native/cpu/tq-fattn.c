@@ -850,11 +850,17 @@ static void tq_fa_decode(const struct ggml_compute_params * params, struct ggml_
     float * partials = (float *) tq_fa_work(params);        // [head][chunk][M, S, acc]
     const struct tq_fa_scratch s = tq_fa_scratch_of(params, dst);
 
-    const int64_t n_items = k->ne[2]*n_grp*nc;
-    for (int64_t item = params->ith; item < n_items; item += params->nth) {
-        const int64_t c   = item % nc;
-        const int64_t grp = (item / nc) % n_grp;
-        const int64_t ik2 = item / (nc*n_grp);
+    // Items run KV heads fastest and each thread takes a contiguous run of them, so a thread
+    // reads a chunk's cells for every head in turn: a cell's rows of all heads share cache
+    // lines, which the first head brings in and the others find in cache.
+    const int64_t n_kv_head = k->ne[2];
+    const int64_t n_items = n_kv_head*n_grp*nc;
+    const int64_t item0 = n_items*params->ith/params->nth;
+    const int64_t item1 = n_items*(params->ith + 1)/params->nth;
+    for (int64_t item = item0; item < item1; ++item) {
+        const int64_t ik2 = item % n_kv_head;
+        const int64_t grp = (item / n_kv_head) % n_grp;
+        const int64_t c   = item / (n_kv_head*n_grp);
         const int64_t h0  = ik2*G + grp*TQ_FA_ROWS;
         const int64_t h1  = MIN(h0 + TQ_FA_ROWS, (ik2 + 1)*G);
 
