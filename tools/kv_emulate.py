@@ -91,16 +91,10 @@ Quantizer = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (blocks (B, 64) ro
 _CACHE = re.compile(r"^cache_([kv])_l(\d+)")
 
 
-def _turbo(qtype: str) -> Quantizer:
+def _reference(module, qtype: str) -> Quantizer:
+    """A shipped type through its own NumPy reference: quants (turbo2..4) or trellis (tcq2, tcq3)."""
     def q(blocks: np.ndarray, cells: np.ndarray) -> np.ndarray:
-        return quants.dequantize(quants.quantize(blocks.reshape(-1), qtype), qtype).reshape(blocks.shape)
-    return q
-
-
-def _shipped_trellis(qtype: str) -> Quantizer:
-    """tcq2/tcq3 as the cache stores them: the format's own NumPy reference (FORMAT.md section 12)."""
-    def q(blocks: np.ndarray, cells: np.ndarray) -> np.ndarray:
-        return trellis.dequantize(trellis.quantize(blocks.reshape(-1), qtype), qtype).reshape(blocks.shape)
+        return module.dequantize(module.quantize(blocks.reshape(-1), qtype), qtype).reshape(blocks.shape)
     return q
 
 
@@ -168,9 +162,9 @@ CANDIDATES: dict[str, Quantizer] = {
     "q8_0h": _ggml(GGMLQuantizationType.Q8_0),   # llama.cpp's rotated q8_0 cache
     "q4_0h": _ggml(GGMLQuantizationType.Q4_0),   # llama.cpp's rotated q4_0 cache
     "q4_0r": _ggml(GGMLQuantizationType.Q4_0),   # q4_0 of the turbo-rotated rows
-    **{f"turbo{b}": _turbo(f"turbo{b}") for b in (2, 3, 4)},
-    **{f"turbo{b}+first4": _keep_first(_turbo(f"turbo{b}"), 4) for b in (2, 3, 4)},
-    **{q: _shipped_trellis(q) for q in trellis.QTYPES},   # tcq2, tcq3: the shipped trellis types
+    **{f"turbo{b}": _reference(quants, f"turbo{b}") for b in (2, 3, 4)},
+    **{f"turbo{b}+first4": _keep_first(_reference(quants, f"turbo{b}"), 4) for b in (2, 3, 4)},
+    **{q: _reference(trellis, q) for q in trellis.QTYPES},   # tcq2, tcq3: the shipped trellis types
     # bitshift trellis (tools/tcq_study.py): b bits per value, window L, tail-biting, 8 scales or 1
     **{f"tcq{b}-L{L}": _tcq(b, L, 8) for b, L in ((2, 6), (2, 8), (2, 10), (3, 7), (3, 9), (3, 11), (4, 8), (4, 10))},
     **{f"tcq{b}-L{L}x1": _tcq(b, L, 1) for b, L in ((2, 6), (3, 5), (3, 6), (3, 7), (4, 6), (4, 8))},
